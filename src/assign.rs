@@ -1,0 +1,176 @@
+//! Assignment: which variant of each experiment a request gets, and why not when it gets none.
+
+use std::borrow::Cow;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, Source, Status};
+use crate::hash::{bucket, MAX_UNIT_LEN};
+use crate::request::RequestView;
+use crate::sfv::parse_dictionary;
+
+/// One experiment's outcome for a request that got a variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assignment {
+    pub experiment: usize,
+    pub variant: usize,
+    /// Chosen by a QA override rather than by the hash.
+    pub forced: bool,
+    /// The winner of a rolled-out experiment: reported in headers, never as an exposure.
+    pub rollout: bool,
+}
+
+/// Why an experiment gave a request no variant (the `reason` label of
+/// `abmesh_not_assigned_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    NoUnit,
+    Traffic,
+    Targeting,
+    Layer,
+    Holdout,
+    Paused,
+    Schedule,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 7] = [
+        Reason::NoUnit,
+        Reason::Traffic,
+        Reason::Targeting,
+        Reason::Layer,
+        Reason::Holdout,
+        Reason::Paused,
+        Reason::Schedule,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NoUnit => "no_unit",
+            Reason::Traffic => "traffic",
+            Reason::Targeting => "targeting",
+            Reason::Layer => "layer",
+            Reason::Holdout => "holdout",
+            Reason::Paused => "paused",
+            Reason::Schedule => "schedule",
+        }
+    }
+}
+
+/// Everything abmesh decided about one request.
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation<'a> {
+    /// In configuration order.
+    pub assignments: Vec<Assignment>,
+    pub not_assigned: Vec<(usize, Reason)>,
+    /// Each unit type's id for this request, if it has one (indexed like `Config::units`).
+    pub units: Vec<Option<Cow<'a, [u8]>>>,
+}
+
+impl Evaluation<'_> {
+    /// Assignments that are exposures (everything but rollouts).
+    pub fn exposures(&self) -> impl Iterator<Item = &Assignment> {
+        self.assignments.iter().filter(|a| !a.rollout)
+    }
+}
+
+/// The request's unit id for a unit type: the first source with a non-empty value of at most
+/// [`MAX_UNIT_LEN`] bytes.
+pub fn resolve_unit<'a>(sources: &[Source], req: &RequestView<'a>) -> Option<Cow<'a, [u8]>> {
+    sources.iter().find_map(|s| {
+        let v: Cow<'a, [u8]> = match s {
+            Source::Header(n) => Cow::Borrowed(req.header(n.as_bytes())?),
+            Source::Cookie(n) => Cow::Borrowed(req.cookie(n.as_bytes())?),
+            Source::Query(n) => req.query(n.as_bytes())?,
+        };
+        (!v.is_empty() && v.len() <= MAX_UNIT_LEN).then_some(v)
+    })
+}
+
+/// Overrides from the request, if its token is one of the configured ones: `(experiment,
+/// variant)` pairs. Unknown experiments and variants are ignored.
+pub fn forced_variants(config: &Config, req: &RequestView) -> Vec<(usize, usize)> {
+    let o = &config.overrides;
+    if o.token_sha256.is_empty() {
+        return Vec::new();
+    }
+    let (Some(token), Some(dict)) = (req.header(o.token_header.as_bytes()), req.header(o.header.as_bytes()))
+    else {
+        return Vec::new();
+    };
+    let digest: [u8; 32] = Sha256::digest(token).into();
+    if !o.token_sha256.contains(&digest) {
+        return Vec::new();
+    }
+    parse_dictionary(dict)
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let e = config.experiments.iter().position(|e| e.key.as_bytes() == k)?;
+            let variant = config.experiments[e].variants.iter().position(|x| x.name.as_bytes() == v)?;
+            Some((e, variant))
+        })
+        .collect()
+}
+
+/// Evaluates every experiment for one request at time `now_ms` (Unix milliseconds).
+pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Evaluation<'a> {
+    let units: Vec<Option<Cow<'a, [u8]>>> =
+        config.units.iter().map(|u| resolve_unit(&u.sources, req)).collect();
+    let forced = forced_variants(config, req);
+    let held_out = |unit: usize| -> bool {
+        match (&config.holdout, &units[unit]) {
+            (Some(h), Some(id)) if h.unit == unit => bucket(h.salt.as_bytes(), id) < h.threshold,
+            _ => false,
+        }
+    };
+    let mut eval = Evaluation { units: Vec::new(), ..Default::default() };
+    'experiments: for (i, e) in config.experiments.iter().enumerate() {
+        let mut assign = |variant: usize, forced: bool, rollout: bool| {
+            eval.assignments.push(Assignment { experiment: i, variant, forced, rollout });
+        };
+        if e.status == Status::Paused {
+            eval.not_assigned.push((i, Reason::Paused));
+            continue;
+        }
+        if let Some(&(_, v)) = forced.iter().find(|(x, _)| *x == i) {
+            assign(v, true, false);
+            continue;
+        }
+        if e.status == Status::RolledOut {
+            match e.winner {
+                Some(w) if e.when.matches(req) => assign(w, false, true),
+                _ => eval.not_assigned.push((i, Reason::Targeting)),
+            }
+            continue;
+        }
+        let reason = 'decide: {
+            if e.start_ms.is_some_and(|s| now_ms < s) || e.end_ms.is_some_and(|end| now_ms >= end) {
+                break 'decide Reason::Schedule;
+            }
+            if !e.when.matches(req) {
+                break 'decide Reason::Targeting;
+            }
+            let Some(id) = &units[e.unit] else { break 'decide Reason::NoUnit };
+            if held_out(e.unit) {
+                break 'decide Reason::Holdout;
+            }
+            if let Some(slot) = e.layer {
+                let b = bucket(config.layers[slot.layer].salt.as_bytes(), id);
+                if !(slot.start <= b && b < slot.end) {
+                    break 'decide Reason::Layer;
+                }
+            }
+            let b = bucket(e.salt.as_bytes(), id);
+            match e.variants.iter().position(|v| v.range.0 <= b && b < v.range.1) {
+                Some(v) => {
+                    assign(v, false, false);
+                    continue 'experiments;
+                }
+                None => Reason::Traffic,
+            }
+        };
+        eval.not_assigned.push((i, reason));
+    }
+    eval.units = units;
+    eval
+}

@@ -1,0 +1,844 @@
+//! The plugin configuration: parsed once, validated completely (every error, each with its
+//! JSON path), and compiled into the form the request path uses.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::hash::{variant_ranges, BUCKETS};
+use crate::reader::{
+    field_path, index_path, json_syntax_error, percent_basis_points, string_list, Errors, Obj,
+};
+use crate::targeting::{Condition, When};
+use crate::time::parse_rfc3339;
+
+pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+pub const MAX_EXPERIMENTS: usize = 1000;
+pub const MAX_VARIANTS: usize = 100;
+
+/// A compiled, valid configuration. Build it with [`Config::parse`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub units: Vec<UnitType>,
+    pub holdout: Option<Holdout>,
+    pub layers: Vec<Layer>,
+    pub experiments: Vec<Experiment>,
+    pub output: Output,
+    pub exposure: ExposureConfig,
+    pub overrides: Overrides,
+}
+
+#[derive(Debug, Clone)]
+pub struct UnitType {
+    pub name: String,
+    pub sources: Vec<Source>,
+}
+
+/// Where a unit id is read from. Names are stored lower-case for headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Header(String),
+    Cookie(String),
+    Query(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Holdout {
+    pub unit: usize,
+    pub salt: String,
+    /// Units whose holdout bucket is below this are held out.
+    pub threshold: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub name: String,
+    pub unit: usize,
+    pub salt: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Running,
+    Paused,
+    RolledOut,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::RolledOut => "rolled_out",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub key: String,
+    pub unit: usize,
+    pub salt: String,
+    pub status: Status,
+    pub traffic_bp: u32,
+    pub variants: Vec<Variant>,
+    pub layer: Option<LayerSlot>,
+    pub when: When,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    /// The full route header name (`x-exp-<key>`) when `route_header` is true.
+    pub route_header: Option<String>,
+    pub winner: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Variant {
+    pub name: String,
+    pub weight: u64,
+    /// Buckets `[start, end)` this variant covers at the experiment's traffic.
+    pub range: (u32, u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerSlot {
+    pub layer: usize,
+    pub start: u32,
+    pub end: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub header: String,
+    pub route_header_prefix: String,
+    pub response_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Critical,
+}
+
+impl LogLevel {
+    pub const NAMES: [&'static str; 6] = ["trace", "debug", "info", "warn", "error", "critical"];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitIdMode {
+    Raw,
+    Xxh3,
+    Omit,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExposureConfig {
+    pub log: bool,
+    pub log_level: LogLevel,
+    pub unit_id: UnitIdMode,
+    pub filter_state: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Overrides {
+    pub header: String,
+    pub token_header: String,
+    pub token_sha256: Vec<[u8; 32]>,
+}
+
+/// Why the configuration was refused: every problem found, each `path: rule`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub errors: Vec<String>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.errors.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+const TOP_FIELDS: &[&str] =
+    &["units", "holdout", "layers", "experiments", "output", "exposure", "overrides"];
+const EXPERIMENT_FIELDS: &[&str] = &[
+    "key", "unit", "salt", "status", "traffic_percent", "variants", "layer", "when", "start",
+    "end", "route_header", "winner",
+];
+
+const KEY_RULE: &str =
+    "must start with a lower-case letter and have at most 64 characters from a-z, 0-9, '_', '.', '-'";
+const VARIANT_RULE: &str =
+    "must start with a letter and have at most 64 characters from A-Z, a-z, 0-9, '_', '.', '-'";
+
+/// `^[a-z][a-z0-9_.-]{0,63}$`
+pub fn is_valid_key(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(&c))
+}
+
+/// `^[A-Za-z][A-Za-z0-9_.-]{0,63}$`
+pub fn is_valid_variant(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphabetic()
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
+}
+
+/// An HTTP header name abmesh may read or write: an RFC 9110 token, stored lower-case.
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+}
+
+impl Config {
+    /// Parses, validates and compiles a configuration. On failure, every problem found is
+    /// returned, not just the first.
+    ///
+    /// ```
+    /// let config = abmesh::Config::parse(br#"{"units": {"user": [{"header": "x-user-id"}]},
+    ///   "experiments": [{"key": "demo", "variants": [{"name": "a", "weight": 1}]}]}"#).unwrap();
+    /// assert_eq!(config.experiments[0].key, "demo");
+    /// let err = abmesh::Config::parse(br#"{"experimnts": []}"#).unwrap_err();
+    /// assert_eq!(err.errors[0], "config: unknown field \"experimnts\"; expected one of: \
+    ///     units, holdout, layers, experiments, output, exposure, overrides");
+    /// ```
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let mut errors = Errors::default();
+        if bytes.len() > MAX_CONFIG_BYTES {
+            errors.push(
+                "",
+                format!(
+                    "must be at most 1 MiB ({MAX_CONFIG_BYTES} bytes), found {} bytes",
+                    bytes.len()
+                ),
+            );
+            return Err(ConfigError { errors: errors.0 });
+        }
+        let value: Value = match serde_json::from_slice(bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push("", json_syntax_error(&e));
+                return Err(ConfigError { errors: errors.0 });
+            }
+        };
+        let config = compile(&value, &mut errors);
+        match config {
+            Some(c) if errors.0.is_empty() => Ok(c),
+            _ => Err(ConfigError { errors: errors.0 }),
+        }
+    }
+
+    pub fn unit_index(&self, name: &str) -> Option<usize> {
+        self.units.iter().position(|u| u.name == name)
+    }
+}
+
+fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
+    let top = Obj::new(root, "", TOP_FIELDS, errors)?;
+    let units = compile_units(&top, errors);
+    let unit_lookup = |name: &str, path: &str, errors: &mut Errors| -> Option<usize> {
+        let found = units.iter().position(|u| u.name == name);
+        if found.is_none() {
+            let defined: Vec<&str> = units.iter().map(|u| u.name.as_str()).collect();
+            errors.push(
+                path,
+                format!(
+                    "unknown unit type \"{name}\" (defined in units: {})",
+                    if defined.is_empty() { "none".to_string() } else { defined.join(", ") }
+                ),
+            );
+        }
+        found
+    };
+    let default_unit = || if units.len() == 1 { Some(0) } else { None };
+
+    let holdout = top.get("holdout").and_then(|v| {
+        let o = Obj::new(v, "holdout", &["unit", "salt", "percent"], errors)?;
+        let unit = match o.string("unit", errors) {
+            Some(name) => unit_lookup(name, &o.path_of("unit"), errors),
+            None if o.get("unit").is_some() => None,
+            None => {
+                let d = default_unit();
+                if d.is_none() {
+                    errors.push(&o.path_of("unit"), "is required when units defines more than one unit type");
+                }
+                d
+            }
+        };
+        let salt = o.required_string("salt", errors);
+        let threshold = match o.get("percent") {
+            Some(p) => percent_basis_points(p, &o.path_of("percent"), errors),
+            None => {
+                errors.push(&o.path_of("percent"), "is required");
+                None
+            }
+        };
+        Some(Holdout { unit: unit?, salt: salt?.to_string(), threshold: threshold? })
+    });
+
+    let mut layers = Vec::new();
+    if let Some(map) = top.object_map("layers", errors) {
+        for (name, v) in map {
+            let path = field_path("layers", name);
+            if !is_valid_key(name) {
+                errors.push(&path, format!("layer name {KEY_RULE}"));
+            }
+            let Some(o) = Obj::new(v, &path, &["unit", "salt"], errors) else { continue };
+            let unit = match o.string("unit", errors) {
+                Some(u) => unit_lookup(u, &o.path_of("unit"), errors),
+                None if o.get("unit").is_some() => None,
+                None => {
+                    let d = default_unit();
+                    if d.is_none() {
+                        errors.push(&o.path_of("unit"), "is required when units defines more than one unit type");
+                    }
+                    d
+                }
+            };
+            let salt = o.string("salt", errors).unwrap_or(name);
+            if let Some(unit) = unit {
+                layers.push(Layer { name: name.clone(), unit, salt: salt.to_string() });
+            }
+        }
+    }
+
+    let mut experiments = Vec::new();
+    if let Some(list) = top.list("experiments", errors) {
+        if list.len() > MAX_EXPERIMENTS {
+            errors.push(
+                "experiments",
+                format!("at most {MAX_EXPERIMENTS} experiments are allowed, found {}", list.len()),
+            );
+        }
+        let mut first_seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, v) in list.iter().enumerate() {
+            let path = index_path("experiments", i);
+            if let Some(key) = v.get("key").and_then(Value::as_str) {
+                if let Some(first) = first_seen.get(key) {
+                    errors.push(
+                        &field_path(&path, "key"),
+                        format!("duplicate experiment key \"{key}\" (first used at experiments[{first}])"),
+                    );
+                } else {
+                    first_seen.insert(key, i);
+                }
+            }
+            let ctx = Ctx { units: &units, layers: &layers, default_unit: default_unit() };
+            if let Some(e) = compile_experiment(v, &path, &ctx, errors) {
+                experiments.push((i, e));
+            }
+        }
+    }
+    check_layer_overlaps(&experiments, &layers, errors);
+
+    let output = compile_output(&top, errors);
+    let exposure = compile_exposure(&top, errors);
+    let overrides = compile_overrides(&top, errors);
+
+    let mut experiments: Vec<Experiment> = experiments.into_iter().map(|(_, e)| e).collect();
+    for e in &mut experiments {
+        if e.route_header.is_some() {
+            e.route_header = Some(format!("{}{}", output.route_header_prefix, e.key));
+        }
+    }
+    Some(Config { units, holdout, layers, experiments, output, exposure, overrides })
+}
+
+fn compile_units(top: &Obj, errors: &mut Errors) -> Vec<UnitType> {
+    let mut units = Vec::new();
+    let Some(map) = top.object_map("units", errors) else { return units };
+    for (name, v) in map {
+        let path = field_path("units", name);
+        if !is_valid_key(name) {
+            errors.push(&path, format!("unit type name {KEY_RULE}"));
+        }
+        let Some(list) = crate::reader::list(v, &path, errors) else { continue };
+        if list.is_empty() {
+            errors.push(&path, "must list at least one source ({\"header\": ...}, {\"cookie\": ...} or {\"query\": ...})");
+        }
+        let mut sources = Vec::new();
+        for (i, s) in list.iter().enumerate() {
+            let spath = index_path(&path, i);
+            let Some(o) = Obj::new(s, &spath, &["header", "cookie", "query"], errors) else { continue };
+            let given: Vec<&str> =
+                ["header", "cookie", "query"].into_iter().filter(|f| o.get(f).is_some()).collect();
+            if given.len() != 1 {
+                errors.push(&spath, "must have exactly one of \"header\", \"cookie\" or \"query\"");
+                continue;
+            }
+            let field = given[0];
+            let Some(n) = o.string(field, errors) else { continue };
+            let fpath = o.path_of(field);
+            let source = match field {
+                "header" => header_name(n, &fpath, errors).map(Source::Header),
+                "cookie" => {
+                    if is_header_name(n) {
+                        Some(Source::Cookie(n.to_string()))
+                    } else {
+                        errors.push(&fpath, "must be a cookie name (letters, digits and !#$%&'*+-.^_`|~)");
+                        None
+                    }
+                }
+                _ => {
+                    if n.is_empty() {
+                        errors.push(&fpath, "must not be empty");
+                        None
+                    } else {
+                        Some(Source::Query(n.to_string()))
+                    }
+                }
+            };
+            sources.extend(source);
+        }
+        units.push(UnitType { name: name.clone(), sources });
+    }
+    units
+}
+
+/// A header name from the configuration, validated and lower-cased (Envoy stores them so).
+fn header_name(name: &str, path: &str, errors: &mut Errors) -> Option<String> {
+    if is_header_name(name) {
+        Some(name.to_ascii_lowercase())
+    } else {
+        errors.push(path, format!("\"{name}\" is not a valid header name"));
+        None
+    }
+}
+
+struct Ctx<'a> {
+    units: &'a [UnitType],
+    layers: &'a [Layer],
+    default_unit: Option<usize>,
+}
+
+fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> Option<Experiment> {
+    let o = Obj::new(v, path, EXPERIMENT_FIELDS, errors)?;
+    let before = errors.0.len();
+    let key = o.required_string("key", errors).unwrap_or("");
+    if o.get("key").is_some_and(Value::is_string) && !is_valid_key(key) {
+        errors.push(&o.path_of("key"), format!("\"{key}\" {KEY_RULE}"));
+    }
+    let salt = o.string("salt", errors).unwrap_or(key).to_string();
+    let status = match o.string("status", errors) {
+        None => Status::Running,
+        Some("running") => Status::Running,
+        Some("paused") => Status::Paused,
+        Some("rolled_out") => Status::RolledOut,
+        Some(other) => {
+            errors.push(
+                &o.path_of("status"),
+                format!("must be \"running\", \"paused\" or \"rolled_out\", found \"{other}\""),
+            );
+            Status::Running
+        }
+    };
+    let traffic_bp = match o.get("traffic_percent") {
+        Some(t) => percent_basis_points(t, &o.path_of("traffic_percent"), errors).unwrap_or(BUCKETS),
+        None => BUCKETS,
+    };
+
+    // Layer first: it decides the unit when the experiment names none.
+    let mut layer = None;
+    let mut layer_unit = None;
+    if let Some(lv) = o.get("layer") {
+        if let Some(lo) = Obj::new(lv, &o.path_of("layer"), &["name", "buckets"], errors) {
+            let name = lo.required_string("name", errors);
+            let index = name.and_then(|n| {
+                let found = ctx.layers.iter().position(|l| l.name == n);
+                if found.is_none() {
+                    errors.push(&lo.path_of("name"), format!("unknown layer \"{n}\" (define it under layers)"));
+                }
+                found
+            });
+            let buckets = lo.get("buckets").and_then(|b| layer_buckets(b, &lo.path_of("buckets"), errors));
+            if lo.get("buckets").is_none() {
+                errors.push(&lo.path_of("buckets"), "is required");
+            }
+            if let (Some(index), Some((start, end))) = (index, buckets) {
+                layer = Some(LayerSlot { layer: index, start, end });
+            }
+            layer_unit = index.map(|i| ctx.layers[i].unit);
+        }
+    }
+
+    let unit = match (o.string("unit", errors), layer_unit) {
+        (Some(name), Some(lu)) => {
+            let found = ctx.units.iter().position(|u| u.name == name);
+            if found != Some(lu) {
+                let layer_name = layer.map_or("", |l| ctx.layers[l.layer].name.as_str());
+                errors.push(
+                    &o.path_of("unit"),
+                    format!(
+                        "must be omitted or equal to the unit of layer \"{layer_name}\" (\"{}\"), found \"{name}\"",
+                        ctx.units[lu].name
+                    ),
+                );
+            }
+            Some(lu)
+        }
+        (None, Some(lu)) => Some(lu),
+        (Some(name), None) => {
+            let found = ctx.units.iter().position(|u| u.name == name);
+            if found.is_none() && o.get("layer").is_none() {
+                let defined: Vec<&str> = ctx.units.iter().map(|u| u.name.as_str()).collect();
+                errors.push(
+                    &o.path_of("unit"),
+                    format!(
+                        "unknown unit type \"{name}\" (defined in units: {})",
+                        if defined.is_empty() { "none".to_string() } else { defined.join(", ") }
+                    ),
+                );
+            }
+            found
+        }
+        (None, None) => {
+            if ctx.default_unit.is_none() && o.get("unit").is_none() && o.get("layer").is_none() {
+                errors.push(
+                    &o.path_of("unit"),
+                    format!(
+                        "is required because units defines {} unit types, not exactly one",
+                        ctx.units.len()
+                    ),
+                );
+            }
+            ctx.default_unit
+        }
+    };
+
+    let variants = compile_variants(&o, traffic_bp, errors);
+    let winner = match o.string("winner", errors) {
+        Some(w) => {
+            let found = variants.iter().position(|v| v.name == w);
+            if found.is_none() && !variants.is_empty() {
+                let names: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
+                errors.push(
+                    &o.path_of("winner"),
+                    format!("unknown variant \"{w}\" (variants: {})", names.join(", ")),
+                );
+            }
+            found
+        }
+        None => {
+            if status == Status::RolledOut && o.get("winner").is_none() {
+                errors.push(&o.path_of("winner"), "is required when status is \"rolled_out\"");
+            }
+            None
+        }
+    };
+
+    let when = match o.get("when") {
+        Some(w) => compile_when(w, &o.path_of("when"), errors),
+        None => When::default(),
+    };
+    let time = |name: &str, errors: &mut Errors| -> Option<i64> {
+        let s = o.string(name, errors)?;
+        let t = parse_rfc3339(s);
+        if t.is_none() {
+            errors.push(
+                &o.path_of(name),
+                format!("must be an RFC 3339 time such as 2026-11-01T00:00:00Z, found \"{s}\""),
+            );
+        }
+        t
+    };
+    let start_ms = time("start", errors);
+    let end_ms = time("end", errors);
+    if let (Some(s), Some(e)) = (start_ms, end_ms) {
+        if s >= e {
+            errors.push(&o.path_of("end"), "must be after start");
+        }
+    }
+    let route_header = o.bool("route_header", errors).unwrap_or(false);
+
+    if errors.0.len() > before {
+        return None;
+    }
+    Some(Experiment {
+        key: key.to_string(),
+        unit: unit?,
+        salt,
+        status,
+        traffic_bp,
+        variants,
+        layer,
+        when,
+        start_ms,
+        end_ms,
+        route_header: route_header.then(String::new),
+        winner,
+    })
+}
+
+fn layer_buckets(v: &Value, path: &str, errors: &mut Errors) -> Option<(u32, u32)> {
+    let rule = format!("must be [start, end] with 0 <= start < end <= {BUCKETS}");
+    let pair = v.as_array().filter(|a| a.len() == 2);
+    let nums = pair.and_then(|a| Some((a[0].as_u64()?, a[1].as_u64()?)));
+    match nums {
+        Some((s, e)) if s < e && e <= u64::from(BUCKETS) => Some((s as u32, e as u32)),
+        _ => {
+            errors.push(path, format!("{rule}, found {v}"));
+            None
+        }
+    }
+}
+
+fn compile_variants(o: &Obj, traffic_bp: u32, errors: &mut Errors) -> Vec<Variant> {
+    let path = o.path_of("variants");
+    let Some(list) = o.get("variants") else {
+        errors.push(&path, "is required (at least one variant)");
+        return Vec::new();
+    };
+    let Some(list) = crate::reader::list(list, &path, errors) else { return Vec::new() };
+    if list.is_empty() {
+        errors.push(&path, "must have at least one variant");
+    }
+    if list.len() > MAX_VARIANTS {
+        errors.push(&path, format!("at most {MAX_VARIANTS} variants are allowed, found {}", list.len()));
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut weights = Vec::new();
+    let mut ok = true;
+    for (i, v) in list.iter().enumerate() {
+        let vpath = index_path(&path, i);
+        let Some(vo) = Obj::new(v, &vpath, &["name", "weight"], errors) else {
+            ok = false;
+            continue;
+        };
+        let name = vo.required_string("name", errors).unwrap_or("");
+        if vo.get("name").is_some_and(Value::is_string) {
+            if !is_valid_variant(name) {
+                errors.push(&vo.path_of("name"), format!("\"{name}\" {VARIANT_RULE}"));
+            } else if let Some(first) = names.iter().position(|n| n == name) {
+                errors.push(
+                    &vo.path_of("name"),
+                    format!("duplicate variant \"{name}\" (first used at {})", index_path(&path, first)),
+                );
+            }
+        }
+        let weight = match vo.get("weight") {
+            None => {
+                errors.push(&vo.path_of("weight"), "is required");
+                None
+            }
+            Some(w) => {
+                let n = w.as_u64();
+                if n.is_none() {
+                    errors.push(&vo.path_of("weight"), format!("must be a non-negative integer, found {w}"));
+                }
+                n
+            }
+        };
+        ok &= weight.is_some();
+        names.push(name.to_string());
+        weights.push(weight.unwrap_or(0));
+    }
+    if ok && !list.is_empty() && weights.iter().all(|&w| w == 0) {
+        errors.push(&path, "weights must not all be zero");
+    }
+    let ranges = variant_ranges(&weights, traffic_bp);
+    names
+        .into_iter()
+        .zip(weights)
+        .zip(ranges)
+        .map(|((name, weight), range)| Variant { name, weight, range })
+        .collect()
+}
+
+fn compile_when(v: &Value, path: &str, errors: &mut Errors) -> When {
+    let mut when = When::default();
+    let Some(o) = Obj::new(v, path, &["path_prefix", "methods", "hosts", "headers", "cookies", "query"], errors)
+    else {
+        return when;
+    };
+    let bytes_list = |name: &str, errors: &mut Errors| -> Vec<Vec<u8>> {
+        o.get(name)
+            .map(|l| string_list(l, &o.path_of(name), errors))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect()
+    };
+    when.path_prefix = bytes_list("path_prefix", errors);
+    when.methods = bytes_list("methods", errors);
+    when.hosts = bytes_list("hosts", errors).into_iter().map(|h| h.to_ascii_lowercase()).collect();
+    for (field, list) in [("path_prefix", &when.path_prefix), ("methods", &when.methods), ("hosts", &when.hosts)] {
+        if o.get(field).is_some_and(|l| l.as_array().is_some_and(Vec::is_empty)) && list.is_empty() {
+            errors.push(&o.path_of(field), "must not be an empty list (omit it to match everything)");
+        }
+    }
+    for (field, target) in [("headers", &mut when.headers), ("cookies", &mut when.cookies), ("query", &mut when.query)] {
+        let Some(map) = o.object_map(field, errors) else { continue };
+        for (name, cv) in map {
+            let cpath = field_path(&o.path_of(field), name);
+            let name = if field == "headers" {
+                match header_name(name, &cpath, errors) {
+                    Some(n) => n,
+                    None => continue,
+                }
+            } else {
+                name.clone()
+            };
+            if let Some(c) = compile_condition(cv, &cpath, errors) {
+                target.push((name.into_bytes(), c));
+            }
+        }
+    }
+    when
+}
+
+fn compile_condition(v: &Value, path: &str, errors: &mut Errors) -> Option<Condition> {
+    let o = Obj::new(v, path, &["in", "not_in", "present", "prefix"], errors)?;
+    let given: Vec<&str> =
+        ["in", "not_in", "present", "prefix"].into_iter().filter(|f| o.get(f).is_some()).collect();
+    if given.len() != 1 {
+        errors.push(path, "must have exactly one of \"in\", \"not_in\", \"present\" or \"prefix\"");
+        return None;
+    }
+    let to_bytes = |l: Vec<&str>| l.into_iter().map(|s| s.as_bytes().to_vec()).collect();
+    match given[0] {
+        "in" => Some(Condition::In(to_bytes(string_list(o.get("in")?, &o.path_of("in"), errors)))),
+        "not_in" => Some(Condition::NotIn(to_bytes(string_list(o.get("not_in")?, &o.path_of("not_in"), errors)))),
+        "present" => o.bool("present", errors).map(Condition::Present),
+        _ => o.string("prefix", errors).map(|p| Condition::Prefix(p.as_bytes().to_vec())),
+    }
+}
+
+fn check_layer_overlaps(experiments: &[(usize, Experiment)], layers: &[Layer], errors: &mut Errors) {
+    for (n, (i, e)) in experiments.iter().enumerate() {
+        let Some(slot) = e.layer else { continue };
+        for (j, other) in &experiments[..n] {
+            let Some(o) = other.layer else { continue };
+            if o.layer == slot.layer && slot.start < o.end && o.start < slot.end {
+                errors.push(
+                    &format!("experiments[{i}].layer.buckets"),
+                    format!(
+                        "[{}, {}) overlaps [{}, {}) of experiment \"{}\" (experiments[{j}]) in layer \"{}\"",
+                        slot.start, slot.end, o.start, o.end, other.key, layers[slot.layer].name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn compile_output(top: &Obj, errors: &mut Errors) -> Output {
+    let mut out = Output {
+        header: "x-experiments".into(),
+        route_header_prefix: "x-exp-".into(),
+        response_header: None,
+    };
+    let Some(v) = top.get("output") else { return out };
+    let Some(o) = Obj::new(v, "output", &["header", "route_header_prefix", "response_header"], errors) else {
+        return out;
+    };
+    if let Some(h) = o.string("header", errors).and_then(|h| header_name(h, &o.path_of("header"), errors)) {
+        out.header = h;
+    }
+    if let Some(p) = o.string("route_header_prefix", errors) {
+        match header_name(p, &o.path_of("route_header_prefix"), errors) {
+            Some(p) if out.header.starts_with(&p) => errors.push(
+                &o.path_of("route_header_prefix"),
+                format!("must not be a prefix of output.header \"{}\"", out.header),
+            ),
+            Some(p) => out.route_header_prefix = p,
+            None => {}
+        }
+    }
+    out.response_header = o
+        .string("response_header", errors)
+        .and_then(|h| header_name(h, &o.path_of("response_header"), errors));
+    out
+}
+
+fn compile_exposure(top: &Obj, errors: &mut Errors) -> ExposureConfig {
+    let mut out =
+        ExposureConfig { log: true, log_level: LogLevel::Info, unit_id: UnitIdMode::Raw, filter_state: true };
+    let Some(v) = top.get("exposure") else { return out };
+    let Some(o) = Obj::new(v, "exposure", &["log", "log_level", "unit_id", "filter_state"], errors) else {
+        return out;
+    };
+    out.log = o.bool("log", errors).unwrap_or(true);
+    out.filter_state = o.bool("filter_state", errors).unwrap_or(true);
+    if let Some(level) = o.string("log_level", errors) {
+        const LEVELS: [LogLevel; 6] = [
+            LogLevel::Trace, LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error, LogLevel::Critical,
+        ];
+        match LogLevel::NAMES.iter().position(|n| *n == level) {
+            Some(i) => out.log_level = LEVELS[i],
+            None => errors.push(
+                &o.path_of("log_level"),
+                format!("must be one of {}, found \"{level}\"", LogLevel::NAMES.join(", ")),
+            ),
+        }
+    }
+    match o.string("unit_id", errors) {
+        None => {}
+        Some("raw") => out.unit_id = UnitIdMode::Raw,
+        Some("xxh3") => out.unit_id = UnitIdMode::Xxh3,
+        Some("omit") => out.unit_id = UnitIdMode::Omit,
+        Some(other) => errors.push(
+            &o.path_of("unit_id"),
+            format!("must be \"raw\", \"xxh3\" or \"omit\", found \"{other}\""),
+        ),
+    }
+    out
+}
+
+fn compile_overrides(top: &Obj, errors: &mut Errors) -> Overrides {
+    let mut out = Overrides {
+        header: "x-abmesh-force".into(),
+        token_header: "x-abmesh-token".into(),
+        token_sha256: Vec::new(),
+    };
+    let Some(v) = top.get("overrides") else { return out };
+    let Some(o) = Obj::new(v, "overrides", &["header", "token_header", "token_sha256"], errors) else {
+        return out;
+    };
+    if let Some(h) = o.string("header", errors).and_then(|h| header_name(h, &o.path_of("header"), errors)) {
+        out.header = h;
+    }
+    if let Some(h) =
+        o.string("token_header", errors).and_then(|h| header_name(h, &o.path_of("token_header"), errors))
+    {
+        out.token_header = h;
+    }
+    let path = o.path_of("token_sha256");
+    match o.get("token_sha256") {
+        None => errors.push(&path, "is required (the SHA-256 hex digests of the accepted QA tokens)"),
+        Some(l) => {
+            for (i, hex) in string_list(l, &path, errors).into_iter().enumerate() {
+                match parse_sha256_hex(hex) {
+                    Some(d) => out.token_sha256.push(d),
+                    None => errors.push(
+                        &index_path(&path, i),
+                        format!("must be 64 hexadecimal characters (a SHA-256 digest), found \"{hex}\""),
+                    ),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}

@@ -1,0 +1,39 @@
+//! abmesh: online experiments (A/B tests) at the service mesh.
+//!
+//! The pure core decides, for one request, which variant of each configured experiment it
+//! gets, deterministically from the unit id (hash spec v1), and what that becomes on the
+//! wire. It never touches the proxy host: the `filter` module (feature `filter`) is the only
+//! place that calls proxy-wasm.
+//!
+//! ```
+//! use abmesh::{evaluate, Config, RequestView};
+//!
+//! let config = Config::parse(br#"{
+//!   "units": {"user": [{"header": "x-user-id"}]},
+//!   "experiments": [{"key": "new-checkout",
+//!                    "variants": [{"name": "control", "weight": 50},
+//!                                 {"name": "treatment", "weight": 50}]}]
+//! }"#).unwrap();
+//! let headers = [(":path", "/checkout"), ("x-user-id", "alice")];
+//! let eval = evaluate(&config, &RequestView::new(&headers), 0);
+//! assert_eq!(
+//!     abmesh::exposure::assignments_dictionary(&config, &eval).as_deref(),
+//!     Some("new-checkout=control")
+//! );
+//! ```
+
+pub mod assign;
+pub mod config;
+pub mod exposure;
+pub mod hash;
+mod reader;
+pub mod request;
+pub mod sfv;
+pub mod plan;
+pub mod summary;
+pub mod targeting;
+pub mod time;
+
+pub use assign::{evaluate, Assignment, Evaluation, Reason};
+pub use config::{Config, ConfigError};
+pub use request::RequestView;

@@ -1,0 +1,169 @@
+//! `abmesh`: check a configuration, or show what the filter does to one request.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::process::ExitCode;
+
+use abmesh::plan::Plan;
+use abmesh::{Config, RequestView};
+
+const HELP: &str = "\
+abmesh — online experiments (A/B tests) at the service mesh
+
+usage:
+  abmesh check CONFIG
+      Validate a plugin configuration (JSON; '-' reads standard input). Prints a summary
+      (experiments with their variants and bucket ranges, layers with their bucket maps,
+      holdout) and exits 0, or prints every error, one per line as 'path: rule', and exits 1.
+
+  abmesh assign CONFIG [--header NAME=VALUE]... [--cookie NAME=VALUE]... [--query QUERY]
+                       [--path PATH] [--method METHOD] [--host HOST] [--time RFC3339]
+      Print exactly what the filter would do to that request: the request headers it
+      removes and sets, the response header it echoes, the experiments that gave no variant
+      and why, and the exposure record. Defaults: --path /, --method GET, --time now.
+      Header and cookie values are taken byte for byte (they may be any bytes).
+
+  abmesh --help | --version
+
+exit codes: 0 success, 1 invalid configuration or unreadable file, 2 usage error
+";
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("abmesh: {msg}\nrun 'abmesh --help' for usage");
+    ExitCode::from(2)
+}
+
+fn read_config(path: &OsString) -> Result<Config, ExitCode> {
+    let bytes = if path == "-" {
+        let mut b = Vec::new();
+        std::io::stdin().read_to_end(&mut b).map(|_| b)
+    } else {
+        std::fs::read(path)
+    };
+    let bytes = bytes.map_err(|e| {
+        eprintln!("abmesh: cannot read {}: {e}", path.to_string_lossy());
+        ExitCode::from(1)
+    })?;
+    Config::parse(&bytes).map_err(|err| {
+        for e in &err.errors {
+            println!("{e}");
+        }
+        eprintln!("abmesh: {} error(s) in {}", err.errors.len(), path.to_string_lossy());
+        ExitCode::from(1)
+    })
+}
+
+fn split_pair(arg: &OsString) -> Option<(Vec<u8>, Vec<u8>)> {
+    let b = arg.as_bytes();
+    let eq = b.iter().position(|&c| c == b'=')?;
+    (eq > 0).then(|| (b[..eq].to_vec(), b[eq + 1..].to_vec()))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn assign(args: &[OsString]) -> ExitCode {
+    let Some(config_path) = args.first() else { return usage_error("assign needs a CONFIG file") };
+    let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut cookies: Vec<Vec<u8>> = Vec::new();
+    let (mut path, mut query, mut method, mut host, mut time) = (b"/".to_vec(), None, b"GET".to_vec(), None, None);
+    let mut rest = args[1..].iter();
+    while let Some(flag) = rest.next() {
+        let Some(flag) = flag.to_str() else { return usage_error("arguments must be flags") };
+        let Some(value) = rest.next() else { return usage_error(&format!("{flag} needs a value")) };
+        match flag {
+            "--header" => match split_pair(value) {
+                Some((n, v)) => headers.push((n.to_ascii_lowercase(), v)),
+                None => return usage_error("--header needs NAME=VALUE"),
+            },
+            "--cookie" => match split_pair(value) {
+                Some((n, v)) => cookies.push([n, b"=".to_vec(), v].concat()),
+                None => return usage_error("--cookie needs NAME=VALUE"),
+            },
+            "--query" => query = Some(value.as_bytes().strip_prefix(b"?").unwrap_or(value.as_bytes()).to_vec()),
+            "--path" => path = value.as_bytes().to_vec(),
+            "--method" => method = value.as_bytes().to_vec(),
+            "--host" => host = Some(value.as_bytes().to_vec()),
+            "--time" => match value.to_str().and_then(abmesh::time::parse_rfc3339) {
+                Some(t) => time = Some(t),
+                None => return usage_error("--time needs an RFC 3339 time such as 2026-11-01T00:00:00Z"),
+            },
+            other => return usage_error(&format!("unknown option {other}")),
+        }
+    }
+    let config = match read_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(q) = query {
+        path.push(b'?');
+        path.extend_from_slice(&q);
+    }
+    let mut all: Vec<(Vec<u8>, Vec<u8>)> = vec![(b":method".to_vec(), method), (b":path".to_vec(), path)];
+    if let Some(h) = host {
+        all.push((b":authority".to_vec(), h));
+    }
+    all.extend(headers);
+    if !cookies.is_empty() {
+        all.push((b"cookie".to_vec(), cookies.join(&b"; "[..])));
+    }
+    let req = RequestView::new(&all);
+    let (plan, eval) = Plan::new(&config, &req, time.unwrap_or_else(now_ms));
+    print!("{}", render(&config, &plan, &eval));
+    ExitCode::SUCCESS
+}
+
+fn render(config: &Config, plan: &Plan, eval: &abmesh::Evaluation) -> String {
+    let mut out = String::new();
+    for name in &plan.remove {
+        out.push_str(&format!("remove request header: {}\n", String::from_utf8_lossy(name)));
+    }
+    for (n, v) in &plan.set {
+        out.push_str(&format!("set request header: {n}: {v}\n"));
+    }
+    if let Some((n, v)) = &plan.response {
+        out.push_str(&format!("set response header: {n}: {v}\n"));
+    }
+    if plan.set.is_empty() {
+        out.push_str("set request header: none (no assignments)\n");
+    }
+    for (e, reason) in &eval.not_assigned {
+        out.push_str(&format!("not assigned: {} ({})\n", config.experiments[*e].key, reason.as_str()));
+    }
+    match &plan.exposure {
+        Some(x) => out.push_str(&format!("exposure: {x}\n")),
+        None => out.push_str("exposure: none\n"),
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match args.first().and_then(|a| a.to_str()) {
+        None => usage_error("missing command (check or assign)"),
+        Some("--help" | "-h" | "help") => {
+            print!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        Some("--version" | "-V") => {
+            println!("abmesh {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some("check") => match args.get(1..) {
+            Some([path]) => match read_config(path) {
+                Ok(config) => {
+                    print!("{}", abmesh::summary::describe(&config));
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            },
+            _ => usage_error("check needs exactly one CONFIG file"),
+        },
+        Some("assign") => assign(&args[1..]),
+        Some(other) => usage_error(&format!("unknown command '{other}'")),
+    }
+}

@@ -1,0 +1,181 @@
+//! A read-only view of one request's data as raw bytes: headers (with the HTTP/2-style
+//! pseudo-headers `:path`, `:method`, `:authority`), cookies and the query string. Any byte
+//! sequence is ordinary input here: nothing is assumed to be UTF-8.
+
+use std::borrow::Cow;
+
+pub struct RequestView<'a> {
+    headers: Vec<(&'a [u8], &'a [u8])>,
+    path: &'a [u8],
+    query: &'a [u8],
+    method: &'a [u8],
+    host: &'a [u8],
+}
+
+impl<'a> RequestView<'a> {
+    /// Builds the view from the request's header list, as Envoy hands it over: pseudo-headers
+    /// included, names lower-case (other case is tolerated), duplicates kept in order.
+    pub fn new<N: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &'a [(N, V)]) -> Self {
+        let headers: Vec<(&[u8], &[u8])> =
+            headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref())).collect();
+        let find = |name: &[u8]| {
+            headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+        };
+        let full_path = find(b":path").unwrap_or(b"/");
+        let (path, query) = match full_path.iter().position(|&c| c == b'?') {
+            Some(i) => (&full_path[..i], &full_path[i + 1..]),
+            None => (full_path, &b""[..]),
+        };
+        let method = find(b":method").unwrap_or(b"GET");
+        let host = find(b":authority").or_else(|| find(b"host")).unwrap_or(b"");
+        RequestView { headers, path, query, method, host }
+    }
+
+    /// Every header name, pseudo-headers included, in order.
+    pub fn header_names(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.headers.iter().map(|(n, _)| *n)
+    }
+
+    /// The path without the query string.
+    pub fn path(&self) -> &'a [u8] {
+        self.path
+    }
+
+    pub fn method(&self) -> &'a [u8] {
+        self.method
+    }
+
+    /// The host without its port (`[::1]:8080` gives `[::1]`).
+    pub fn host_without_port(&self) -> &'a [u8] {
+        let h = self.host;
+        let port_colon = match h.iter().rposition(|&c| c == b':') {
+            Some(i) if !h[i..].contains(&b']') && h[i + 1..].iter().all(u8::is_ascii_digit) => Some(i),
+            _ => None,
+        };
+        match port_colon {
+            Some(i) => &h[..i],
+            None => h,
+        }
+    }
+
+    /// The first header with this name (case-insensitive).
+    pub fn header(&self, name: &[u8]) -> Option<&'a [u8]> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+    }
+
+    /// The first cookie with this name across all `cookie` headers; surrounding double quotes
+    /// are removed from the value. Malformed pairs (no `=`) are skipped.
+    pub fn cookie(&self, name: &[u8]) -> Option<&'a [u8]> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"))
+            .flat_map(|(_, v)| v.split(|&c| c == b';'))
+            .find_map(|pair| {
+                let pair = trim(pair);
+                let eq = pair.iter().position(|&c| c == b'=')?;
+                if trim(&pair[..eq]) != name {
+                    return None;
+                }
+                let value = trim(&pair[eq + 1..]);
+                Some(match value {
+                    [b'"', inner @ .., b'"'] => inner,
+                    v => v,
+                })
+            })
+    }
+
+    /// The first query parameter with this name, decoded as `application/x-www-form-urlencoded`
+    /// (`%XX` and `+`); a malformed escape such as `%zz` is kept literally.
+    pub fn query(&self, name: &[u8]) -> Option<Cow<'a, [u8]>> {
+        self.query.split(|&c| c == b'&').find_map(|pair| {
+            if pair.is_empty() {
+                return None;
+            }
+            let (n, v) = match pair.iter().position(|&c| c == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &b""[..]),
+            };
+            (form_decode(n) == name).then(|| form_decode(v))
+        })
+    }
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(s.len());
+    let end = s.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
+fn hex_value(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Decodes `%XX` and `+`; borrows when there is nothing to decode.
+pub fn form_decode(s: &[u8]) -> Cow<'_, [u8]> {
+    if !s.iter().any(|&c| c == b'%' || c == b'+') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (s.get(i + 1).copied().and_then(hex_value), s.get(i + 2).copied().and_then(hex_value)) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi * 16 + lo);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(headers: &[(&str, &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        headers.iter().map(|(n, v)| (n.as_bytes().to_vec(), v.to_vec())).collect()
+    }
+
+    #[test]
+    fn splits_path_and_query_and_strips_the_port_from_the_host() {
+        let h = view(&[(":path", b"/a/b?x=1"), (":authority", b"Shop.Example:8443"), (":method", b"POST")]);
+        let r = RequestView::new(&h);
+        assert_eq!(r.path(), b"/a/b");
+        assert_eq!(r.method(), b"POST");
+        assert_eq!(r.host_without_port(), b"Shop.Example");
+        let h = view(&[(":authority", b"[::1]:80")]);
+        assert_eq!(RequestView::new(&h).host_without_port(), b"[::1]");
+        let h = view(&[("host", b"[::1]")]);
+        assert_eq!(RequestView::new(&h).host_without_port(), b"[::1]");
+    }
+
+    #[test]
+    fn finds_cookies_across_headers_and_skips_malformed_pairs() {
+        let h = view(&[
+            ("cookie", b"junk; =empty; a=1; uid=\"q\""),
+            ("Cookie", b"uid=second; b=\xff\xfe"),
+        ]);
+        let r = RequestView::new(&h);
+        assert_eq!(r.cookie(b"uid"), Some(&b"q"[..]));
+        assert_eq!(r.cookie(b"b"), Some(&b"\xff\xfe"[..]));
+        assert_eq!(r.cookie(b"junk"), None);
+        assert_eq!(r.cookie(b""), Some(&b"empty"[..]));
+    }
+
+    #[test]
+    fn decodes_query_values_and_keeps_malformed_escapes() {
+        let h = view(&[(":path", b"/?&&a&did=x%20y+z&bad=%zz%4&did=second&e=%ff")]);
+        let r = RequestView::new(&h);
+        assert_eq!(r.query(b"did").as_deref(), Some(&b"x y z"[..]));
+        assert_eq!(r.query(b"bad").as_deref(), Some(&b"%zz%4"[..]));
+        assert_eq!(r.query(b"a").as_deref(), Some(&b""[..]));
+        assert_eq!(r.query(b"e").as_deref(), Some(&b"\xff"[..]));
+        assert_eq!(r.query(b"missing"), None);
+    }
+}

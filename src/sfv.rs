@@ -1,0 +1,116 @@
+//! The small part of RFC 8941 (structured field values) abmesh needs: reading the override
+//! dictionary `key=variant, key2=variant` from untrusted bytes.
+//!
+//! Members that are not `key=token` or `key="string"` are skipped one by one rather than
+//! voiding the whole header, so one typo in a QA override does not silently drop the others.
+
+/// The `(key, value)` members of a dictionary, in order; a later duplicate key wins, as in
+/// RFC 8941. Never fails: malformed members are skipped.
+pub fn parse_dictionary(input: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let mut out: Vec<(&[u8], &[u8])> = Vec::new();
+    for member in split_members(input) {
+        let member = trim(member);
+        let Some(eq) = member.iter().position(|&c| c == b'=') else {
+            continue;
+        };
+        let key = &member[..eq];
+        // Parameters (`;a=b`) are allowed by RFC 8941 and ignored here.
+        let value = trim_params(&member[eq + 1..]);
+        let value = if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+            &value[1..value.len() - 1]
+        } else {
+            value
+        };
+        if !is_key(key) || !is_token_like(value) {
+            continue;
+        }
+        out.retain(|(k, _)| *k != key);
+        out.push((key, value));
+    }
+    out
+}
+
+/// Splits on commas outside double quotes.
+fn split_members(input: &[u8]) -> Vec<&[u8]> {
+    let mut members = Vec::new();
+    let mut in_quotes = false;
+    let mut start = 0;
+    for (i, &c) in input.iter().enumerate() {
+        match c {
+            b'"' => in_quotes = !in_quotes,
+            b',' if !in_quotes => {
+                members.push(&input[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    members.push(&input[start..]);
+    members
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|c| !matches!(c, b' ' | b'\t')).unwrap_or(s.len());
+    let end = s.iter().rposition(|c| !matches!(c, b' ' | b'\t')).map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
+fn trim_params(s: &[u8]) -> &[u8] {
+    if s.first() == Some(&b'"') {
+        return s;
+    }
+    match s.iter().position(|&c| c == b';') {
+        Some(i) => &s[..i],
+        None => s,
+    }
+}
+
+/// RFC 8941 key: `lcalpha / "*"` then `lcalpha / DIGIT / "_" / "-" / "." / "*"`.
+pub fn is_key(s: &[u8]) -> bool {
+    matches!(s.first(), Some(b'a'..=b'z' | b'*'))
+        && s.iter().all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' | b'*'))
+}
+
+/// Printable ASCII without separators: enough to name a variant; rejects everything else.
+fn is_token_like(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&c| c.is_ascii_graphic() && !matches!(c, b'"' | b',' | b'\\'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(input: &[u8]) -> Vec<(String, String)> {
+        parse_dictionary(input)
+            .into_iter()
+            .map(|(k, v)| (String::from_utf8_lossy(k).into(), String::from_utf8_lossy(v).into()))
+            .collect()
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn reads_tokens_strings_and_parameters() {
+        assert_eq!(
+            parsed(b"a=treatment, b=\"v2\",c=x;forced"),
+            pairs(&[("a", "treatment"), ("b", "v2"), ("c", "x")])
+        );
+    }
+
+    #[test]
+    fn later_duplicates_win_and_keep_their_position() {
+        assert_eq!(parsed(b"a=x, b=y, a=z"), pairs(&[("b", "y"), ("a", "z")]));
+    }
+
+    #[test]
+    fn skips_malformed_members_but_keeps_good_ones() {
+        assert_eq!(
+            parsed(b"=x, B=y, novalue, c=, d=\xff\xfe, e=\"a,b\", f=ok,,, g = h"),
+            pairs(&[("f", "ok")])
+        );
+        assert!(parse_dictionary(b"").is_empty());
+        assert!(parse_dictionary(b"\"\"\"").is_empty());
+    }
+}

@@ -1,0 +1,156 @@
+//! The human-readable summary `abmesh check` prints for a valid configuration.
+
+use std::fmt::Write;
+
+use crate::config::{Config, Source, Status};
+use crate::hash::BUCKETS;
+use crate::targeting::{Condition, When};
+use crate::time::format_rfc3339;
+
+fn percent(bp: u32) -> String {
+    let s = format!("{}.{:02}", bp / 100, bp % 100);
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}%")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn describe(config: &Config) -> String {
+    let mut out = String::new();
+    let running = config.experiments.iter().filter(|e| e.status == Status::Running).count();
+    let _ = writeln!(
+        out,
+        "ok: {} experiments ({running} running), {} unit types, {} layers, {}",
+        config.experiments.len(),
+        config.units.len(),
+        config.layers.len(),
+        if config.holdout.is_some() { "a holdout" } else { "no holdout" }
+    );
+    if !config.units.is_empty() {
+        out.push_str("units:\n");
+        for u in &config.units {
+            let sources: Vec<String> = u
+                .sources
+                .iter()
+                .map(|s| match s {
+                    Source::Header(n) => format!("header {n}"),
+                    Source::Cookie(n) => format!("cookie {n}"),
+                    Source::Query(n) => format!("query {n}"),
+                })
+                .collect();
+            let _ = writeln!(out, "  {}: {}", u.name, sources.join(", then "));
+        }
+    }
+    if let Some(h) = &config.holdout {
+        let _ = writeln!(
+            out,
+            "holdout: {} of unit {} (salt \"{}\", buckets [0, {}))",
+            percent(h.threshold),
+            config.units[h.unit].name,
+            h.salt,
+            h.threshold
+        );
+    }
+    if !config.layers.is_empty() {
+        out.push_str("layers:\n");
+        for (li, l) in config.layers.iter().enumerate() {
+            let _ = writeln!(out, "  {} (unit {}, salt \"{}\"):", l.name, config.units[l.unit].name, l.salt);
+            let mut slots: Vec<(u32, u32, &str)> = config
+                .experiments
+                .iter()
+                .filter_map(|e| e.layer.filter(|s| s.layer == li).map(|s| (s.start, s.end, e.key.as_str())))
+                .collect();
+            slots.sort();
+            let mut at = 0;
+            for (start, end, key) in slots {
+                if start > at {
+                    let _ = writeln!(out, "    [{at}, {start}) free");
+                }
+                let _ = writeln!(out, "    [{start}, {end}) {key}");
+                at = end;
+            }
+            if at < BUCKETS {
+                let _ = writeln!(out, "    [{at}, {BUCKETS}) free");
+            }
+        }
+    }
+    if !config.experiments.is_empty() {
+        out.push_str("experiments:\n");
+    }
+    for e in &config.experiments {
+        let _ = write!(
+            out,
+            "  {}: {}, unit {}, traffic {}",
+            e.key,
+            e.status.as_str(),
+            config.units[e.unit].name,
+            percent(e.traffic_bp)
+        );
+        if e.salt != e.key {
+            let _ = write!(out, ", salt \"{}\"", e.salt);
+        }
+        if let Some(s) = e.layer {
+            let _ = write!(out, ", layer {} [{}, {})", config.layers[s.layer].name, s.start, s.end);
+        }
+        out.push('\n');
+        for (vi, v) in e.variants.iter().enumerate() {
+            let winner = if e.winner == Some(vi) { " (winner)" } else { "" };
+            let _ = writeln!(
+                out,
+                "    {}: weight {}, buckets [{}, {}){winner}",
+                v.name, v.weight, v.range.0, v.range.1
+            );
+        }
+        if !e.when.is_empty() {
+            let _ = writeln!(out, "    when: {}", describe_when(&e.when));
+        }
+        if e.start_ms.is_some() || e.end_ms.is_some() {
+            let _ = writeln!(
+                out,
+                "    schedule: from {} until {}",
+                e.start_ms.map_or("the beginning".into(), format_rfc3339),
+                e.end_ms.map_or("no end".into(), format_rfc3339)
+            );
+        }
+        if let Some(h) = &e.route_header {
+            let _ = writeln!(out, "    route header: {h}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "output: {} (route headers {}*{})",
+        config.output.header,
+        config.output.route_header_prefix,
+        config.output.response_header.as_ref().map_or(String::new(), |h| format!(", echoed on responses as {h}"))
+    );
+    out
+}
+
+fn describe_when(w: &When) -> String {
+    let list = |l: &[Vec<u8>]| l.iter().map(|x| text(x)).collect::<Vec<_>>().join(", ");
+    let mut parts = Vec::new();
+    if !w.path_prefix.is_empty() {
+        parts.push(format!("path starts with {}", list(&w.path_prefix)));
+    }
+    if !w.methods.is_empty() {
+        parts.push(format!("method {}", list(&w.methods)));
+    }
+    if !w.hosts.is_empty() {
+        parts.push(format!("host {}", list(&w.hosts)));
+    }
+    for (kind, conds) in [("header", &w.headers), ("cookie", &w.cookies), ("query", &w.query)] {
+        for (name, c) in conds {
+            let c = match c {
+                Condition::In(l) => format!("in [{}]", list(l)),
+                Condition::NotIn(l) => format!("not in [{}]", list(l)),
+                Condition::Present(true) => "present".into(),
+                Condition::Present(false) => "absent".into(),
+                Condition::Prefix(p) => format!("starts with {}", text(p)),
+            };
+            parts.push(format!("{kind} {} {c}", text(name)));
+        }
+    }
+    parts.join("; ")
+}

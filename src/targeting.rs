@@ -1,0 +1,58 @@
+//! `when`: the targeting conditions an experiment's requests must meet.
+
+use crate::request::RequestView;
+
+/// All given conditions must hold; an empty list or map means "no condition".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct When {
+    /// Any of these prefixes of the path (without the query).
+    pub path_prefix: Vec<Vec<u8>>,
+    /// Any of these methods, compared exactly (HTTP methods are case-sensitive).
+    pub methods: Vec<Vec<u8>>,
+    /// Any of these hosts, lower-case; the request's host is compared case-insensitively
+    /// without its port.
+    pub hosts: Vec<Vec<u8>>,
+    /// Header names are lower-case.
+    pub headers: Vec<(Vec<u8>, Condition)>,
+    pub cookies: Vec<(Vec<u8>, Condition)>,
+    pub query: Vec<(Vec<u8>, Condition)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// The value is one of these (absent: false).
+    In(Vec<Vec<u8>>),
+    /// The value is none of these (absent: true, since an absent value is in no list).
+    NotIn(Vec<Vec<u8>>),
+    Present(bool),
+    /// The value starts with this (absent: false).
+    Prefix(Vec<u8>),
+}
+
+impl Condition {
+    pub fn holds(&self, value: Option<&[u8]>) -> bool {
+        match (self, value) {
+            (Condition::Present(want), v) => v.is_some() == *want,
+            (Condition::In(list), Some(v)) => list.iter().any(|x| x == v),
+            (Condition::NotIn(list), Some(v)) => !list.iter().any(|x| x == v),
+            (Condition::NotIn(_), None) => true,
+            (Condition::Prefix(p), Some(v)) => v.starts_with(p),
+            (Condition::In(_) | Condition::Prefix(_), None) => false,
+        }
+    }
+}
+
+impl When {
+    pub fn is_empty(&self) -> bool {
+        *self == When::default()
+    }
+
+    pub fn matches(&self, req: &RequestView) -> bool {
+        (self.path_prefix.is_empty() || self.path_prefix.iter().any(|p| req.path().starts_with(p)))
+            && (self.methods.is_empty() || self.methods.iter().any(|m| m == req.method()))
+            && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.eq_ignore_ascii_case(req.host_without_port())))
+            && self.headers.iter().all(|(n, c)| c.holds(req.header(n)))
+            && self.cookies.iter().all(|(n, c)| c.holds(req.cookie(n)))
+            && self.query.iter().all(|(n, c)| c.holds(req.query(n).as_deref()))
+    }
+}
