@@ -1,0 +1,215 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+#![cfg(not(target_arch = "wasm32"))]
+//! Property tests: the real range arithmetic against a naive exact-rational reference, and
+//! the guarantees operators rely on (stickiness under ramp-up, exclusivity, fair splits).
+
+use abmesh::hash::{bucket, variant_for_bucket, variant_ranges, BUCKETS};
+use abmesh::{evaluate, Config, RequestView};
+use proptest::prelude::*;
+
+/// An exact non-negative rational, just enough for the spec's floors.
+#[derive(Clone, Copy)]
+struct Ratio {
+    num: u128,
+    den: u128,
+}
+
+impl Ratio {
+    fn new(num: u128, den: u128) -> Self {
+        Ratio { num, den }
+    }
+    fn floor(self) -> u128 {
+        self.num / self.den
+    }
+}
+
+/// The spec read literally, one bucket at a time with no running state: variant k covers
+/// `[edge_k, edge_k + floor((edge_{k+1} − edge_k) × t / 10000))` where
+/// `edge_k = floor(10000 × (w_0 + … + w_{k-1}) / W)`.
+fn naive_variant(weights: &[u64], traffic_bp: u32, b: u32) -> Option<usize> {
+    let total: u128 = weights.iter().map(|&w| w as u128).sum();
+    let edge = |k: usize| -> u128 {
+        let before: u128 = weights[..k].iter().map(|&w| w as u128).sum();
+        Ratio::new(10_000 * before, total).floor()
+    };
+    let hits: Vec<usize> = (0..weights.len())
+        .filter(|&k| {
+            let (lo, hi) = (edge(k), edge(k + 1));
+            let covered = Ratio::new((hi - lo) * traffic_bp as u128, 10_000).floor();
+            lo <= b as u128 && (b as u128) < lo + covered
+        })
+        .collect();
+    assert!(hits.len() <= 1, "bucket {b} in several variants: {hits:?}");
+    hits.first().copied()
+}
+
+fn weights_strategy() -> impl Strategy<Value = Vec<u64>> {
+    prop_oneof![
+        prop::collection::vec(0u64..100, 1..12),
+        prop::collection::vec(0u64..=u64::MAX / 128, 1..5),
+        prop::collection::vec(1u64..3, 1..101),
+    ]
+    .prop_filter("weights must not all be zero", |w| w.iter().any(|&x| x > 0))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn real_ranges_agree_with_the_naive_reference(
+        weights in weights_strategy(), traffic in 0u32..=10_000, buckets in prop::collection::vec(0u32..10_000, 32)
+    ) {
+        let ranges = variant_ranges(&weights, traffic);
+        for b in buckets.into_iter().chain([0, 9_999]) {
+            prop_assert_eq!(variant_for_bucket(&ranges, b), naive_variant(&weights, traffic, b), "bucket {}", b);
+        }
+    }
+
+    #[test]
+    fn a_unit_is_in_at_most_one_variant(weights in weights_strategy(), traffic in 0u32..=10_000) {
+        let ranges = variant_ranges(&weights, traffic);
+        let mut seen = vec![0u8; BUCKETS as usize];
+        for (start, end) in ranges {
+            prop_assert!(start <= end && end <= BUCKETS);
+            for b in start..end {
+                seen[b as usize] += 1;
+            }
+        }
+        prop_assert!(seen.iter().all(|&n| n <= 1));
+    }
+
+    #[test]
+    fn raising_traffic_never_moves_or_drops_an_included_unit(
+        weights in weights_strategy(), t1 in 0u32..=10_000, raise in 0u32..=10_000,
+        ids in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 64)
+    ) {
+        let t2 = (t1 + raise).min(10_000);
+        let (low, high) = (variant_ranges(&weights, t1), variant_ranges(&weights, t2));
+        for id in ids {
+            let b = bucket(b"ramp", &id);
+            if let Some(v) = variant_for_bucket(&low, b) {
+                prop_assert_eq!(variant_for_bucket(&high, b), Some(v));
+            }
+        }
+    }
+
+    #[test]
+    fn disjoint_layer_ranges_never_share_a_unit(
+        cuts in prop::collection::btree_set(1u32..10_000, 1..8),
+        ids in prop::collection::vec("[a-z0-9]{1,20}", 200)
+    ) {
+        let mut edges: Vec<u32> = vec![0];
+        edges.extend(cuts);
+        edges.push(10_000);
+        let experiments: Vec<String> = edges.windows(2).enumerate().map(|(i, w)| format!(
+            r#"{{"key": "e{i}", "layer": {{"name": "l", "buckets": [{}, {}]}},
+                "variants": [{{"name": "a", "weight": 1}}, {{"name": "b", "weight": 1}}]}}"#, w[0], w[1]
+        )).collect();
+        let config = Config::parse(format!(
+            r#"{{"units": {{"user": [{{"header": "u"}}]}}, "layers": {{"l": {{"salt": "p"}}}},
+                "experiments": [{}]}}"#, experiments.join(",")
+        ).as_bytes()).unwrap();
+        for id in ids {
+            let headers = [("u", id.as_str())];
+            let eval = evaluate(&config, &RequestView::new(&headers), 0);
+            // The layer is fully partitioned at 100 % traffic: exactly one experiment each.
+            prop_assert_eq!(eval.assignments.len(), 1, "id {}", id);
+        }
+    }
+}
+
+/// ln Γ(x), Lanczos approximation (g = 7, n = 9).
+fn ln_gamma(x: f64) -> f64 {
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9, 676.520_368_121_885_1, -1_259.139_216_722_402_8, 771.323_428_777_653_1,
+        -176.615_029_162_140_6, 12.507_343_278_686_905, -0.138_571_095_265_720_12, 9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    let x = x - 1.0;
+    let t = x + 7.5;
+    let s: f64 = C[0] + (1..9).map(|i| C[i] / (x + i as f64)).sum::<f64>();
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + s.ln()
+}
+
+/// The chi-square survival function: P(X ≥ x) for `df` degrees of freedom, via the
+/// regularized upper incomplete gamma Q(df/2, x/2) (series or continued fraction).
+fn chi_square_p(x: f64, df: f64) -> f64 {
+    let (a, x) = (df / 2.0, x / 2.0);
+    if x <= 0.0 {
+        return 1.0;
+    }
+    let prefix = (-x + a * x.ln() - ln_gamma(a)).exp();
+    if x < a + 1.0 {
+        let (mut sum, mut term, mut n) = (1.0 / a, 1.0 / a, a);
+        for _ in 0..10_000 {
+            n += 1.0;
+            term *= x / n;
+            sum += term;
+            if term < sum * 1e-15 {
+                break;
+            }
+        }
+        1.0 - sum * prefix
+    } else {
+        // Lentz's continued fraction for Q.
+        let tiny = 1e-300;
+        let mut b = x + 1.0 - a;
+        let mut c = 1.0 / tiny;
+        let mut d = 1.0 / b;
+        let mut h = d;
+        for i in 1..10_000 {
+            let an = -(i as f64) * (i as f64 - a);
+            b += 2.0;
+            d = an * d + b;
+            d = if d.abs() < tiny { tiny } else { d };
+            c = b + an / c;
+            c = if c.abs() < tiny { tiny } else { c };
+            d = 1.0 / d;
+            let delta = d * c;
+            h *= delta;
+            if (delta - 1.0).abs() < 1e-15 {
+                break;
+            }
+        }
+        prefix * h
+    }
+}
+
+#[test]
+fn the_chi_square_helper_matches_published_values() {
+    // scipy.stats.chi2.sf(x, df), computed with SciPy 1.17.1.
+    assert!((chi_square_p(3.841_458_820_694_124, 1.0) - 0.05).abs() < 1e-9);
+    assert!((chi_square_p(16.266_236_196_238_13, 3.0) - 0.001).abs() < 1e-9);
+    assert!((chi_square_p(10.0, 10.0) - 0.440_493_285_065_212_4).abs() < 1e-9);
+    assert!((chi_square_p(150.0, 99.0) - 0.000_720_445_395_716_928).abs() < 1e-9);
+}
+
+#[test]
+fn for_100k_ids_the_split_matches_the_weights() {
+    for weights in [vec![50u64, 50], vec![1, 2, 7], vec![10, 20, 30, 40], vec![1; 20], vec![5, 0, 95]] {
+        let ranges = variant_ranges(&weights, 10_000);
+        let mut counts = vec![0u64; weights.len()];
+        let n = 100_000u64;
+        for i in 0..n {
+            let id = format!("user-{i}");
+            if let Some(v) = variant_for_bucket(&ranges, bucket(b"split-test", id.as_bytes())) {
+                counts[v] += 1;
+            }
+        }
+        assert_eq!(counts.iter().sum::<u64>(), n, "everyone is assigned at 100 % traffic");
+        let total: u64 = weights.iter().sum();
+        let mut chi2 = 0.0;
+        let mut df = -1.0;
+        for (w, c) in weights.iter().zip(&counts) {
+            if *w == 0 {
+                assert_eq!(*c, 0, "a zero-weight variant gets nobody");
+                continue;
+            }
+            let expected = n as f64 * *w as f64 / total as f64;
+            chi2 += (*c as f64 - expected).powi(2) / expected;
+            df += 1.0;
+        }
+        let p = chi_square_p(chi2, df);
+        assert!(p > 0.001, "weights {weights:?}: counts {counts:?}, chi2 {chi2}, p {p}");
+    }
+}
