@@ -94,8 +94,10 @@ pub fn forced_variants(config: &Config, req: &RequestView) -> Vec<(usize, usize)
     if o.token_sha256.is_empty() {
         return Vec::new();
     }
-    let (Some(token), Some(dict)) = (req.header(o.token_header.as_bytes()), req.header(o.header.as_bytes()))
-    else {
+    let (Some(token), Some(dict)) = (
+        req.header(o.token_header.as_bytes()),
+        req.header(o.header.as_bytes()),
+    ) else {
         return Vec::new();
     };
     let digest: [u8; 32] = Sha256::digest(token).into();
@@ -105,8 +107,14 @@ pub fn forced_variants(config: &Config, req: &RequestView) -> Vec<(usize, usize)
     parse_dictionary(dict)
         .into_iter()
         .filter_map(|(k, v)| {
-            let e = config.experiments.iter().position(|e| e.key.as_bytes() == k)?;
-            let variant = config.experiments[e].variants.iter().position(|x| x.name.as_bytes() == v)?;
+            let e = config
+                .experiments
+                .iter()
+                .position(|e| e.key.as_bytes() == k)?;
+            let variant = config.experiments[e]
+                .variants
+                .iter()
+                .position(|x| x.name.as_bytes() == v)?;
             Some((e, variant))
         })
         .collect()
@@ -114,8 +122,11 @@ pub fn forced_variants(config: &Config, req: &RequestView) -> Vec<(usize, usize)
 
 /// Evaluates every experiment for one request at time `now_ms` (Unix milliseconds).
 pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Evaluation<'a> {
-    let units: Vec<Option<Cow<'a, [u8]>>> =
-        config.units.iter().map(|u| resolve_unit(&u.sources, req)).collect();
+    let units: Vec<Option<Cow<'a, [u8]>>> = config
+        .units
+        .iter()
+        .map(|u| resolve_unit(&u.sources, req))
+        .collect();
     let forced = forced_variants(config, req);
     let held_out = |unit: usize| -> bool {
         match (&config.holdout, &units[unit]) {
@@ -123,10 +134,18 @@ pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Eval
             _ => false,
         }
     };
-    let mut eval = Evaluation { units: Vec::new(), ..Default::default() };
+    let mut eval = Evaluation {
+        units: Vec::new(),
+        ..Default::default()
+    };
     'experiments: for (i, e) in config.experiments.iter().enumerate() {
         let mut assign = |variant: usize, forced: bool, rollout: bool| {
-            eval.assignments.push(Assignment { experiment: i, variant, forced, rollout });
+            eval.assignments.push(Assignment {
+                experiment: i,
+                variant,
+                forced,
+                rollout,
+            });
         };
         if e.status == Status::Paused {
             eval.not_assigned.push((i, Reason::Paused));
@@ -150,7 +169,9 @@ pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Eval
             if !e.when.matches(req) {
                 break 'decide Reason::Targeting;
             }
-            let Some(id) = &units[e.unit] else { break 'decide Reason::NoUnit };
+            let Some(id) = &units[e.unit] else {
+                break 'decide Reason::NoUnit;
+            };
             if held_out(e.unit) {
                 break 'decide Reason::Holdout;
             }
@@ -161,7 +182,11 @@ pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Eval
                 }
             }
             let b = bucket(e.salt.as_bytes(), id);
-            match e.variants.iter().position(|v| v.range.0 <= b && b < v.range.1) {
+            match e
+                .variants
+                .iter()
+                .position(|v| v.range.0 <= b && b < v.range.1)
+            {
                 Some(v) => {
                     assign(v, false, false);
                     continue 'experiments;

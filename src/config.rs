@@ -163,11 +163,28 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-const TOP_FIELDS: &[&str] =
-    &["units", "holdout", "layers", "experiments", "output", "exposure", "overrides"];
+const TOP_FIELDS: &[&str] = &[
+    "units",
+    "holdout",
+    "layers",
+    "experiments",
+    "output",
+    "exposure",
+    "overrides",
+];
 const EXPERIMENT_FIELDS: &[&str] = &[
-    "key", "unit", "salt", "status", "traffic_percent", "variants", "layer", "when", "start",
-    "end", "route_header", "winner",
+    "key",
+    "unit",
+    "salt",
+    "status",
+    "traffic_percent",
+    "variants",
+    "layer",
+    "when",
+    "start",
+    "end",
+    "route_header",
+    "winner",
 ];
 
 const KEY_RULE: &str =
@@ -181,7 +198,8 @@ pub fn is_valid_key(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(&c))
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(&c))
 }
 
 /// `^[A-Za-z][A-Za-z0-9_.-]{0,63}$`
@@ -190,13 +208,15 @@ pub fn is_valid_variant(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && b[0].is_ascii_alphabetic()
-        && b.iter().all(|&c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
 }
 
 /// An HTTP header name abmesh may read or write: an RFC 9110 token, stored lower-case.
 fn is_header_name(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
 impl Config {
@@ -253,7 +273,11 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
                 path,
                 format!(
                     "unknown unit type \"{name}\" (defined in units: {})",
-                    if defined.is_empty() { "none".to_string() } else { defined.join(", ") }
+                    if defined.is_empty() {
+                        "none".to_string()
+                    } else {
+                        defined.join(", ")
+                    }
                 ),
             );
         }
@@ -269,7 +293,10 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
             None => {
                 let d = default_unit();
                 if d.is_none() {
-                    errors.push(&o.path_of("unit"), "is required when units defines more than one unit type");
+                    errors.push(
+                        &o.path_of("unit"),
+                        "is required when units defines more than one unit type",
+                    );
                 }
                 d
             }
@@ -282,7 +309,11 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
                 None
             }
         };
-        Some(Holdout { unit: unit?, salt: salt?.to_string(), threshold: threshold? })
+        Some(Holdout {
+            unit: unit?,
+            salt: salt?.to_string(),
+            threshold: threshold?,
+        })
     });
 
     let mut layers = Vec::new();
@@ -292,21 +323,30 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
             if !is_valid_key(name) {
                 errors.push(&path, format!("layer name {KEY_RULE}"));
             }
-            let Some(o) = Obj::new(v, &path, &["unit", "salt"], errors) else { continue };
+            let Some(o) = Obj::new(v, &path, &["unit", "salt"], errors) else {
+                continue;
+            };
             let unit = match o.string("unit", errors) {
                 Some(u) => unit_lookup(u, &o.path_of("unit"), errors),
                 None if o.get("unit").is_some() => None,
                 None => {
                     let d = default_unit();
                     if d.is_none() {
-                        errors.push(&o.path_of("unit"), "is required when units defines more than one unit type");
+                        errors.push(
+                            &o.path_of("unit"),
+                            "is required when units defines more than one unit type",
+                        );
                     }
                     d
                 }
             };
             let salt = o.string("salt", errors).unwrap_or(name);
             if let Some(unit) = unit {
-                layers.push(Layer { name: name.clone(), unit, salt: salt.to_string() });
+                layers.push(Layer {
+                    name: name.clone(),
+                    unit,
+                    salt: salt.to_string(),
+                });
             }
         }
     }
@@ -316,7 +356,10 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
         if list.len() > MAX_EXPERIMENTS {
             errors.push(
                 "experiments",
-                format!("at most {MAX_EXPERIMENTS} experiments are allowed, found {}", list.len()),
+                format!(
+                    "at most {MAX_EXPERIMENTS} experiments are allowed, found {}",
+                    list.len()
+                ),
             );
         }
         let mut first_seen: BTreeMap<&str, usize> = BTreeMap::new();
@@ -332,7 +375,11 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
                     first_seen.insert(key, i);
                 }
             }
-            let ctx = Ctx { units: &units, layers: &layers, default_unit: default_unit() };
+            let ctx = Ctx {
+                units: &units,
+                layers: &layers,
+                default_unit: default_unit(),
+            };
             if let Some(e) = compile_experiment(v, &path, &ctx, errors) {
                 experiments.push((i, e));
             }
@@ -350,33 +397,54 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
             e.route_header = Some(format!("{}{}", output.route_header_prefix, e.key));
         }
     }
-    Some(Config { units, holdout, layers, experiments, output, exposure, overrides })
+    Some(Config {
+        units,
+        holdout,
+        layers,
+        experiments,
+        output,
+        exposure,
+        overrides,
+    })
 }
 
 fn compile_units(top: &Obj, errors: &mut Errors) -> Vec<UnitType> {
     let mut units = Vec::new();
-    let Some(map) = top.object_map("units", errors) else { return units };
+    let Some(map) = top.object_map("units", errors) else {
+        return units;
+    };
     for (name, v) in map {
         let path = field_path("units", name);
         if !is_valid_key(name) {
             errors.push(&path, format!("unit type name {KEY_RULE}"));
         }
-        let Some(list) = crate::reader::list(v, &path, errors) else { continue };
+        let Some(list) = crate::reader::list(v, &path, errors) else {
+            continue;
+        };
         if list.is_empty() {
             errors.push(&path, "must list at least one source ({\"header\": ...}, {\"cookie\": ...} or {\"query\": ...})");
         }
         let mut sources = Vec::new();
         for (i, s) in list.iter().enumerate() {
             let spath = index_path(&path, i);
-            let Some(o) = Obj::new(s, &spath, &["header", "cookie", "query"], errors) else { continue };
-            let given: Vec<&str> =
-                ["header", "cookie", "query"].into_iter().filter(|f| o.get(f).is_some()).collect();
+            let Some(o) = Obj::new(s, &spath, &["header", "cookie", "query"], errors) else {
+                continue;
+            };
+            let given: Vec<&str> = ["header", "cookie", "query"]
+                .into_iter()
+                .filter(|f| o.get(f).is_some())
+                .collect();
             if given.len() != 1 {
-                errors.push(&spath, "must have exactly one of \"header\", \"cookie\" or \"query\"");
+                errors.push(
+                    &spath,
+                    "must have exactly one of \"header\", \"cookie\" or \"query\"",
+                );
                 continue;
             }
             let field = given[0];
-            let Some(n) = o.string(field, errors) else { continue };
+            let Some(n) = o.string(field, errors) else {
+                continue;
+            };
             let fpath = o.path_of(field);
             let source = match field {
                 "header" => header_name(n, &fpath, errors).map(Source::Header),
@@ -384,7 +452,10 @@ fn compile_units(top: &Obj, errors: &mut Errors) -> Vec<UnitType> {
                     if is_header_name(n) {
                         Some(Source::Cookie(n.to_string()))
                     } else {
-                        errors.push(&fpath, "must be a cookie name (letters, digits and !#$%&'*+-.^_`|~)");
+                        errors.push(
+                            &fpath,
+                            "must be a cookie name (letters, digits and !#$%&'*+-.^_`|~)",
+                        );
                         None
                     }
                 }
@@ -399,7 +470,10 @@ fn compile_units(top: &Obj, errors: &mut Errors) -> Vec<UnitType> {
             };
             sources.extend(source);
         }
-        units.push(UnitType { name: name.clone(), sources });
+        units.push(UnitType {
+            name: name.clone(),
+            sources,
+        });
     }
     units
 }
@@ -442,7 +516,9 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
         }
     };
     let traffic_bp = match o.get("traffic_percent") {
-        Some(t) => percent_basis_points(t, &o.path_of("traffic_percent"), errors).unwrap_or(BUCKETS),
+        Some(t) => {
+            percent_basis_points(t, &o.path_of("traffic_percent"), errors).unwrap_or(BUCKETS)
+        }
         None => BUCKETS,
     };
 
@@ -455,16 +531,25 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
             let index = name.and_then(|n| {
                 let found = ctx.layers.iter().position(|l| l.name == n);
                 if found.is_none() {
-                    errors.push(&lo.path_of("name"), format!("unknown layer \"{n}\" (define it under layers)"));
+                    errors.push(
+                        &lo.path_of("name"),
+                        format!("unknown layer \"{n}\" (define it under layers)"),
+                    );
                 }
                 found
             });
-            let buckets = lo.get("buckets").and_then(|b| layer_buckets(b, &lo.path_of("buckets"), errors));
+            let buckets = lo
+                .get("buckets")
+                .and_then(|b| layer_buckets(b, &lo.path_of("buckets"), errors));
             if lo.get("buckets").is_none() {
                 errors.push(&lo.path_of("buckets"), "is required");
             }
             if let (Some(index), Some((start, end))) = (index, buckets) {
-                layer = Some(LayerSlot { layer: index, start, end });
+                layer = Some(LayerSlot {
+                    layer: index,
+                    start,
+                    end,
+                });
             }
             layer_unit = index.map(|i| ctx.layers[i].unit);
         }
@@ -494,7 +579,11 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
                     &o.path_of("unit"),
                     format!(
                         "unknown unit type \"{name}\" (defined in units: {})",
-                        if defined.is_empty() { "none".to_string() } else { defined.join(", ") }
+                        if defined.is_empty() {
+                            "none".to_string()
+                        } else {
+                            defined.join(", ")
+                        }
                     ),
                 );
             }
@@ -529,7 +618,10 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
         }
         None => {
             if status == Status::RolledOut && o.get("winner").is_none() {
-                errors.push(&o.path_of("winner"), "is required when status is \"rolled_out\"");
+                errors.push(
+                    &o.path_of("winner"),
+                    "is required when status is \"rolled_out\"",
+                );
             }
             None
         }
@@ -597,12 +689,20 @@ fn compile_variants(o: &Obj, traffic_bp: u32, errors: &mut Errors) -> Vec<Varian
         errors.push(&path, "is required (at least one variant)");
         return Vec::new();
     };
-    let Some(list) = crate::reader::list(list, &path, errors) else { return Vec::new() };
+    let Some(list) = crate::reader::list(list, &path, errors) else {
+        return Vec::new();
+    };
     if list.is_empty() {
         errors.push(&path, "must have at least one variant");
     }
     if list.len() > MAX_VARIANTS {
-        errors.push(&path, format!("at most {MAX_VARIANTS} variants are allowed, found {}", list.len()));
+        errors.push(
+            &path,
+            format!(
+                "at most {MAX_VARIANTS} variants are allowed, found {}",
+                list.len()
+            ),
+        );
     }
     let mut names: Vec<String> = Vec::new();
     let mut weights = Vec::new();
@@ -620,7 +720,10 @@ fn compile_variants(o: &Obj, traffic_bp: u32, errors: &mut Errors) -> Vec<Varian
             } else if let Some(first) = names.iter().position(|n| n == name) {
                 errors.push(
                     &vo.path_of("name"),
-                    format!("duplicate variant \"{name}\" (first used at {})", index_path(&path, first)),
+                    format!(
+                        "duplicate variant \"{name}\" (first used at {})",
+                        index_path(&path, first)
+                    ),
                 );
             }
         }
@@ -632,7 +735,10 @@ fn compile_variants(o: &Obj, traffic_bp: u32, errors: &mut Errors) -> Vec<Varian
             Some(w) => {
                 let n = w.as_u64();
                 if n.is_none() {
-                    errors.push(&vo.path_of("weight"), format!("must be a non-negative integer, found {w}"));
+                    errors.push(
+                        &vo.path_of("weight"),
+                        format!("must be a non-negative integer, found {w}"),
+                    );
                 }
                 n
             }
@@ -649,14 +755,29 @@ fn compile_variants(o: &Obj, traffic_bp: u32, errors: &mut Errors) -> Vec<Varian
         .into_iter()
         .zip(weights)
         .zip(ranges)
-        .map(|((name, weight), range)| Variant { name, weight, range })
+        .map(|((name, weight), range)| Variant {
+            name,
+            weight,
+            range,
+        })
         .collect()
 }
 
 fn compile_when(v: &Value, path: &str, errors: &mut Errors) -> When {
     let mut when = When::default();
-    let Some(o) = Obj::new(v, path, &["path_prefix", "methods", "hosts", "headers", "cookies", "query"], errors)
-    else {
+    let Some(o) = Obj::new(
+        v,
+        path,
+        &[
+            "path_prefix",
+            "methods",
+            "hosts",
+            "headers",
+            "cookies",
+            "query",
+        ],
+        errors,
+    ) else {
         return when;
     };
     let bytes_list = |name: &str, errors: &mut Errors| -> Vec<Vec<u8>> {
@@ -669,14 +790,33 @@ fn compile_when(v: &Value, path: &str, errors: &mut Errors) -> When {
     };
     when.path_prefix = bytes_list("path_prefix", errors);
     when.methods = bytes_list("methods", errors);
-    when.hosts = bytes_list("hosts", errors).into_iter().map(|h| h.to_ascii_lowercase()).collect();
-    for (field, list) in [("path_prefix", &when.path_prefix), ("methods", &when.methods), ("hosts", &when.hosts)] {
-        if o.get(field).is_some_and(|l| l.as_array().is_some_and(Vec::is_empty)) && list.is_empty() {
-            errors.push(&o.path_of(field), "must not be an empty list (omit it to match everything)");
+    when.hosts = bytes_list("hosts", errors)
+        .into_iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    for (field, list) in [
+        ("path_prefix", &when.path_prefix),
+        ("methods", &when.methods),
+        ("hosts", &when.hosts),
+    ] {
+        if o.get(field)
+            .is_some_and(|l| l.as_array().is_some_and(Vec::is_empty))
+            && list.is_empty()
+        {
+            errors.push(
+                &o.path_of(field),
+                "must not be an empty list (omit it to match everything)",
+            );
         }
     }
-    for (field, target) in [("headers", &mut when.headers), ("cookies", &mut when.cookies), ("query", &mut when.query)] {
-        let Some(map) = o.object_map(field, errors) else { continue };
+    for (field, target) in [
+        ("headers", &mut when.headers),
+        ("cookies", &mut when.cookies),
+        ("query", &mut when.query),
+    ] {
+        let Some(map) = o.object_map(field, errors) else {
+            continue;
+        };
         for (name, cv) in map {
             let cpath = field_path(&o.path_of(field), name);
             let name = if field == "headers" {
@@ -697,22 +837,41 @@ fn compile_when(v: &Value, path: &str, errors: &mut Errors) -> When {
 
 fn compile_condition(v: &Value, path: &str, errors: &mut Errors) -> Option<Condition> {
     let o = Obj::new(v, path, &["in", "not_in", "present", "prefix"], errors)?;
-    let given: Vec<&str> =
-        ["in", "not_in", "present", "prefix"].into_iter().filter(|f| o.get(f).is_some()).collect();
+    let given: Vec<&str> = ["in", "not_in", "present", "prefix"]
+        .into_iter()
+        .filter(|f| o.get(f).is_some())
+        .collect();
     if given.len() != 1 {
-        errors.push(path, "must have exactly one of \"in\", \"not_in\", \"present\" or \"prefix\"");
+        errors.push(
+            path,
+            "must have exactly one of \"in\", \"not_in\", \"present\" or \"prefix\"",
+        );
         return None;
     }
     let to_bytes = |l: Vec<&str>| l.into_iter().map(|s| s.as_bytes().to_vec()).collect();
     match given[0] {
-        "in" => Some(Condition::In(to_bytes(string_list(o.get("in")?, &o.path_of("in"), errors)))),
-        "not_in" => Some(Condition::NotIn(to_bytes(string_list(o.get("not_in")?, &o.path_of("not_in"), errors)))),
+        "in" => Some(Condition::In(to_bytes(string_list(
+            o.get("in")?,
+            &o.path_of("in"),
+            errors,
+        )))),
+        "not_in" => Some(Condition::NotIn(to_bytes(string_list(
+            o.get("not_in")?,
+            &o.path_of("not_in"),
+            errors,
+        )))),
         "present" => o.bool("present", errors).map(Condition::Present),
-        _ => o.string("prefix", errors).map(|p| Condition::Prefix(p.as_bytes().to_vec())),
+        _ => o
+            .string("prefix", errors)
+            .map(|p| Condition::Prefix(p.as_bytes().to_vec())),
     }
 }
 
-fn check_layer_overlaps(experiments: &[(usize, Experiment)], layers: &[Layer], errors: &mut Errors) {
+fn check_layer_overlaps(
+    experiments: &[(usize, Experiment)],
+    layers: &[Layer],
+    errors: &mut Errors,
+) {
     for (n, (i, e)) in experiments.iter().enumerate() {
         let Some(slot) = e.layer else { continue };
         for (j, other) in &experiments[..n] {
@@ -736,11 +895,21 @@ fn compile_output(top: &Obj, errors: &mut Errors) -> Output {
         route_header_prefix: "x-exp-".into(),
         response_header: None,
     };
-    let Some(v) = top.get("output") else { return out };
-    let Some(o) = Obj::new(v, "output", &["header", "route_header_prefix", "response_header"], errors) else {
+    let Some(v) = top.get("output") else {
         return out;
     };
-    if let Some(h) = o.string("header", errors).and_then(|h| header_name(h, &o.path_of("header"), errors)) {
+    let Some(o) = Obj::new(
+        v,
+        "output",
+        &["header", "route_header_prefix", "response_header"],
+        errors,
+    ) else {
+        return out;
+    };
+    if let Some(h) = o
+        .string("header", errors)
+        .and_then(|h| header_name(h, &o.path_of("header"), errors))
+    {
         out.header = h;
     }
     if let Some(p) = o.string("route_header_prefix", errors) {
@@ -760,23 +929,42 @@ fn compile_output(top: &Obj, errors: &mut Errors) -> Output {
 }
 
 fn compile_exposure(top: &Obj, errors: &mut Errors) -> ExposureConfig {
-    let mut out =
-        ExposureConfig { log: true, log_level: LogLevel::Info, unit_id: UnitIdMode::Raw, filter_state: true };
-    let Some(v) = top.get("exposure") else { return out };
-    let Some(o) = Obj::new(v, "exposure", &["log", "log_level", "unit_id", "filter_state"], errors) else {
+    let mut out = ExposureConfig {
+        log: true,
+        log_level: LogLevel::Info,
+        unit_id: UnitIdMode::Raw,
+        filter_state: true,
+    };
+    let Some(v) = top.get("exposure") else {
+        return out;
+    };
+    let Some(o) = Obj::new(
+        v,
+        "exposure",
+        &["log", "log_level", "unit_id", "filter_state"],
+        errors,
+    ) else {
         return out;
     };
     out.log = o.bool("log", errors).unwrap_or(true);
     out.filter_state = o.bool("filter_state", errors).unwrap_or(true);
     if let Some(level) = o.string("log_level", errors) {
         const LEVELS: [LogLevel; 6] = [
-            LogLevel::Trace, LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error, LogLevel::Critical,
+            LogLevel::Trace,
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error,
+            LogLevel::Critical,
         ];
         match LogLevel::NAMES.iter().position(|n| *n == level) {
             Some(i) => out.log_level = LEVELS[i],
             None => errors.push(
                 &o.path_of("log_level"),
-                format!("must be one of {}, found \"{level}\"", LogLevel::NAMES.join(", ")),
+                format!(
+                    "must be one of {}, found \"{level}\"",
+                    LogLevel::NAMES.join(", ")
+                ),
             ),
         }
     }
@@ -799,28 +987,44 @@ fn compile_overrides(top: &Obj, errors: &mut Errors) -> Overrides {
         token_header: "x-abmesh-token".into(),
         token_sha256: Vec::new(),
     };
-    let Some(v) = top.get("overrides") else { return out };
-    let Some(o) = Obj::new(v, "overrides", &["header", "token_header", "token_sha256"], errors) else {
+    let Some(v) = top.get("overrides") else {
         return out;
     };
-    if let Some(h) = o.string("header", errors).and_then(|h| header_name(h, &o.path_of("header"), errors)) {
+    let Some(o) = Obj::new(
+        v,
+        "overrides",
+        &["header", "token_header", "token_sha256"],
+        errors,
+    ) else {
+        return out;
+    };
+    if let Some(h) = o
+        .string("header", errors)
+        .and_then(|h| header_name(h, &o.path_of("header"), errors))
+    {
         out.header = h;
     }
-    if let Some(h) =
-        o.string("token_header", errors).and_then(|h| header_name(h, &o.path_of("token_header"), errors))
+    if let Some(h) = o
+        .string("token_header", errors)
+        .and_then(|h| header_name(h, &o.path_of("token_header"), errors))
     {
         out.token_header = h;
     }
     let path = o.path_of("token_sha256");
     match o.get("token_sha256") {
-        None => errors.push(&path, "is required (the SHA-256 hex digests of the accepted QA tokens)"),
+        None => errors.push(
+            &path,
+            "is required (the SHA-256 hex digests of the accepted QA tokens)",
+        ),
         Some(l) => {
             for (i, hex) in string_list(l, &path, errors).into_iter().enumerate() {
                 match parse_sha256_hex(hex) {
                     Some(d) => out.token_sha256.push(d),
                     None => errors.push(
                         &index_path(&path, i),
-                        format!("must be 64 hexadecimal characters (a SHA-256 digest), found \"{hex}\""),
+                        format!(
+                            "must be 64 hexadecimal characters (a SHA-256 digest), found \"{hex}\""
+                        ),
                     ),
                 }
             }

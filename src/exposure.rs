@@ -36,14 +36,22 @@ pub fn route_headers<'c>(config: &'c Config, eval: &Evaluation) -> Vec<(&'c str,
         .iter()
         .filter_map(|a| {
             let e = &config.experiments[a.experiment];
-            Some((e.route_header.as_deref()?, e.variants[a.variant].name.as_str()))
+            Some((
+                e.route_header.as_deref()?,
+                e.variants[a.variant].name.as_str(),
+            ))
         })
         .collect()
 }
 
 /// The exposure record (one JSON object) of a request, or `None` when it has no assignment
 /// that is an exposure (rollouts are not).
-pub fn exposure_record(config: &Config, eval: &Evaluation, ts_ms: i64, request_id: Option<&[u8]>) -> Option<String> {
+pub fn exposure_record(
+    config: &Config,
+    eval: &Evaluation,
+    ts_ms: i64,
+    request_id: Option<&[u8]>,
+) -> Option<String> {
     let mut exposures = eval.exposures().peekable();
     exposures.peek()?;
     let mut out = String::with_capacity(160);
@@ -57,7 +65,10 @@ pub fn exposure_record(config: &Config, eval: &Evaluation, ts_ms: i64, request_i
         let mut first = true;
         for (u, unit) in config.units.iter().enumerate() {
             let Some(id) = &eval.units[u] else { continue };
-            if !eval.exposures().any(|a| config.experiments[a.experiment].unit == u) {
+            if !eval
+                .exposures()
+                .any(|a| config.experiments[a.experiment].unit == u)
+            {
                 continue;
             }
             if !first {

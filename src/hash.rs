@@ -13,7 +13,7 @@ pub const MAX_UNIT_LEN: usize = 512;
 /// `xxh3_64(utf8(salt) ++ b":" ++ id) mod 10000`.
 ///
 /// ```
-/// assert_eq!(abmesh::hash::bucket(b"new-checkout", b"alice"), 9069);
+/// assert_eq!(abmesh::hash::bucket(b"new-checkout", b"alice"), 5269);
 /// ```
 pub fn bucket(salt: &[u8], id: &[u8]) -> u32 {
     let len = salt.len() + 1 + id.len();
@@ -56,7 +56,11 @@ pub fn variant_ranges(weights: &[u64], traffic_bp: u32) -> Vec<(u32, u32)> {
     let mut edge = 0u128;
     for (k, &w) in weights.iter().enumerate() {
         cumulative += u128::from(w);
-        let next = if k + 1 == weights.len() { buckets } else { buckets * cumulative / total };
+        let next = if k + 1 == weights.len() {
+            buckets
+        } else {
+            buckets * cumulative / total
+        };
         let covered = (next - edge) * t / buckets;
         ranges.push((edge as u32, (edge + covered) as u32));
         edge = next;
@@ -66,7 +70,9 @@ pub fn variant_ranges(weights: &[u64], traffic_bp: u32) -> Vec<(u32, u32)> {
 
 /// The variant whose range holds `bucket`, if any.
 pub fn variant_for_bucket(ranges: &[(u32, u32)], bucket: u32) -> Option<usize> {
-    ranges.iter().position(|&(start, end)| start <= bucket && bucket < end)
+    ranges
+        .iter()
+        .position(|&(start, end)| start <= bucket && bucket < end)
 }
 
 /// Lower-case hex of `xxh3_64(id)`, for exposure records that must not carry raw ids.

@@ -18,18 +18,21 @@
 //! let eval = evaluate(&config, &RequestView::new(&headers), 0);
 //! assert_eq!(
 //!     abmesh::exposure::assignments_dictionary(&config, &eval).as_deref(),
-//!     Some("new-checkout=control")
+//!     Some("new-checkout=treatment")
 //! );
 //! ```
 
 pub mod assign;
 pub mod config;
 pub mod exposure;
+#[cfg(all(feature = "filter", target_arch = "wasm32"))]
+mod filter;
 pub mod hash;
+pub mod metrics;
+pub mod plan;
 mod reader;
 pub mod request;
 pub mod sfv;
-pub mod plan;
 pub mod summary;
 pub mod targeting;
 pub mod time;

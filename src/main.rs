@@ -2,7 +2,6 @@
 
 use std::ffi::OsString;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 
 use abmesh::plan::Plan;
@@ -49,13 +48,17 @@ fn read_config(path: &OsString) -> Result<Config, ExitCode> {
         for e in &err.errors {
             println!("{e}");
         }
-        eprintln!("abmesh: {} error(s) in {}", err.errors.len(), path.to_string_lossy());
+        eprintln!(
+            "abmesh: {} error(s) in {}",
+            err.errors.len(),
+            path.to_string_lossy()
+        );
         ExitCode::from(1)
     })
 }
 
 fn split_pair(arg: &OsString) -> Option<(Vec<u8>, Vec<u8>)> {
-    let b = arg.as_bytes();
+    let b = arg.as_encoded_bytes();
     let eq = b.iter().position(|&c| c == b'=')?;
     (eq > 0).then(|| (b[..eq].to_vec(), b[eq + 1..].to_vec()))
 }
@@ -67,14 +70,21 @@ fn now_ms() -> i64 {
 }
 
 fn assign(args: &[OsString]) -> ExitCode {
-    let Some(config_path) = args.first() else { return usage_error("assign needs a CONFIG file") };
+    let Some(config_path) = args.first() else {
+        return usage_error("assign needs a CONFIG file");
+    };
     let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut cookies: Vec<Vec<u8>> = Vec::new();
-    let (mut path, mut query, mut method, mut host, mut time) = (b"/".to_vec(), None, b"GET".to_vec(), None, None);
+    let (mut path, mut query, mut method, mut host, mut time) =
+        (b"/".to_vec(), None, b"GET".to_vec(), None, None);
     let mut rest = args[1..].iter();
     while let Some(flag) = rest.next() {
-        let Some(flag) = flag.to_str() else { return usage_error("arguments must be flags") };
-        let Some(value) = rest.next() else { return usage_error(&format!("{flag} needs a value")) };
+        let Some(flag) = flag.to_str() else {
+            return usage_error("arguments must be flags");
+        };
+        let Some(value) = rest.next() else {
+            return usage_error(&format!("{flag} needs a value"));
+        };
         match flag {
             "--header" => match split_pair(value) {
                 Some((n, v)) => headers.push((n.to_ascii_lowercase(), v)),
@@ -84,13 +94,25 @@ fn assign(args: &[OsString]) -> ExitCode {
                 Some((n, v)) => cookies.push([n, b"=".to_vec(), v].concat()),
                 None => return usage_error("--cookie needs NAME=VALUE"),
             },
-            "--query" => query = Some(value.as_bytes().strip_prefix(b"?").unwrap_or(value.as_bytes()).to_vec()),
-            "--path" => path = value.as_bytes().to_vec(),
-            "--method" => method = value.as_bytes().to_vec(),
-            "--host" => host = Some(value.as_bytes().to_vec()),
+            "--query" => {
+                query = Some(
+                    value
+                        .as_encoded_bytes()
+                        .strip_prefix(b"?")
+                        .unwrap_or(value.as_encoded_bytes())
+                        .to_vec(),
+                )
+            }
+            "--path" => path = value.as_encoded_bytes().to_vec(),
+            "--method" => method = value.as_encoded_bytes().to_vec(),
+            "--host" => host = Some(value.as_encoded_bytes().to_vec()),
             "--time" => match value.to_str().and_then(abmesh::time::parse_rfc3339) {
                 Some(t) => time = Some(t),
-                None => return usage_error("--time needs an RFC 3339 time such as 2026-11-01T00:00:00Z"),
+                None => {
+                    return usage_error(
+                        "--time needs an RFC 3339 time such as 2026-11-01T00:00:00Z",
+                    )
+                }
             },
             other => return usage_error(&format!("unknown option {other}")),
         }
@@ -103,7 +125,8 @@ fn assign(args: &[OsString]) -> ExitCode {
         path.push(b'?');
         path.extend_from_slice(&q);
     }
-    let mut all: Vec<(Vec<u8>, Vec<u8>)> = vec![(b":method".to_vec(), method), (b":path".to_vec(), path)];
+    let mut all: Vec<(Vec<u8>, Vec<u8>)> =
+        vec![(b":method".to_vec(), method), (b":path".to_vec(), path)];
     if let Some(h) = host {
         all.push((b":authority".to_vec(), h));
     }
@@ -120,7 +143,10 @@ fn assign(args: &[OsString]) -> ExitCode {
 fn render(config: &Config, plan: &Plan, eval: &abmesh::Evaluation) -> String {
     let mut out = String::new();
     for name in &plan.remove {
-        out.push_str(&format!("remove request header: {}\n", String::from_utf8_lossy(name)));
+        out.push_str(&format!(
+            "remove request header: {}\n",
+            String::from_utf8_lossy(name)
+        ));
     }
     for (n, v) in &plan.set {
         out.push_str(&format!("set request header: {n}: {v}\n"));
@@ -132,7 +158,11 @@ fn render(config: &Config, plan: &Plan, eval: &abmesh::Evaluation) -> String {
         out.push_str("set request header: none (no assignments)\n");
     }
     for (e, reason) in &eval.not_assigned {
-        out.push_str(&format!("not assigned: {} ({})\n", config.experiments[*e].key, reason.as_str()));
+        out.push_str(&format!(
+            "not assigned: {} ({})\n",
+            config.experiments[*e].key,
+            reason.as_str()
+        ));
     }
     match &plan.exposure {
         Some(x) => out.push_str(&format!("exposure: {x}\n")),

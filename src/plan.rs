@@ -26,7 +26,9 @@ pub struct Plan {
 pub fn is_spoofable(config: &Config, name: &[u8]) -> bool {
     let o = &config.output;
     name.eq_ignore_ascii_case(o.header.as_bytes())
-        || name.get(..o.route_header_prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(o.route_header_prefix.as_bytes()))
+        || name
+            .get(..o.route_header_prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(o.route_header_prefix.as_bytes()))
         || name.eq_ignore_ascii_case(config.overrides.header.as_bytes())
         || name.eq_ignore_ascii_case(config.overrides.token_header.as_bytes())
 }
@@ -53,6 +55,15 @@ impl Plan {
             _ => None,
         };
         let exposure = exposure_record(config, &eval, now_ms, req.header(b"x-request-id"));
-        (Plan { remove, set, assignments, response, exposure }, eval)
+        (
+            Plan {
+                remove,
+                set,
+                assignments,
+                response,
+                exposure,
+            },
+            eval,
+        )
     }
 }

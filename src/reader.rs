@@ -50,11 +50,17 @@ impl<'a> Obj<'a> {
             if !known.contains(&name.as_str()) {
                 errors.push(
                     path,
-                    format!("unknown field \"{name}\"; expected one of: {}", known.join(", ")),
+                    format!(
+                        "unknown field \"{name}\"; expected one of: {}",
+                        known.join(", ")
+                    ),
                 );
             }
         }
-        Some(Obj { path: path.to_string(), map })
+        Some(Obj {
+            path: path.to_string(),
+            map,
+        })
     }
 
     pub fn path_of(&self, name: &str) -> String {
@@ -70,7 +76,10 @@ impl<'a> Obj<'a> {
         let value = self.get(name)?;
         let s = value.as_str();
         if s.is_none() {
-            errors.push(&self.path_of(name), format!("must be a string, found {}", kind(value)));
+            errors.push(
+                &self.path_of(name),
+                format!("must be a string, found {}", kind(value)),
+            );
         }
         s
     }
@@ -87,7 +96,10 @@ impl<'a> Obj<'a> {
         let value = self.get(name)?;
         let b = value.as_bool();
         if b.is_none() {
-            errors.push(&self.path_of(name), format!("must be true or false, found {}", kind(value)));
+            errors.push(
+                &self.path_of(name),
+                format!("must be true or false, found {}", kind(value)),
+            );
         }
         b
     }
@@ -101,7 +113,10 @@ impl<'a> Obj<'a> {
         let value = self.get(name)?;
         let map = value.as_object();
         if map.is_none() {
-            errors.push(&self.path_of(name), format!("must be an object, found {}", kind(value)));
+            errors.push(
+                &self.path_of(name),
+                format!("must be an object, found {}", kind(value)),
+            );
         }
         map
     }
@@ -148,18 +163,27 @@ pub fn kind(value: &Value) -> &'static str {
 /// A percentage from 0 to 100 with at most two decimals, as basis points (0..=10000).
 pub fn percent_basis_points(value: &Value, path: &str, errors: &mut Errors) -> Option<u32> {
     let Some(p) = value.as_f64().filter(|_| value.is_number()) else {
-        errors.push(path, format!("must be a number from 0 to 100, found {}", kind(value)));
+        errors.push(
+            path,
+            format!("must be a number from 0 to 100, found {}", kind(value)),
+        );
         return None;
     };
     if !(0.0..=100.0).contains(&p) {
-        errors.push(path, format!("must be a number from 0 to 100, found {value}"));
+        errors.push(
+            path,
+            format!("must be a number from 0 to 100, found {value}"),
+        );
         return None;
     }
     let scaled = p * 100.0;
     let rounded = scaled.round();
     // A decimal like 33.33 is not exact in binary; allow float noise, reject a third decimal.
     if (scaled - rounded).abs() > 1e-6 {
-        errors.push(path, format!("must have at most two decimals, found {value}"));
+        errors.push(
+            path,
+            format!("must have at most two decimals, found {value}"),
+        );
         return None;
     }
     Some(rounded as u32)
@@ -171,13 +195,23 @@ pub fn json_syntax_error(e: &serde_json::Error) -> String {
     // serde_json appends " at line L column C"; we say it our way.
     let what = raw.split(" at line ").next().unwrap_or(&raw);
     let what = match what {
-        "EOF while parsing an object" | "EOF while parsing a list" | "EOF while parsing a value"
-        | "EOF while parsing a string" => "the document ends too early (unclosed object, list or string?)".to_string(),
+        "EOF while parsing an object"
+        | "EOF while parsing a list"
+        | "EOF while parsing a value"
+        | "EOF while parsing a string" => {
+            "the document ends too early (unclosed object, list or string?)".to_string()
+        }
         "trailing comma" => "trailing comma".to_string(),
         "trailing characters" => "unexpected characters after the end of the document".to_string(),
         "key must be a string" => "object keys must be strings in double quotes".to_string(),
-        "expected value" => "expected a value (string, number, object, list, true, false or null)".to_string(),
+        "expected value" => {
+            "expected a value (string, number, object, list, true, false or null)".to_string()
+        }
         other => other.replace('`', "'"),
     };
-    format!("invalid JSON at line {}, column {}: {what}", e.line(), e.column())
+    format!(
+        "invalid JSON at line {}, column {}: {what}",
+        e.line(),
+        e.column()
+    )
 }

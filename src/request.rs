@@ -16,10 +16,15 @@ impl<'a> RequestView<'a> {
     /// Builds the view from the request's header list, as Envoy hands it over: pseudo-headers
     /// included, names lower-case (other case is tolerated), duplicates kept in order.
     pub fn new<N: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &'a [(N, V)]) -> Self {
-        let headers: Vec<(&[u8], &[u8])> =
-            headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref())).collect();
+        let headers: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_ref(), v.as_ref()))
+            .collect();
         let find = |name: &[u8]| {
-            headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v)
         };
         let full_path = find(b":path").unwrap_or(b"/");
         let (path, query) = match full_path.iter().position(|&c| c == b'?') {
@@ -28,7 +33,13 @@ impl<'a> RequestView<'a> {
         };
         let method = find(b":method").unwrap_or(b"GET");
         let host = find(b":authority").or_else(|| find(b"host")).unwrap_or(b"");
-        RequestView { headers, path, query, method, host }
+        RequestView {
+            headers,
+            path,
+            query,
+            method,
+            host,
+        }
     }
 
     /// Every header name, pseudo-headers included, in order.
@@ -49,7 +60,9 @@ impl<'a> RequestView<'a> {
     pub fn host_without_port(&self) -> &'a [u8] {
         let h = self.host;
         let port_colon = match h.iter().rposition(|&c| c == b':') {
-            Some(i) if !h[i..].contains(&b']') && h[i + 1..].iter().all(u8::is_ascii_digit) => Some(i),
+            Some(i) if !h[i..].contains(&b']') && h[i + 1..].iter().all(u8::is_ascii_digit) => {
+                Some(i)
+            }
             _ => None,
         };
         match port_colon {
@@ -60,7 +73,10 @@ impl<'a> RequestView<'a> {
 
     /// The first header with this name (case-insensitive).
     pub fn header(&self, name: &[u8]) -> Option<&'a [u8]> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
     }
 
     /// The first cookie with this name across all `cookie` headers; surrounding double quotes
@@ -101,8 +117,14 @@ impl<'a> RequestView<'a> {
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(s.len());
-    let end = s.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &s[start..end]
 }
 
@@ -120,7 +142,10 @@ pub fn form_decode(s: &[u8]) -> Cow<'_, [u8]> {
     while i < s.len() {
         match s[i] {
             b'+' => out.push(b' '),
-            b'%' => match (s.get(i + 1).copied().and_then(hex_value), s.get(i + 2).copied().and_then(hex_value)) {
+            b'%' => match (
+                s.get(i + 1).copied().and_then(hex_value),
+                s.get(i + 2).copied().and_then(hex_value),
+            ) {
                 (Some(hi), Some(lo)) => {
                     out.push(hi * 16 + lo);
                     i += 2;
@@ -139,12 +164,19 @@ mod tests {
     use super::*;
 
     fn view(headers: &[(&str, &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        headers.iter().map(|(n, v)| (n.as_bytes().to_vec(), v.to_vec())).collect()
+        headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes().to_vec(), v.to_vec()))
+            .collect()
     }
 
     #[test]
     fn splits_path_and_query_and_strips_the_port_from_the_host() {
-        let h = view(&[(":path", b"/a/b?x=1"), (":authority", b"Shop.Example:8443"), (":method", b"POST")]);
+        let h = view(&[
+            (":path", b"/a/b?x=1"),
+            (":authority", b"Shop.Example:8443"),
+            (":method", b"POST"),
+        ]);
         let r = RequestView::new(&h);
         assert_eq!(r.path(), b"/a/b");
         assert_eq!(r.method(), b"POST");

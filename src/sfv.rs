@@ -50,8 +50,14 @@ fn split_members(input: &[u8]) -> Vec<&[u8]> {
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|c| !matches!(c, b' ' | b'\t')).unwrap_or(s.len());
-    let end = s.iter().rposition(|c| !matches!(c, b' ' | b'\t')).map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|c| !matches!(c, b' ' | b'\t'))
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|c| !matches!(c, b' ' | b'\t'))
+        .map_or(start, |e| e + 1);
     &s[start..end]
 }
 
@@ -68,12 +74,15 @@ fn trim_params(s: &[u8]) -> &[u8] {
 /// RFC 8941 key: `lcalpha / "*"` then `lcalpha / DIGIT / "_" / "-" / "." / "*"`.
 pub fn is_key(s: &[u8]) -> bool {
     matches!(s.first(), Some(b'a'..=b'z' | b'*'))
-        && s.iter().all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' | b'*'))
+        && s.iter()
+            .all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' | b'*'))
 }
 
 /// Printable ASCII without separators: enough to name a variant; rejects everything else.
 fn is_token_like(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(|&c| c.is_ascii_graphic() && !matches!(c, b'"' | b',' | b'\\'))
+    !s.is_empty()
+        && s.iter()
+            .all(|&c| c.is_ascii_graphic() && !matches!(c, b'"' | b',' | b'\\'))
 }
 
 #[cfg(test)]
@@ -83,12 +92,19 @@ mod tests {
     fn parsed(input: &[u8]) -> Vec<(String, String)> {
         parse_dictionary(input)
             .into_iter()
-            .map(|(k, v)| (String::from_utf8_lossy(k).into(), String::from_utf8_lossy(v).into()))
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k).into(),
+                    String::from_utf8_lossy(v).into(),
+                )
+            })
             .collect()
     }
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -17,17 +17,31 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-pub fn describe(config: &Config) -> String {
-    let mut out = String::new();
-    let running = config.experiments.iter().filter(|e| e.status == Status::Running).count();
-    let _ = writeln!(
-        out,
-        "ok: {} experiments ({running} running), {} unit types, {} layers, {}",
+/// `3 experiments (2 running), 2 unit types, 1 layers, holdout 5%`: what Envoy logs at start.
+pub fn one_line(config: &Config) -> String {
+    let running = config
+        .experiments
+        .iter()
+        .filter(|e| e.status == Status::Running)
+        .count();
+    format!(
+        "{} experiments ({running} running), {} unit types, {} layers, {}",
         config.experiments.len(),
         config.units.len(),
         config.layers.len(),
-        if config.holdout.is_some() { "a holdout" } else { "no holdout" }
-    );
+        config
+            .holdout
+            .as_ref()
+            .map_or("no holdout".to_string(), |h| format!(
+                "holdout {}",
+                percent(h.threshold)
+            ))
+    )
+}
+
+pub fn describe(config: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "ok: {}", one_line(config));
     if !config.units.is_empty() {
         out.push_str("units:\n");
         for u in &config.units {
@@ -56,11 +70,19 @@ pub fn describe(config: &Config) -> String {
     if !config.layers.is_empty() {
         out.push_str("layers:\n");
         for (li, l) in config.layers.iter().enumerate() {
-            let _ = writeln!(out, "  {} (unit {}, salt \"{}\"):", l.name, config.units[l.unit].name, l.salt);
+            let _ = writeln!(
+                out,
+                "  {} (unit {}, salt \"{}\"):",
+                l.name, config.units[l.unit].name, l.salt
+            );
             let mut slots: Vec<(u32, u32, &str)> = config
                 .experiments
                 .iter()
-                .filter_map(|e| e.layer.filter(|s| s.layer == li).map(|s| (s.start, s.end, e.key.as_str())))
+                .filter_map(|e| {
+                    e.layer
+                        .filter(|s| s.layer == li)
+                        .map(|s| (s.start, s.end, e.key.as_str()))
+                })
                 .collect();
             slots.sort();
             let mut at = 0;
@@ -92,11 +114,19 @@ pub fn describe(config: &Config) -> String {
             let _ = write!(out, ", salt \"{}\"", e.salt);
         }
         if let Some(s) = e.layer {
-            let _ = write!(out, ", layer {} [{}, {})", config.layers[s.layer].name, s.start, s.end);
+            let _ = write!(
+                out,
+                ", layer {} [{}, {})",
+                config.layers[s.layer].name, s.start, s.end
+            );
         }
         out.push('\n');
         for (vi, v) in e.variants.iter().enumerate() {
-            let winner = if e.winner == Some(vi) { " (winner)" } else { "" };
+            let winner = if e.winner == Some(vi) {
+                " (winner)"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
                 "    {}: weight {}, buckets [{}, {}){winner}",
@@ -123,7 +153,11 @@ pub fn describe(config: &Config) -> String {
         "output: {} (route headers {}*{})",
         config.output.header,
         config.output.route_header_prefix,
-        config.output.response_header.as_ref().map_or(String::new(), |h| format!(", echoed on responses as {h}"))
+        config
+            .output
+            .response_header
+            .as_ref()
+            .map_or(String::new(), |h| format!(", echoed on responses as {h}"))
     );
     out
 }
@@ -140,7 +174,11 @@ fn describe_when(w: &When) -> String {
     if !w.hosts.is_empty() {
         parts.push(format!("host {}", list(&w.hosts)));
     }
-    for (kind, conds) in [("header", &w.headers), ("cookie", &w.cookies), ("query", &w.query)] {
+    for (kind, conds) in [
+        ("header", &w.headers),
+        ("cookie", &w.cookies),
+        ("query", &w.query),
+    ] {
         for (name, c) in conds {
             let c = match c {
                 Condition::In(l) => format!("in [{}]", list(l)),

@@ -50,9 +50,16 @@ impl When {
     pub fn matches(&self, req: &RequestView) -> bool {
         (self.path_prefix.is_empty() || self.path_prefix.iter().any(|p| req.path().starts_with(p)))
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == req.method()))
-            && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.eq_ignore_ascii_case(req.host_without_port())))
+            && (self.hosts.is_empty()
+                || self
+                    .hosts
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(req.host_without_port())))
             && self.headers.iter().all(|(n, c)| c.holds(req.header(n)))
             && self.cookies.iter().all(|(n, c)| c.holds(req.cookie(n)))
-            && self.query.iter().all(|(n, c)| c.holds(req.query(n).as_deref()))
+            && self
+                .query
+                .iter()
+                .all(|(n, c)| c.holds(req.query(n).as_deref()))
     }
 }

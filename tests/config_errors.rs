@@ -5,7 +5,9 @@
 use abmesh::Config;
 
 fn errors(json: &str) -> Vec<String> {
-    Config::parse(json.as_bytes()).expect_err("the configuration should be refused").errors
+    Config::parse(json.as_bytes())
+        .expect_err("the configuration should be refused")
+        .errors
 }
 
 fn one_error(json: &str) -> String {
@@ -31,7 +33,10 @@ fn malformed_json_names_line_and_column() {
         one_error("{\"units\": {}"),
         "config: invalid JSON at line 1, column 12: the document ends too early (unclosed object, list or string?)"
     );
-    assert_eq!(one_error("{\"experiments\": [],}"), "config: invalid JSON at line 1, column 20: trailing comma");
+    assert_eq!(
+        one_error("{\"experiments\": [],}"),
+        "config: invalid JSON at line 1, column 20: trailing comma"
+    );
     assert_eq!(one_error("[]"), "config: must be an object, found a list");
 }
 
@@ -43,7 +48,9 @@ fn unknown_fields_are_named_wherever_they_are() {
          traffic_percent, variants, layer, when, start, end, route_header, winner"
     );
     assert_eq!(
-        one_error(&with_experiment(r#"{"key": "k", "variants": [{"name": "a", "weight": 1, "weigth": 2}]}"#)),
+        one_error(&with_experiment(
+            r#"{"key": "k", "variants": [{"name": "a", "weight": 1, "weigth": 2}]}"#
+        )),
         "experiments[0].variants[0]: unknown field \"weigth\"; expected one of: name, weight"
     );
     assert_eq!(
@@ -73,9 +80,14 @@ fn keys_and_variant_names_must_follow_their_syntax() {
          from A-Z, a-z, 0-9, '_', '.', '-'"
     );
     let long = "k".repeat(65);
-    assert!(one_error(&with_experiment(&format!(r#"{{"key": "{long}", {AB}}}"#)))
-        .starts_with(&format!("experiments[0].key: \"{long}\" must start")));
-    assert!(Config::parse(with_experiment(&format!(r#"{{"key": "{}", {AB}}}"#, "k".repeat(64))).as_bytes()).is_ok());
+    assert!(
+        one_error(&with_experiment(&format!(r#"{{"key": "{long}", {AB}}}"#)))
+            .starts_with(&format!("experiments[0].key: \"{long}\" must start"))
+    );
+    assert!(Config::parse(
+        with_experiment(&format!(r#"{{"key": "{}", {AB}}}"#, "k".repeat(64))).as_bytes()
+    )
+    .is_ok());
 }
 
 #[test]
@@ -83,7 +95,10 @@ fn duplicate_keys_and_variants_point_at_the_first_use() {
     let json = format!(
         r#"{{"units": {{"user": [{{"header": "u"}}]}}, "experiments": [{{"key": "a", {AB}}}, {{"key": "b", {AB}}}, {{"key": "a", {AB}}}]}}"#
     );
-    assert_eq!(one_error(&json), "experiments[2].key: duplicate experiment key \"a\" (first used at experiments[0])");
+    assert_eq!(
+        one_error(&json),
+        "experiments[2].key: duplicate experiment key \"a\" (first used at experiments[0])"
+    );
     assert_eq!(
         one_error(&with_experiment(r#"{"key": "k", "variants": [{"name": "a", "weight": 1}, {"name": "a", "weight": 1}]}"#)),
         "experiments[0].variants[1].name: duplicate variant \"a\" (first used at experiments[0].variants[0])"
@@ -93,19 +108,27 @@ fn duplicate_keys_and_variants_point_at_the_first_use() {
 #[test]
 fn weights_must_be_non_negative_integers_not_all_zero() {
     assert_eq!(
-        one_error(&with_experiment(r#"{"key": "k", "variants": [{"name": "a", "weight": -1}]}"#)),
+        one_error(&with_experiment(
+            r#"{"key": "k", "variants": [{"name": "a", "weight": -1}]}"#
+        )),
         "experiments[0].variants[0].weight: must be a non-negative integer, found -1"
     );
     assert_eq!(
-        one_error(&with_experiment(r#"{"key": "k", "variants": [{"name": "a", "weight": 0.5}]}"#)),
+        one_error(&with_experiment(
+            r#"{"key": "k", "variants": [{"name": "a", "weight": 0.5}]}"#
+        )),
         "experiments[0].variants[0].weight: must be a non-negative integer, found 0.5"
     );
     assert_eq!(
-        one_error(&with_experiment(r#"{"key": "k", "variants": [{"name": "a", "weight": "1"}]}"#)),
+        one_error(&with_experiment(
+            r#"{"key": "k", "variants": [{"name": "a", "weight": "1"}]}"#
+        )),
         "experiments[0].variants[0].weight: must be a non-negative integer, found \"1\""
     );
     assert_eq!(
-        one_error(&with_experiment(r#"{"key": "k", "variants": [{"name": "a", "weight": 0}, {"name": "b", "weight": 0}]}"#)),
+        one_error(&with_experiment(
+            r#"{"key": "k", "variants": [{"name": "a", "weight": 0}, {"name": "b", "weight": 0}]}"#
+        )),
         "experiments[0].variants: weights must not all be zero"
     );
     assert_eq!(
@@ -123,15 +146,26 @@ fn traffic_must_be_a_percentage_with_at_most_two_decimals() {
         ("\"50\"", "must be a number from 0 to 100, found a string"),
     ] {
         assert_eq!(
-            one_error(&with_experiment(&format!(r#"{{"key": "k", "traffic_percent": {t}, {AB}}}"#))),
+            one_error(&with_experiment(&format!(
+                r#"{{"key": "k", "traffic_percent": {t}, {AB}}}"#
+            ))),
             format!("experiments[0].traffic_percent: {msg}")
         );
     }
     for ok in ["0", "100", "33.33", "0.01", "12.5"] {
-        let c = Config::parse(with_experiment(&format!(r#"{{"key": "k", "traffic_percent": {ok}, {AB}}}"#)).as_bytes());
+        let c = Config::parse(
+            with_experiment(&format!(r#"{{"key": "k", "traffic_percent": {ok}, {AB}}}"#))
+                .as_bytes(),
+        );
         assert!(c.is_ok(), "{ok}: {c:?}");
     }
-    let c = Config::parse(with_experiment(&format!(r#"{{"key": "k", "traffic_percent": 33.33, {AB}}}"#)).as_bytes()).unwrap();
+    let c = Config::parse(
+        with_experiment(&format!(
+            r#"{{"key": "k", "traffic_percent": 33.33, {AB}}}"#
+        ))
+        .as_bytes(),
+    )
+    .unwrap();
     assert_eq!(c.experiments[0].traffic_bp, 3333);
 }
 
@@ -139,11 +173,15 @@ fn traffic_must_be_a_percentage_with_at_most_two_decimals() {
 fn units_must_be_defined_and_named_when_ambiguous() {
     let two = r#""units": {"user": [{"header": "x-user-id"}], "device": [{"cookie": "did"}]}"#;
     assert_eq!(
-        one_error(&format!(r#"{{{two}, "experiments": [{{"key": "k", "unit": "usr", {AB}}}]}}"#)),
+        one_error(&format!(
+            r#"{{{two}, "experiments": [{{"key": "k", "unit": "usr", {AB}}}]}}"#
+        )),
         "experiments[0].unit: unknown unit type \"usr\" (defined in units: device, user)"
     );
     assert_eq!(
-        one_error(&format!(r#"{{{two}, "experiments": [{{"key": "k", {AB}}}]}}"#)),
+        one_error(&format!(
+            r#"{{{two}, "experiments": [{{"key": "k", {AB}}}]}}"#
+        )),
         "experiments[0].unit: is required because units defines 2 unit types, not exactly one"
     );
     assert_eq!(
@@ -177,7 +215,10 @@ fn layers_reject_overlaps_and_unit_mismatches() {
         "experiments[0].layer.buckets: must be [start, end] with 0 <= start < end <= 10000, found [5000,5000]"
     );
     assert_eq!(
-        one_error(&format!(r#"{{{base}, "experiments": [{}]}}"#, exp("a", r#""layer": {"name": "nope", "buckets": [0, 1]},"#))),
+        one_error(&format!(
+            r#"{{{base}, "experiments": [{}]}}"#,
+            exp("a", r#""layer": {"name": "nope", "buckets": [0, 1]},"#)
+        )),
         "experiments[0].layer.name: unknown layer \"nope\" (define it under layers)"
     );
     // Adjacent ranges do not overlap, and a layer's unit is the experiment's default.
@@ -193,15 +234,21 @@ fn layers_reject_overlaps_and_unit_mismatches() {
 #[test]
 fn rollouts_need_a_known_winner() {
     assert_eq!(
-        one_error(&with_experiment(&format!(r#"{{"key": "k", "status": "rolled_out", {AB}}}"#))),
+        one_error(&with_experiment(&format!(
+            r#"{{"key": "k", "status": "rolled_out", {AB}}}"#
+        ))),
         "experiments[0].winner: is required when status is \"rolled_out\""
     );
     assert_eq!(
-        one_error(&with_experiment(&format!(r#"{{"key": "k", "status": "rolled_out", "winner": "c", {AB}}}"#))),
+        one_error(&with_experiment(&format!(
+            r#"{{"key": "k", "status": "rolled_out", "winner": "c", {AB}}}"#
+        ))),
         "experiments[0].winner: unknown variant \"c\" (variants: a, b)"
     );
     assert_eq!(
-        one_error(&with_experiment(&format!(r#"{{"key": "k", "status": "done", {AB}}}"#))),
+        one_error(&with_experiment(&format!(
+            r#"{{"key": "k", "status": "done", {AB}}}"#
+        ))),
         "experiments[0].status: must be \"running\", \"paused\" or \"rolled_out\", found \"done\""
     );
 }
@@ -222,18 +269,31 @@ fn schedules_need_rfc_3339_times_in_order() {
 
 #[test]
 fn limits_are_enforced() {
-    let many: Vec<String> = (0..1001).map(|i| format!(r#"{{"key": "e{i}", {AB}}}"#)).collect();
+    let many: Vec<String> = (0..1001)
+        .map(|i| format!(r#"{{"key": "e{i}", {AB}}}"#))
+        .collect();
     assert_eq!(
         one_error(&with_experiment(&many.join(","))),
         "experiments: at most 1000 experiments are allowed, found 1001"
     );
-    let variants: Vec<String> = (0..101).map(|i| format!(r#"{{"name": "v{i}", "weight": 1}}"#)).collect();
+    let variants: Vec<String> = (0..101)
+        .map(|i| format!(r#"{{"name": "v{i}", "weight": 1}}"#))
+        .collect();
     assert_eq!(
-        one_error(&with_experiment(&format!(r#"{{"key": "k", "variants": [{}]}}"#, variants.join(",")))),
+        one_error(&with_experiment(&format!(
+            r#"{{"key": "k", "variants": [{}]}}"#,
+            variants.join(",")
+        ))),
         "experiments[0].variants: at most 100 variants are allowed, found 101"
     );
     let big = format!(r#"{{"units": {{}}, "pad": "{}"}}"#, "x".repeat(1024 * 1024));
-    assert_eq!(one_error(&big), format!("config: must be at most 1 MiB (1048576 bytes), found {} bytes", big.len()));
+    assert_eq!(
+        one_error(&big),
+        format!(
+            "config: must be at most 1 MiB (1048576 bytes), found {} bytes",
+            big.len()
+        )
+    );
 }
 
 #[test]
@@ -243,7 +303,10 @@ fn token_digests_must_be_sha256_hex() {
         "overrides.token_sha256[0]: must be 64 hexadecimal characters (a SHA-256 digest), found \"abc\""
     );
     let upper = "A".repeat(64);
-    assert!(Config::parse(format!(r#"{{"overrides": {{"token_sha256": ["{upper}"]}}}}"#).as_bytes()).is_ok());
+    assert!(Config::parse(
+        format!(r#"{{"overrides": {{"token_sha256": ["{upper}"]}}}}"#).as_bytes()
+    )
+    .is_ok());
     let bad = format!("{}g", "a".repeat(63));
     assert_eq!(
         one_error(&format!(r#"{{"overrides": {{"token_sha256": ["{bad}"]}}}}"#)),

@@ -121,8 +121,14 @@ proptest! {
 /// ln Γ(x), Lanczos approximation (g = 7, n = 9).
 fn ln_gamma(x: f64) -> f64 {
     const C: [f64; 9] = [
-        0.999_999_999_999_809_9, 676.520_368_121_885_1, -1_259.139_216_722_402_8, 771.323_428_777_653_1,
-        -176.615_029_162_140_6, 12.507_343_278_686_905, -0.138_571_095_265_720_12, 9.984_369_578_019_572e-6,
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
         1.505_632_735_149_311_6e-7,
     ];
     let x = x - 1.0;
@@ -186,7 +192,13 @@ fn the_chi_square_helper_matches_published_values() {
 
 #[test]
 fn for_100k_ids_the_split_matches_the_weights() {
-    for weights in [vec![50u64, 50], vec![1, 2, 7], vec![10, 20, 30, 40], vec![1; 20], vec![5, 0, 95]] {
+    for weights in [
+        vec![50u64, 50],
+        vec![1, 2, 7],
+        vec![10, 20, 30, 40],
+        vec![1; 20],
+        vec![5, 0, 95],
+    ] {
         let ranges = variant_ranges(&weights, 10_000);
         let mut counts = vec![0u64; weights.len()];
         let n = 100_000u64;
@@ -196,7 +208,11 @@ fn for_100k_ids_the_split_matches_the_weights() {
                 counts[v] += 1;
             }
         }
-        assert_eq!(counts.iter().sum::<u64>(), n, "everyone is assigned at 100 % traffic");
+        assert_eq!(
+            counts.iter().sum::<u64>(),
+            n,
+            "everyone is assigned at 100 % traffic"
+        );
         let total: u64 = weights.iter().sum();
         let mut chi2 = 0.0;
         let mut df = -1.0;
@@ -210,6 +226,9 @@ fn for_100k_ids_the_split_matches_the_weights() {
             df += 1.0;
         }
         let p = chi_square_p(chi2, df);
-        assert!(p > 0.001, "weights {weights:?}: counts {counts:?}, chi2 {chi2}, p {p}");
+        assert!(
+            p > 0.001,
+            "weights {weights:?}: counts {counts:?}, chi2 {chi2}, p {p}"
+        );
     }
 }

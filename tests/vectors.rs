@@ -16,7 +16,10 @@ const BUCKETS: &str = include_str!("vectors/buckets.json");
 const ASSIGNMENTS: &str = include_str!("vectors/assignments.json");
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// A string, or `{"hex": "..."}` for bytes that are not UTF-8.
@@ -40,7 +43,11 @@ fn every_bucket_vector_matches_hash_spec_v1() {
             None => hex(case["id_hex"].as_str().unwrap()),
         };
         let expected = case["bucket"].as_u64().unwrap() as u32;
-        assert_eq!(abmesh::hash::bucket(salt.as_bytes(), &id), expected, "case {case}");
+        assert_eq!(
+            abmesh::hash::bucket(salt.as_bytes(), &id),
+            expected,
+            "case {case}"
+        );
     }
 }
 
@@ -52,10 +59,19 @@ fn every_assignment_vector_gets_the_expected_headers_reasons_and_exposure() {
         .as_object()
         .unwrap()
         .iter()
-        .map(|(name, c)| (name.clone(), Config::parse(c.to_string().as_bytes()).unwrap()))
+        .map(|(name, c)| {
+            (
+                name.clone(),
+                Config::parse(c.to_string().as_bytes()).unwrap(),
+            )
+        })
         .collect();
     let cases = doc["cases"].as_array().unwrap();
-    assert!(cases.len() >= 100, "only {} assignment vectors", cases.len());
+    assert!(
+        cases.len() >= 100,
+        "only {} assignment vectors",
+        cases.len()
+    );
     for (n, case) in cases.iter().enumerate() {
         let config = &configs[case["config"].as_str().unwrap()];
         let r = &case["request"];
@@ -72,14 +88,19 @@ fn every_assignment_vector_gets_the_expected_headers_reasons_and_exposure() {
         let want = &case["expected"];
         let context = format!("case {n}: {case}");
 
-        assert_eq!(plan.assignments.as_deref(), want["header"].as_str(), "{context}");
+        assert_eq!(
+            plan.assignments.as_deref(),
+            want["header"].as_str(),
+            "{context}"
+        );
         let mut route: BTreeMap<String, String> = BTreeMap::new();
         for (name, value) in &plan.set {
             if name != &config.output.header {
                 route.insert(name.clone(), value.clone());
             }
         }
-        let want_route: BTreeMap<String, String> = serde_json::from_value(want["route_headers"].clone()).unwrap();
+        let want_route: BTreeMap<String, String> =
+            serde_json::from_value(want["route_headers"].clone()).unwrap();
         assert_eq!(route, want_route, "{context}");
 
         let reasons: BTreeMap<String, String> = eval
@@ -87,7 +108,8 @@ fn every_assignment_vector_gets_the_expected_headers_reasons_and_exposure() {
             .iter()
             .map(|(e, r)| (config.experiments[*e].key.clone(), r.as_str().to_string()))
             .collect();
-        let want_reasons: BTreeMap<String, String> = serde_json::from_value(want["not_assigned"].clone()).unwrap();
+        let want_reasons: BTreeMap<String, String> =
+            serde_json::from_value(want["not_assigned"].clone()).unwrap();
         assert_eq!(reasons, want_reasons, "{context}");
 
         match (&plan.exposure, &want["exposure"]) {

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# abmesh build entry point. Usage: ./build.sh [build|test|demo|bench]
+#   (no argument)  build dist/abmesh.wasm (release, size-optimised) and the native CLI dist/abmesh
+#   test           every test: native unit + integration, clippy (native and wasm32), the core's
+#                  golden vectors on wasm32 under node, and end-to-end tests in a real Envoy
+# Installs what is missing on a fresh Debian machine, and is a no-op for what is already there.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
+
+WASM_TARGET=wasm32-unknown-unknown
+WASM_MODE=""   # "rustup" or "debian" (Debian's rust-web toolchain with -Zbuild-std)
+
+ensure_rust() {
+  command -v cargo >/dev/null || die "cargo is missing: install Rust with rustup (https://rustup.rs)"
+  if ! cargo clippy --version >/dev/null 2>&1; then
+    say "installing clippy"
+    rustup component add clippy
+  fi
+}
+
+ensure_wasm_target() {
+  [ -n "$WASM_MODE" ] && return
+  if command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx "$WASM_TARGET"; then
+    WASM_MODE=rustup; return
+  fi
+  if command -v rustup >/dev/null; then
+    say "adding the $WASM_TARGET target with rustup"
+    # It has hung once on this kind of machine: bound it, then fall back to Debian's toolchain.
+    if timeout 300 rustup target add "$WASM_TARGET"; then WASM_MODE=rustup; return; fi
+    say "rustup target add failed or timed out; falling back to Debian's rust-web toolchain"
+  fi
+  if [ ! -x /usr/bin/rustc ] || ! dpkg -s rust-web-src >/dev/null 2>&1; then
+    command -v apt-get >/dev/null || die "cannot install the wasm32 target: no rustup target and no apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustc-web cargo-web rust-web-src lld-22
+  fi
+  WASM_MODE=debian
+}
+
+# cargo for the wasm32 target, whichever toolchain provides it. The target flags go right
+# after the subcommand, so that arguments after `--` still reach the tool they are meant for.
+wasm_cargo() {
+  ensure_wasm_target
+  local sub=$1; shift
+  if [ "$WASM_MODE" = rustup ]; then
+    cargo "$sub" --target "$WASM_TARGET" "$@"
+  else
+    RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 /usr/bin/cargo "$sub" --target "$WASM_TARGET" -Zbuild-std=std,panic_abort "$@"
+  fi
+}
+
+build() {
+  ensure_rust
+  say "building dist/abmesh.wasm (release, opt-level z, LTO, panic=abort, stripped)"
+  wasm_cargo build --release --lib
+  say "building the native CLI dist/abmesh"
+  cargo build --release --bin abmesh
+  mkdir -p dist
+  cp "target/$WASM_TARGET/release/abmesh.wasm" dist/abmesh.wasm
+  cp target/release/abmesh dist/abmesh
+  local size
+  size=$(stat -c %s dist/abmesh.wasm)
+  say "dist/abmesh.wasm: $size bytes; dist/abmesh: $(stat -c %s dist/abmesh) bytes"
+  [ "$size" -le 256000 ] || die "dist/abmesh.wasm is $size bytes, over the 250 KB budget"
+}
+
+ensure_wasm_bindgen_runner() {
+  local want have=""
+  want=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' Cargo.lock)
+  [ -n "$want" ] || die "Cargo.lock names no wasm-bindgen version"
+  if command -v wasm-bindgen-test-runner >/dev/null; then
+    have=$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')
+  fi
+  if [ "$have" != "$want" ]; then
+    say "installing wasm-bindgen-cli $want (the wasm-bindgen version in Cargo.lock; about 3 minutes)"
+    cargo install wasm-bindgen-cli --version "$want" --force
+  fi
+}
+
+run_tests() {
+  build
+  say "native tests (unit, integration, doc)"
+  cargo test
+  say "clippy, native and wasm32 (unwrap/expect/panic denied outside tests)"
+  cargo clippy --all-targets -- -D warnings
+  wasm_cargo clippy --lib --tests -- -D warnings
+  wasm_cargo clippy --lib --no-default-features -- -D warnings
+  say "golden vectors on wasm32 under node (wasm-bindgen-test)"
+  command -v node >/dev/null || die "node is missing: apt-get install nodejs"
+  ensure_wasm_bindgen_runner
+  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    wasm_cargo test --no-default-features --test vectors
+  say "all tests passed"
+}
+
+case "${1:-build}" in
+  build) build ;;
+  test) run_tests ;;
+  *) die "unknown command '$1' (expected: build, test)" ;;
+esac
