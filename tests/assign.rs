@@ -1,0 +1,257 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+//! Assignment rules, one behaviour per test.
+
+use abmesh::plan::Plan;
+use abmesh::{Config, Reason, RequestView};
+
+const TOKEN_SHA: &str = "c83f048e00253c5f4fd6f298789ef4355b75f919ea9b16f86e0a83dcfa0c9697"; // "demo-qa-token"
+
+fn config(experiments: &str, extra: &str) -> Config {
+    Config::parse(
+        format!(
+            r#"{{"units": {{"user": [{{"header": "x-user-id"}}, {{"cookie": "uid"}}, {{"query": "uid"}}]}},
+                "overrides": {{"token_sha256": ["{TOKEN_SHA}"]}} {extra},
+                "experiments": [{experiments}]}}"#
+        )
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+fn run(
+    config: &Config,
+    headers: &[(&str, &[u8])],
+    now: i64,
+) -> (Plan, Vec<(String, &'static str)>) {
+    let (plan, eval) = Plan::new(config, &RequestView::new(headers), now);
+    let reasons = eval
+        .not_assigned
+        .iter()
+        .map(|(e, r)| (config.experiments[*e].key.clone(), r.as_str()))
+        .collect();
+    (plan, reasons)
+}
+
+const AB: &str =
+    r#""variants": [{"name": "control", "weight": 1}, {"name": "treatment", "weight": 1}]"#;
+
+#[test]
+fn the_first_source_with_a_usable_value_wins() {
+    let c = config(&format!(r#"{{"key": "k", {AB}}}"#), "");
+    let long = vec![b'x'; 513];
+    let exact = vec![b'y'; 512];
+    for (headers, expected) in [
+        (
+            vec![
+                ("x-user-id", &b"h"[..]),
+                ("cookie", b"uid=c"),
+                (":path", b"/?uid=q"),
+            ],
+            "h",
+        ),
+        (vec![("x-user-id", &b""[..]), ("cookie", b"uid=c")], "c"),
+        (
+            vec![
+                ("x-user-id", &long[..]),
+                ("cookie", b"uid=; other=1"),
+                (":path", b"/?uid=q%21"),
+            ],
+            "q!",
+        ),
+        (
+            vec![("x-user-id", &exact[..])],
+            std::str::from_utf8(&exact).unwrap(),
+        ),
+    ] {
+        let (plan, _) = run(&c, &headers, 0);
+        let record: serde_json::Value =
+            serde_json::from_str(plan.exposure.as_deref().unwrap()).unwrap();
+        assert_eq!(record["units"]["user"], expected);
+    }
+    let (plan, reasons) = run(&c, &[("x-user-id", &long[..])], 0);
+    assert_eq!(plan.exposure, None);
+    assert_eq!(reasons, vec![("k".to_string(), "no_unit")]);
+}
+
+#[test]
+fn duplicate_unit_headers_use_the_first() {
+    let c = config(&format!(r#"{{"key": "k", {AB}}}"#), "");
+    let (a, _) = run(&c, &[("x-user-id", b"first"), ("x-user-id", b"second")], 0);
+    let (b, _) = run(&c, &[("x-user-id", b"first")], 0);
+    assert_eq!(a.exposure, b.exposure);
+}
+
+#[test]
+fn a_valid_token_forces_variants_past_traffic_targeting_and_schedule_but_not_pause() {
+    let c = config(
+        &format!(
+            r#"{{"key": "zero", "traffic_percent": 0, "when": {{"path_prefix": ["/nowhere"]}}, "end": "2000-01-01T00:00:00Z", {AB}}},
+               {{"key": "off", "status": "paused", {AB}}}"#
+        ),
+        "",
+    );
+    let force: &[u8] = b"zero=treatment, off=control";
+    let (plan, reasons) = run(
+        &c,
+        &[
+            ("x-abmesh-token", b"demo-qa-token"),
+            ("x-abmesh-force", force),
+        ],
+        0,
+    );
+    assert_eq!(plan.assignments.as_deref(), Some("zero=treatment;forced"));
+    assert_eq!(reasons, vec![("off".to_string(), "paused")]);
+    let record: serde_json::Value =
+        serde_json::from_str(plan.exposure.as_deref().unwrap()).unwrap();
+    assert_eq!(record["units"], serde_json::json!({}));
+    assert_eq!(record["assignments"][0]["forced"], true);
+    assert_eq!(
+        plan.remove,
+        vec![b"x-abmesh-token".to_vec(), b"x-abmesh-force".to_vec()]
+    );
+
+    for token in [&b"wrong"[..], b"DEMO-QA-TOKEN", b"demo-qa-token ", b""] {
+        let (plan, _) = run(
+            &c,
+            &[
+                ("x-abmesh-token", token),
+                ("x-abmesh-force", force),
+                ("x-user-id", b"u"),
+            ],
+            0,
+        );
+        assert_eq!(plan.assignments, None, "token {token:?}");
+    }
+}
+
+#[test]
+fn rollouts_apply_to_everyone_matching_without_a_unit_and_record_no_exposure() {
+    let c = config(
+        &format!(
+            r#"{{"key": "r", "status": "rolled_out", "winner": "treatment", "when": {{"methods": ["GET"]}}, "route_header": true, {AB}}}"#
+        ),
+        "",
+    );
+    let (plan, _) = run(&c, &[(":method", b"GET")], 0);
+    assert_eq!(
+        plan.set,
+        vec![
+            ("x-experiments".to_string(), "r=treatment".to_string()),
+            ("x-exp-r".to_string(), "treatment".to_string()),
+        ]
+    );
+    assert_eq!(plan.exposure, None);
+    let (plan, reasons) = run(&c, &[(":method", b"POST")], 0);
+    assert_eq!(plan.assignments, None);
+    assert_eq!(reasons, vec![("r".to_string(), "targeting")]);
+}
+
+#[test]
+fn the_schedule_is_start_inclusive_and_end_exclusive() {
+    let c = config(
+        &format!(
+            r#"{{"key": "s", "start": "2026-11-01T00:00:00Z", "end": "2026-11-02T00:00:00Z", {AB}}}"#
+        ),
+        "",
+    );
+    let start = abmesh::time::parse_rfc3339("2026-11-01T00:00:00Z").unwrap();
+    let end = abmesh::time::parse_rfc3339("2026-11-02T00:00:00Z").unwrap();
+    let user: &[(&str, &[u8])] = &[("x-user-id", b"u1")];
+    assert_eq!(
+        run(&c, user, start - 1).1,
+        vec![("s".to_string(), "schedule")]
+    );
+    assert!(run(&c, user, start).0.assignments.is_some());
+    assert!(run(&c, user, end - 1).0.assignments.is_some());
+    assert_eq!(run(&c, user, end).1, vec![("s".to_string(), "schedule")]);
+}
+
+#[test]
+fn the_holdout_keeps_units_out_of_every_experiment_of_its_unit_type() {
+    let c = config(
+        &format!(r#"{{"key": "a", {AB}}}, {{"key": "b", {AB}}}"#),
+        r#", "holdout": {"salt": "h", "percent": 50}"#,
+    );
+    let mut held = 0;
+    for i in 0..200 {
+        let id = format!("user-{i}");
+        let (_, reasons) = run(&c, &[("x-user-id", id.as_bytes())], 0);
+        let in_holdout = abmesh::hash::bucket(b"h", id.as_bytes()) < 5000;
+        if in_holdout {
+            held += 1;
+            assert_eq!(
+                reasons,
+                vec![("a".to_string(), "holdout"), ("b".to_string(), "holdout")]
+            );
+        } else {
+            assert!(reasons.is_empty());
+        }
+    }
+    assert!((70..130).contains(&held), "{held} of 200 held out at 50 %");
+}
+
+#[test]
+fn exposure_unit_ids_can_be_hashed_or_omitted() {
+    let user: &[(&str, &[u8])] = &[("x-user-id", b"alice"), ("x-request-id", b"r-1")];
+    for (mode, expected) in [
+        ("raw", serde_json::json!({"user": "alice"})),
+        (
+            "xxh3",
+            serde_json::json!({"user": abmesh::hash::xxh3_hex(b"alice")}),
+        ),
+        ("omit", serde_json::json!({})),
+    ] {
+        let c = config(
+            &format!(r#"{{"key": "k", {AB}}}"#),
+            &format!(r#", "exposure": {{"unit_id": "{mode}"}}"#),
+        );
+        let (plan, _) = run(&c, user, 42);
+        let record: serde_json::Value =
+            serde_json::from_str(plan.exposure.as_deref().unwrap()).unwrap();
+        assert_eq!(record["units"], expected, "{mode}");
+        assert_eq!(record["ts_ms"], 42);
+        assert_eq!(record["request_id"], "r-1");
+    }
+    assert_eq!(abmesh::hash::xxh3_hex(b"alice").len(), 16);
+}
+
+#[test]
+fn spoofable_headers_are_removed_whatever_their_case_and_whether_or_not_anything_is_assigned() {
+    let c = config(&format!(r#"{{"key": "k", "status": "paused", {AB}}}"#), "");
+    let headers: &[(&str, &[u8])] = &[
+        ("X-Experiments", b"k=treatment"),
+        ("x-exp-k", b"treatment"),
+        ("x-exp-", b"x"),
+        ("x-abmesh-force", b"k=control"),
+        ("x-expx", b"kept"),
+        ("x-experiments-other", b"kept"),
+    ];
+    let (plan, _) = run(&c, headers, 0);
+    assert_eq!(
+        plan.remove,
+        vec![
+            b"X-Experiments".to_vec(),
+            b"x-exp-k".to_vec(),
+            b"x-exp-".to_vec(),
+            b"x-abmesh-force".to_vec()
+        ]
+    );
+    assert!(plan.set.is_empty());
+}
+
+#[test]
+fn every_not_assigned_reason_has_its_label() {
+    let labels: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "no_unit",
+            "traffic",
+            "targeting",
+            "layer",
+            "holdout",
+            "paused",
+            "schedule"
+        ]
+    );
+}

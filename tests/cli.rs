@@ -1,0 +1,235 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+#![cfg(not(target_arch = "wasm32"))]
+//! The `abmesh` binary as users run it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn abmesh(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_abmesh"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+#[test]
+fn check_accepts_every_example_configuration() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let out = abmesh(&["check", path.to_str().unwrap()]);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}: {}{}",
+                path.display(),
+                stdout(&out),
+                stderr(&out)
+            );
+            assert!(stdout(&out).starts_with("ok: "), "{}", stdout(&out));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "only {checked} example configurations");
+}
+
+#[test]
+fn check_prints_a_summary_with_bucket_maps() {
+    let out = abmesh(&["check", "examples/layer-and-holdout.json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        "ok: 2 experiments (2 running), 1 unit types, 1 layers, holdout 5%
+units:
+  user: header x-user-id, then cookie uid
+holdout: 5% of unit user (salt \"holdout-2026\", buckets [0, 500))
+layers:
+  checkout (unit user, salt \"layer-checkout\"):
+    [0, 5000) pay-button-color
+    [5000, 10000) one-page-checkout
+experiments:
+  pay-button-color: running, unit user, traffic 100%, layer checkout [0, 5000)
+    blue: weight 1, buckets [0, 5000)
+    green: weight 1, buckets [5000, 10000)
+  one-page-checkout: running, unit user, traffic 100%, layer checkout [5000, 10000)
+    control: weight 1, buckets [0, 5000)
+    treatment: weight 1, buckets [5000, 10000)
+output: x-experiments (route headers x-exp-*)
+"
+    );
+}
+
+#[test]
+fn check_prints_every_error_and_exits_1() {
+    let dir = std::env::temp_dir().join(format!("abmesh-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"units": {"user": [{"header": "x-user-id"}]},
+            "experiments": [{"key": "A", "traffic_percent": 101, "variants": [{"name": "x", "weight": -2}]}]}"#,
+    )
+    .unwrap();
+    let out = abmesh(&["check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout(&out),
+        "experiments[0].key: \"A\" must start with a lower-case letter and have at most 64 characters from a-z, 0-9, '_', '.', '-'
+experiments[0].traffic_percent: must be a number from 0 to 100, found 101
+experiments[0].variants[0].weight: must be a non-negative integer, found -2
+"
+    );
+    assert_eq!(
+        stderr(&out),
+        format!("abmesh: 3 error(s) in {}\n", bad.display())
+    );
+    let missing = abmesh(&["check", "no/such/file.json"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).starts_with("abmesh: cannot read no/such/file.json: "),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_say_what_is_wrong() {
+    for (args, msg) in [
+        (vec![], "missing command (check or assign)"),
+        (vec!["frobnicate"], "unknown command 'frobnicate'"),
+        (vec!["check"], "check needs exactly one CONFIG file"),
+        (vec!["assign"], "assign needs a CONFIG file"),
+        (
+            vec!["assign", "examples/basic-ab.json", "--colour", "x"],
+            "unknown option --colour",
+        ),
+        (
+            vec!["assign", "examples/basic-ab.json", "--header"],
+            "--header needs a value",
+        ),
+        (
+            vec!["assign", "examples/basic-ab.json", "--header", "novalue"],
+            "--header needs NAME=VALUE",
+        ),
+        (
+            vec!["assign", "examples/basic-ab.json", "--time", "yesterday"],
+            "--time needs an RFC 3339 time such as 2026-11-01T00:00:00Z",
+        ),
+    ] {
+        let out = abmesh(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            stderr(&out),
+            format!("abmesh: {msg}\nrun 'abmesh --help' for usage\n"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn help_documents_both_commands() {
+    let out = abmesh(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = stdout(&out);
+    assert!(help.contains("abmesh check CONFIG"), "{help}");
+    assert!(help.contains(
+        "abmesh assign CONFIG [--header NAME=VALUE]... [--cookie NAME=VALUE]... [--query QUERY]\n                       [--path PATH] [--method METHOD] [--host HOST] [--time RFC3339]"
+    ), "{help}");
+    assert!(help.contains(
+        "exit codes: 0 success, 1 invalid configuration or unreadable file, 2 usage error"
+    ));
+}
+
+#[test]
+fn the_readme_assign_example_prints_what_the_readme_says() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let block = readme
+        .split("<!-- example: assign -->\n```console\n")
+        .nth(1)
+        .unwrap();
+    let block = block.split("```").next().unwrap();
+    let (command, expected) = block.split_once('\n').unwrap();
+    let args: Vec<&str> = command
+        .strip_prefix("$ abmesh ")
+        .unwrap()
+        .split(' ')
+        .collect();
+    let out = abmesh(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), expected);
+}
+
+#[test]
+fn assign_takes_non_utf8_values_and_keeps_the_record_valid_json() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let out = Command::new(env!("CARGO_BIN_EXE_abmesh"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "assign",
+            "examples/basic-ab.json",
+            "--time",
+            "2026-11-25T00:00:00Z",
+            "--header",
+        ])
+        .arg(OsStr::from_bytes(b"x-user-id=\xffal\"ice\x01"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    let record = text
+        .lines()
+        .find_map(|l| l.strip_prefix("exposure: "))
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_str(record).unwrap();
+    assert_eq!(record["units"]["user"], "\u{fffd}al\"ice\u{1}");
+    // The variant comes from the raw bytes, not from the replaced text.
+    let variant = record["assignments"][0]["variant"].as_str().unwrap();
+    let raw_bucket = abmesh::hash::bucket(b"new-checkout", b"\xffal\"ice\x01");
+    assert_eq!(
+        variant,
+        if raw_bucket < 5000 {
+            "control"
+        } else {
+            "treatment"
+        }
+    );
+}
+
+#[test]
+fn assign_with_cookie_query_and_no_assignment() {
+    let out = abmesh(&[
+        "assign",
+        "examples/targeting.json",
+        "--path",
+        "/",
+        "--query",
+        "did=dev%2D7&utm_source=partner-a",
+        "--cookie",
+        "uid=u1",
+        "--header",
+        "user-agent=Mozilla/5.0 (iPhone; CPU)",
+        "--time",
+        "2026-11-25T00:00:00Z",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "set request header: none (no assignments)
+not assigned: checkout-north-america (targeting)
+not assigned: mobile-home (targeting)
+exposure: none
+"
+    );
+}
