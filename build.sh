@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# abmesh build entry point. Usage: ./build.sh [build|test|demo|bench]
+# abmesh build entry point. Usage: ./build.sh [build|test|demo]
 #   (no argument)  build dist/abmesh.wasm (release, size-optimised) and the native CLI dist/abmesh
+#   demo           build, install Envoy if missing, run envoy/envoy.yaml with the echo upstream,
+#                  send traffic and print what happened, then stop everything
 #   test           every test: native unit + integration, clippy (native and wasm32), the core's
 #                  golden vectors on wasm32 under node, and end-to-end tests in a real Envoy
 # Installs what is missing on a fresh Debian machine, and is a no-op for what is already there.
@@ -124,8 +126,17 @@ run_tests() {
   say "all tests passed"
 }
 
+demo() {
+  build
+  ensure_envoy
+  command -v python3 >/dev/null || die "python3 is missing (the demo runs on it): apt-get install python3"
+  say "starting the demo"
+  python3 envoy/demo.py
+}
+
 case "${1:-build}" in
   build) build ;;
   test) run_tests ;;
-  *) die "unknown command '$1' (expected: build, test)" ;;
+  demo) demo ;;
+  *) die "unknown command '$1' (expected: build, test, demo)" ;;
 esac

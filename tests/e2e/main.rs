@@ -718,3 +718,39 @@ fn every_example_and_shipped_envoy_config_is_valid() {
         .status
         .success());
 }
+
+#[test]
+fn the_demo_prints_its_report_and_stops_everything_it_started() {
+    let out = std::process::Command::new("python3")
+        .arg(repo().join("envoy/demo.py"))
+        .env("ENVOY_BIN", harness::envoy_bin())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for section in [
+        "Sample of users (300 users, 900 requests)",
+        "Split per experiment",
+        "Spoofing:",
+        "Exposure records (",
+        "Access log (900 lines, one per request)",
+        "abmesh_assignments_total{experiment=\"checkout-v2\",variant=\"control\"}",
+        "Done: stopped Envoy and the echo upstream.",
+    ] {
+        assert!(text.contains(section), "the demo did not print {section:?}:\n{text}");
+    }
+    let routed = text.lines().find(|l| l.contains("route header:")).unwrap();
+    let nums: Vec<&str> = routed.split_whitespace().filter(|w| w.parse::<u32>().is_ok()).collect();
+    assert_eq!(nums[0], nums[1], "{routed}");
+    // Every port the demo opened is closed again.
+    let first = text.lines().next().unwrap();
+    let ports: Vec<u16> = first
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .filter(|&p| p > 1024)
+        .collect();
+    assert_eq!(ports.len(), 4, "{first}");
+    for p in ports {
+        assert!(std::net::TcpStream::connect(("127.0.0.1", p)).is_err(), "port {p} still open after the demo");
+    }
+}
