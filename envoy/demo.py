@@ -204,7 +204,17 @@ def main():
     exposed = [l for l in lines if '"exposure":"{' in l.replace(": ", ":")]
     print("  " + (exposed[0] if exposed else lines[0] if lines else "(none)"))
     heading("Prometheus (/stats/prometheus), abmesh series")
-    _, prom = get(ports["admin"], "/stats/prometheus")
+    # Each Envoy worker publishes its counts every second: wait (bounded) until the first
+    # experiment accounts for every request.
+    first = config["experiments"][0]["key"]
+    end = time.time() + 10
+    while True:
+        _, prom = get(ports["admin"], "/stats/prometheus")
+        counted = sum(int(l.rsplit(" ", 1)[1]) for l in prom.splitlines()
+                      if l.startswith("abmesh_") and f'experiment="{first}"' in l and "forced" not in l)
+        if counted >= requests or time.time() > end:
+            break
+        time.sleep(0.2)
     for line in prom.splitlines():
         if line.startswith("abmesh_"):
             print("  " + line)

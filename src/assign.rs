@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Source, Status};
-use crate::hash::{bucket, MAX_UNIT_LEN};
+use crate::hash::{Hasher, MAX_UNIT_LEN};
 use crate::request::RequestView;
 use crate::sfv::parse_dictionary;
 
@@ -128,15 +128,19 @@ pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Eval
         .map(|u| resolve_unit(&u.sources, req))
         .collect();
     let forced = forced_variants(config, req);
-    let held_out = |unit: usize| -> bool {
-        match (&config.holdout, &units[unit]) {
-            (Some(h), Some(id)) if h.unit == unit => bucket(h.salt.as_bytes(), id) < h.threshold,
-            _ => false,
-        }
+    let mut hasher = Hasher::default();
+    // Per request, the holdout and each layer need one hash, however many experiments use them.
+    let held_out = match &config.holdout {
+        Some(h) => units[h.unit]
+            .as_ref()
+            .map(|id| (h.unit, hasher.bucket(h.salt.as_bytes(), id) < h.threshold)),
+        None => None,
     };
+    let mut layer_buckets: Vec<Option<u32>> = vec![None; config.layers.len()];
     let mut eval = Evaluation {
+        assignments: Vec::new(),
+        not_assigned: Vec::with_capacity(config.experiments.len()),
         units: Vec::new(),
-        ..Default::default()
     };
     'experiments: for (i, e) in config.experiments.iter().enumerate() {
         let mut assign = |variant: usize, forced: bool, rollout: bool| {
@@ -172,16 +176,18 @@ pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Eval
             let Some(id) = &units[e.unit] else {
                 break 'decide Reason::NoUnit;
             };
-            if held_out(e.unit) {
+            if held_out == Some((e.unit, true)) {
                 break 'decide Reason::Holdout;
             }
             if let Some(slot) = e.layer {
-                let b = bucket(config.layers[slot.layer].salt.as_bytes(), id);
+                let layer = &config.layers[slot.layer];
+                let b = *layer_buckets[slot.layer]
+                    .get_or_insert_with(|| hasher.bucket(layer.salt.as_bytes(), id));
                 if !(slot.start <= b && b < slot.end) {
                     break 'decide Reason::Layer;
                 }
             }
-            let b = bucket(e.salt.as_bytes(), id);
+            let b = hasher.bucket(e.salt.as_bytes(), id);
             match e
                 .variants
                 .iter()

@@ -94,6 +94,11 @@ pub struct Experiment {
 #[derive(Debug, Clone)]
 pub struct Variant {
     pub name: String,
+    /// `key=name`, this variant's member of the assignments dictionary.
+    pub member: String,
+    /// `{"experiment":"key","variant":"name","unit":"unit","forced":` — the start of this
+    /// variant's entry in exposure records.
+    pub exposure_head: String,
     pub weight: u64,
     /// Buckets `[start, end)` this variant covers at the experiment's traffic.
     pub range: (u32, u32),
@@ -392,9 +397,19 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
     let overrides = compile_overrides(&top, errors);
 
     let mut experiments: Vec<Experiment> = experiments.into_iter().map(|(_, e)| e).collect();
+    // Everything a request needs that the configuration decides is rendered here, once.
     for e in &mut experiments {
         if e.route_header.is_some() {
             e.route_header = Some(format!("{}{}", output.route_header_prefix, e.key));
+        }
+        let unit = units.get(e.unit).map_or("", |u| u.name.as_str());
+        for v in &mut e.variants {
+            v.member = format!("{}={}", e.key, v.name);
+            // Keys, variant and unit names are validated to need no JSON escaping.
+            v.exposure_head = format!(
+                r#"{{"experiment":"{}","variant":"{}","unit":"{unit}","forced":"#,
+                e.key, v.name
+            );
         }
     }
     Some(Config {
@@ -759,6 +774,9 @@ fn compile_variants(o: &Obj, traffic_bp: u32, errors: &mut Errors) -> Vec<Varian
             name,
             weight,
             range,
+            // Rendered once the experiment's unit is known (end of `compile`).
+            member: String::new(),
+            exposure_head: String::new(),
         })
         .collect()
 }

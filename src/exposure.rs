@@ -16,32 +16,16 @@ pub fn assignments_dictionary(config: &Config, eval: &Evaluation) -> Option<Stri
     }
     let mut out = String::with_capacity(32 * eval.assignments.len());
     for (n, a) in eval.assignments.iter().enumerate() {
-        let e = &config.experiments[a.experiment];
         if n > 0 {
             out.push_str(", ");
         }
-        out.push_str(&e.key);
-        out.push('=');
-        out.push_str(&e.variants[a.variant].name);
+        // `key=variant`, rendered once at configuration time.
+        out.push_str(&config.experiments[a.experiment].variants[a.variant].member);
         if a.forced {
             out.push_str(";forced");
         }
     }
     Some(out)
-}
-
-/// `(header name, variant)` for each assignment of an experiment with `route_header: true`.
-pub fn route_headers<'c>(config: &'c Config, eval: &Evaluation) -> Vec<(&'c str, &'c str)> {
-    eval.assignments
-        .iter()
-        .filter_map(|a| {
-            let e = &config.experiments[a.experiment];
-            Some((
-                e.route_header.as_deref()?,
-                e.variants[a.variant].name.as_str(),
-            ))
-        })
-        .collect()
 }
 
 /// The exposure record (one JSON object) of a request, or `None` when it has no assignment
@@ -54,8 +38,10 @@ pub fn exposure_record(
 ) -> Option<String> {
     let mut exposures = eval.exposures().peekable();
     exposures.peek()?;
-    let mut out = String::with_capacity(160);
-    let _ = write!(out, "{{\"ts_ms\":{ts_ms},\"request_id\":");
+    let mut out = String::with_capacity(128 + 96 * eval.assignments.len());
+    out.push_str("{\"ts_ms\":");
+    let _ = write!(out, "{ts_ms}");
+    out.push_str(",\"request_id\":");
     match request_id {
         Some(id) => push_json_bytes(&mut out, id),
         None => out.push_str("null"),
@@ -85,17 +71,12 @@ pub fn exposure_record(
     }
     out.push_str("},\"assignments\":[");
     for (n, a) in exposures.enumerate() {
-        let e = &config.experiments[a.experiment];
         if n > 0 {
             out.push(',');
         }
-        out.push_str("{\"experiment\":");
-        push_json_str(&mut out, &e.key);
-        out.push_str(",\"variant\":");
-        push_json_str(&mut out, &e.variants[a.variant].name);
-        out.push_str(",\"unit\":");
-        push_json_str(&mut out, &config.units[e.unit].name);
-        let _ = write!(out, ",\"forced\":{}}}", a.forced);
+        // `{"experiment":…,"variant":…,"unit":…,"forced":`, rendered at configuration time.
+        out.push_str(&config.experiments[a.experiment].variants[a.variant].exposure_head);
+        out.push_str(if a.forced { "true}" } else { "false}" });
     }
     out.push_str("]}");
     Some(out)
@@ -109,6 +90,15 @@ pub fn push_json_bytes(out: &mut String, bytes: &[u8]) {
 
 pub fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
+    // Unit ids are nearly always plain: copy them whole.
+    let plain = s
+        .bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f && b != 0xe2);
+    if plain {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),

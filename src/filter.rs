@@ -4,10 +4,17 @@
 //! those `unwrap` every host status and would crash the VM (a crashed VM answers 503 to every
 //! later request on its worker). Every failure here is counted and the request continues
 //! untouched: abmesh fails open.
+//!
+//! Host calls per request are few and do not depend on the number of experiments: read the
+//! headers (1), read the clock (1), set `x-experiments` (1) and each assigned route header,
+//! log the exposure (1), set the two filter-state values (2), echo on the response (0 or 1),
+//! and remove headers only when a client sent spoofable ones. Counters are accumulated in
+//! the VM during request callbacks and published by the VM's own timer (`on_tick`), so 100
+//! experiments cost no more host calls than one.
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -24,56 +31,133 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
+/// How often a VM publishes the counts its requests accumulated.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
 fn log(level: LogLevel, message: &str) {
     // Logging is best effort: there is nowhere to report a failed log call.
     let _ = hostcalls::log(level, message);
 }
 
-/// Metric ids, defined on first use in a request callback and cached for the VM's lifetime
-/// (define_metric is idempotent in Envoy, but a host call per lookup is not free).
-#[derive(Default)]
+/// Which counter a pending count belongs to.
+#[derive(Clone, Copy)]
+enum Series {
+    Assigned(usize, usize),
+    Forced(usize, usize),
+    NotAssigned(usize, usize),
+    Error(usize),
+}
+
+/// A counter: the count not yet published, and its Envoy metric id once defined.
+#[derive(Clone, Copy, Default)]
+struct Counter {
+    pending: u64,
+    id: Option<u32>,
+}
+
+/// The VM's counters, shaped by the configuration. Request callbacks only add to `pending`
+/// (no host call); `publish` hands the sums to Envoy.
 struct Metrics {
-    assigned: Vec<Vec<Option<u32>>>,
-    forced: Vec<Vec<Option<u32>>>,
-    not_assigned: Vec<[Option<u32>; 7]>,
-    errors: [Option<u32>; ErrorKind::COUNT],
+    assigned: Vec<Vec<Counter>>,
+    forced: Vec<Vec<Counter>>,
+    not_assigned: Vec<[Counter; 7]>,
+    errors: [Counter; ErrorKind::COUNT],
+    /// Counters with a pending count, so publishing never scans every series.
+    touched: Vec<Series>,
 }
 
 impl Metrics {
     fn for_config(config: &Config) -> Self {
+        let per_variant = || {
+            config
+                .experiments
+                .iter()
+                .map(|e| vec![Counter::default(); e.variants.len()])
+                .collect()
+        };
         Metrics {
-            assigned: config
-                .experiments
-                .iter()
-                .map(|e| vec![None; e.variants.len()])
-                .collect(),
-            forced: config
-                .experiments
-                .iter()
-                .map(|e| vec![None; e.variants.len()])
-                .collect(),
-            not_assigned: vec![[None; 7]; config.experiments.len()],
-            errors: [None; ErrorKind::COUNT],
+            assigned: per_variant(),
+            forced: per_variant(),
+            not_assigned: vec![[Counter::default(); 7]; config.experiments.len()],
+            errors: [Counter::default(); ErrorKind::COUNT],
+            touched: Vec::new(),
+        }
+    }
+
+    fn counter(&mut self, s: Series) -> Option<&mut Counter> {
+        match s {
+            Series::Assigned(e, v) => self.assigned.get_mut(e)?.get_mut(v),
+            Series::Forced(e, v) => self.forced.get_mut(e)?.get_mut(v),
+            Series::NotAssigned(e, r) => self.not_assigned.get_mut(e)?.get_mut(r),
+            Series::Error(k) => self.errors.get_mut(k),
+        }
+    }
+
+    fn add(&mut self, s: Series) {
+        let Some(c) = self.counter(s) else { return };
+        c.pending += 1;
+        if c.pending == 1 {
+            self.touched.push(s);
+        }
+    }
+
+    fn count(&mut self, eval: &Evaluation) {
+        for a in &eval.assignments {
+            self.add(Series::Assigned(a.experiment, a.variant));
+            if a.forced {
+                self.add(Series::Forced(a.experiment, a.variant));
+            }
+        }
+        for &(e, reason) in &eval.not_assigned {
+            if let Some(r) = Reason::ALL.iter().position(|x| *x == reason) {
+                self.add(Series::NotAssigned(e, r));
+            }
+        }
+    }
+
+    /// Publishes pending counts: defines each metric on first use, then one increment per
+    /// touched series.
+    fn publish(&mut self, config: &Config) {
+        for s in std::mem::take(&mut self.touched) {
+            let Some(c) = self.counter(s) else { continue };
+            let pending = std::mem::take(&mut c.pending);
+            if c.id.is_none() {
+                c.id = hostcalls::define_metric(MetricType::Counter, &series_name(config, s)).ok();
+            }
+            if let Some(id) = c.id {
+                let _ = hostcalls::increment_metric(id, i64::try_from(pending).unwrap_or(i64::MAX));
+            }
         }
     }
 }
 
-fn increment(slot: Option<&mut Option<u32>>, name: impl FnOnce() -> String) {
-    let Some(slot) = slot else { return };
-    if slot.is_none() {
-        *slot = hostcalls::define_metric(MetricType::Counter, &name()).ok();
+fn series_name(config: &Config, s: Series) -> String {
+    let exp = |e: usize| config.experiments.get(e);
+    match s {
+        Series::Assigned(e, v) | Series::Forced(e, v) => {
+            let metric = if matches!(s, Series::Assigned(..)) {
+                ASSIGNMENTS
+            } else {
+                FORCED
+            };
+            let (key, variant) = exp(e).map_or(("", ""), |x| {
+                (
+                    x.key.as_str(),
+                    x.variants.get(v).map_or("", |v| v.name.as_str()),
+                )
+            });
+            stat_name(metric, &[("experiment", key), ("variant", variant)])
+        }
+        Series::NotAssigned(e, r) => {
+            let key = exp(e).map_or("", |x| x.key.as_str());
+            let reason = Reason::ALL.get(r).map_or("", |r| r.as_str());
+            stat_name(NOT_ASSIGNED, &[("experiment", key), ("reason", reason)])
+        }
+        Series::Error(k) => {
+            let kind = ErrorKind::ALL.get(k).map_or("", |k| k.as_str());
+            stat_name(ERRORS, &[("kind", kind)])
+        }
     }
-    if let Some(id) = *slot {
-        let _ = hostcalls::increment_metric(id, 1);
-    }
-}
-
-fn count_error(metrics: &RefCell<Metrics>, kind: ErrorKind) {
-    let mut m = metrics.borrow_mut();
-    let i = kind as usize;
-    increment(m.errors.get_mut(i), || {
-        stat_name(ERRORS, &[("kind", kind.as_str())])
-    });
 }
 
 struct Compiled {
@@ -84,6 +168,8 @@ struct Compiled {
 #[derive(Default)]
 struct Root {
     compiled: Option<Rc<Compiled>>,
+    /// Configurations replaced by a reload, kept until their last counts are published.
+    retired: Vec<Rc<Compiled>>,
 }
 
 impl Context for Root {}
@@ -113,7 +199,10 @@ impl RootContext for Root {
                 );
                 let metrics = RefCell::new(Metrics::for_config(&config));
                 // Swapped only on success: a bad push leaves the previous configuration serving.
-                self.compiled = Some(Rc::new(Compiled { config, metrics }));
+                if let Some(old) = self.compiled.replace(Rc::new(Compiled { config, metrics })) {
+                    self.retired.push(old);
+                }
+                let _ = hostcalls::set_tick_period(PUBLISH_EVERY);
                 true
             }
             Err(err) => {
@@ -132,6 +221,15 @@ impl RootContext for Root {
         }
     }
 
+    fn on_tick(&mut self) {
+        for c in self.retired.iter().chain(&self.compiled) {
+            c.metrics.borrow_mut().publish(&c.config);
+        }
+        // A retired configuration still referenced by an in-flight request stays until the
+        // request ends, so its counts are published by a later tick.
+        self.retired.retain(|c| Rc::strong_count(c) > 1);
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Request {
             compiled: self.compiled.clone(),
@@ -146,8 +244,8 @@ impl RootContext for Root {
 
 struct Request {
     compiled: Option<Rc<Compiled>>,
-    /// The response echo, copied during the request callback.
-    response: Option<(String, String)>,
+    /// The assignments to echo on the response, copied during the request callback.
+    response: Option<String>,
 }
 
 impl Context for Request {}
@@ -159,21 +257,30 @@ impl HttpContext for Request {
             return Action::Continue;
         };
         if handle_request(&compiled, &mut self.response).is_err() {
-            count_error(&compiled.metrics, ErrorKind::Host);
+            compiled
+                .metrics
+                .borrow_mut()
+                .add(Series::Error(ErrorKind::Host as usize));
         }
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let (Some((name, value)), Some(compiled)) = (self.response.take(), &self.compiled) {
+        let (Some(value), Some(compiled)) = (self.response.take(), &self.compiled) else {
+            return Action::Continue;
+        };
+        if let Some(name) = &compiled.config.output.response_header {
             if hostcalls::set_map_value_bytes(
                 MapType::HttpResponseHeaders,
-                &name,
+                name,
                 Some(value.as_bytes()),
             )
             .is_err()
             {
-                count_error(&compiled.metrics, ErrorKind::Host);
+                compiled
+                    .metrics
+                    .borrow_mut()
+                    .add(Series::Error(ErrorKind::Host as usize));
             }
         }
         Action::Continue
@@ -188,37 +295,41 @@ fn now_ms() -> Result<i64, HostError> {
     Ok(d.as_millis() as i64)
 }
 
-fn handle_request(
-    compiled: &Compiled,
-    response: &mut Option<(String, String)>,
-) -> Result<(), HostError> {
+fn handle_request(compiled: &Compiled, response: &mut Option<String>) -> Result<(), HostError> {
     let config = &compiled.config;
     let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).map_err(|_| HostError)?;
     let req = RequestView::new(&headers);
     let (plan, eval) = Plan::new(config, &req, now_ms()?);
-    count(compiled, &eval);
+    compiled.metrics.borrow_mut().count(&eval);
 
     let mut failed = false;
     for name in &plan.remove {
         let name = String::from_utf8_lossy(name);
         failed |= hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, &name, None).is_err();
     }
-    for (name, value) in &plan.set {
+    if let Some(a) = &plan.assignments {
         failed |= hostcalls::set_map_value_bytes(
             MapType::HttpRequestHeaders,
-            name,
-            Some(value.as_bytes()),
+            plan.header,
+            Some(a.as_bytes()),
         )
         .is_err();
     }
-    *response = plan.response;
+    for (name, variant) in &plan.route {
+        failed |= hostcalls::set_map_value_bytes(
+            MapType::HttpRequestHeaders,
+            name,
+            Some(variant.as_bytes()),
+        )
+        .is_err();
+    }
+    if plan.response_header.is_some() {
+        response.clone_from(&plan.assignments);
+    }
     if let Some(record) = &plan.exposure {
         if config.exposure.log {
-            failed |= hostcalls::log(
-                log_level(config.exposure.log_level),
-                &format!("abmesh.exposure {record}"),
-            )
-            .is_err();
+            let line = format!("abmesh.exposure {record}");
+            failed |= hostcalls::log(log_level(config.exposure.log_level), &line).is_err();
         }
         if config.exposure.filter_state {
             failed |=
@@ -232,52 +343,6 @@ fn handle_request(
         Err(HostError)
     } else {
         Ok(())
-    }
-}
-
-fn count(compiled: &Compiled, eval: &Evaluation) {
-    let config = &compiled.config;
-    let mut m = compiled.metrics.borrow_mut();
-    for a in &eval.assignments {
-        let e = &config.experiments[a.experiment];
-        let name = |metric| {
-            stat_name(
-                metric,
-                &[
-                    ("experiment", &e.key),
-                    ("variant", &e.variants[a.variant].name),
-                ],
-            )
-        };
-        increment(
-            m.assigned
-                .get_mut(a.experiment)
-                .and_then(|v| v.get_mut(a.variant)),
-            || name(ASSIGNMENTS),
-        );
-        if a.forced {
-            increment(
-                m.forced
-                    .get_mut(a.experiment)
-                    .and_then(|v| v.get_mut(a.variant)),
-                || name(FORCED),
-            );
-        }
-    }
-    for &(i, reason) in &eval.not_assigned {
-        let key = &config.experiments[i].key;
-        let slot = Reason::ALL.iter().position(|r| *r == reason);
-        increment(
-            m.not_assigned
-                .get_mut(i)
-                .and_then(|r| slot.and_then(|s| r.get_mut(s))),
-            || {
-                stat_name(
-                    NOT_ASSIGNED,
-                    &[("experiment", key), ("reason", reason.as_str())],
-                )
-            },
-        );
     }
 }
 

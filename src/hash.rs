@@ -16,24 +16,24 @@ pub const MAX_UNIT_LEN: usize = 512;
 /// assert_eq!(abmesh::hash::bucket(b"new-checkout", b"alice"), 5269);
 /// ```
 pub fn bucket(salt: &[u8], id: &[u8]) -> u32 {
-    let len = salt.len() + 1 + id.len();
-    // Unit ids are at most 512 bytes and salts are short, so the key nearly always fits on
-    // the stack: no allocation on the request path.
-    const STACK: usize = 1024;
-    let hash = if len <= STACK {
-        let mut buf = [0u8; STACK];
-        buf[..salt.len()].copy_from_slice(salt);
-        buf[salt.len()] = b':';
-        buf[salt.len() + 1..len].copy_from_slice(id);
-        xxh3_64(&buf[..len])
-    } else {
-        let mut key = Vec::with_capacity(len);
-        key.extend_from_slice(salt);
-        key.push(b':');
-        key.extend_from_slice(id);
-        xxh3_64(&key)
-    };
-    (hash % u64::from(BUCKETS)) as u32
+    Hasher::default().bucket(salt, id)
+}
+
+/// Computes buckets for one request, reusing one buffer for the hash key, so a request with
+/// many experiments allocates once.
+#[derive(Default)]
+pub struct Hasher {
+    key: Vec<u8>,
+}
+
+impl Hasher {
+    pub fn bucket(&mut self, salt: &[u8], id: &[u8]) -> u32 {
+        self.key.clear();
+        self.key.extend_from_slice(salt);
+        self.key.push(b':');
+        self.key.extend_from_slice(id);
+        (xxh3_64(&self.key) % u64::from(BUCKETS)) as u32
+    }
 }
 
 /// The bucket ranges `[start, end)` covered by each variant for the given weights and traffic

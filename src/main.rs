@@ -148,13 +148,13 @@ fn render(config: &Config, plan: &Plan, eval: &abmesh::Evaluation) -> String {
             String::from_utf8_lossy(name)
         ));
     }
-    for (n, v) in &plan.set {
+    for (n, v) in plan.set() {
         out.push_str(&format!("set request header: {n}: {v}\n"));
     }
-    if let Some((n, v)) = &plan.response {
+    if let Some((n, v)) = plan.response() {
         out.push_str(&format!("set response header: {n}: {v}\n"));
     }
-    if plan.set.is_empty() {
+    if plan.set().is_empty() {
         out.push_str("set request header: none (no assignments)\n");
     }
     for (e, reason) in &eval.not_assigned {

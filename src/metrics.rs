@@ -34,6 +34,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     pub const COUNT: usize = 1;
+    pub const ALL: [ErrorKind; Self::COUNT] = [ErrorKind::Host];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,23 +1,28 @@
 //! Everything the filter does to one request, decided without the host: the headers to
 //! remove and set, the response echo and the exposure record. The filter glue applies a
 //! `Plan`; `abmesh assign` prints one, so the CLI shows exactly what the filter does.
+//!
+//! A plan borrows every configuration-derived string (header names, variants) from the
+//! compiled configuration: the request path allocates only what the request itself decides.
 
 use crate::assign::{evaluate, Evaluation};
 use crate::config::Config;
-use crate::exposure::{assignments_dictionary, exposure_record, route_headers};
+use crate::exposure::{assignments_dictionary, exposure_record};
 use crate::request::RequestView;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub struct Plan<'c> {
     /// Names of request headers present that must be removed (spoofing protection), as sent.
     pub remove: Vec<Vec<u8>>,
-    /// Request headers to set, in order.
-    pub set: Vec<(String, String)>,
-    /// The assignments dictionary, also the value of the response echo and of the
-    /// `wasm.abmesh_assignments` filter state.
+    /// `output.header`.
+    pub header: &'c str,
+    /// The assignments dictionary: the value of `output.header`, of the response echo and of
+    /// the `wasm.abmesh_assignments` filter state. `None` when nothing is assigned.
     pub assignments: Option<String>,
-    /// Response header to set, if `output.response_header` is configured.
-    pub response: Option<(String, String)>,
+    /// Route headers to set: `(x-exp-<key>, variant)`.
+    pub route: Vec<(&'c str, &'c str)>,
+    /// `output.response_header`, set to the dictionary on the response when there is one.
+    pub response_header: Option<&'c str>,
     /// The exposure record, if the request has an exposure.
     pub exposure: Option<String>,
 }
@@ -33,8 +38,12 @@ pub fn is_spoofable(config: &Config, name: &[u8]) -> bool {
         || name.eq_ignore_ascii_case(config.overrides.token_header.as_bytes())
 }
 
-impl Plan {
-    pub fn new<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> (Plan, Evaluation<'a>) {
+impl<'c> Plan<'c> {
+    pub fn new<'a>(
+        config: &'c Config,
+        req: &RequestView<'a>,
+        now_ms: i64,
+    ) -> (Plan<'c>, Evaluation<'a>) {
         let mut remove: Vec<Vec<u8>> = Vec::new();
         for name in req.header_names() {
             if is_spoofable(config, name) && !remove.iter().any(|r| r.eq_ignore_ascii_case(name)) {
@@ -43,27 +52,46 @@ impl Plan {
         }
         let eval = evaluate(config, req, now_ms);
         let assignments = assignments_dictionary(config, &eval);
-        let mut set = Vec::new();
-        if let Some(a) = &assignments {
-            set.push((config.output.header.clone(), a.clone()));
-        }
-        for (name, variant) in route_headers(config, &eval) {
-            set.push((name.to_string(), variant.to_string()));
-        }
-        let response = match (&config.output.response_header, &assignments) {
-            (Some(h), Some(a)) => Some((h.clone(), a.clone())),
-            _ => None,
-        };
+        let route = eval
+            .assignments
+            .iter()
+            .filter_map(|a| {
+                let e = &config.experiments[a.experiment];
+                Some((
+                    e.route_header.as_deref()?,
+                    e.variants[a.variant].name.as_str(),
+                ))
+            })
+            .collect();
+        let response_header = config
+            .output
+            .response_header
+            .as_deref()
+            .filter(|_| assignments.is_some());
         let exposure = exposure_record(config, &eval, now_ms, req.header(b"x-request-id"));
-        (
-            Plan {
-                remove,
-                set,
-                assignments,
-                response,
-                exposure,
-            },
-            eval,
-        )
+        let plan = Plan {
+            remove,
+            header: &config.output.header,
+            assignments,
+            route,
+            response_header,
+            exposure,
+        };
+        (plan, eval)
+    }
+
+    /// The request headers to set, in order: `output.header`, then the route headers.
+    pub fn set(&self) -> Vec<(&str, &str)> {
+        let mut set: Vec<(&str, &str)> = Vec::with_capacity(1 + self.route.len());
+        if let Some(a) = &self.assignments {
+            set.push((self.header, a));
+        }
+        set.extend(self.route.iter().copied());
+        set
+    }
+
+    /// The response header to set, if any.
+    pub fn response(&self) -> Option<(&str, &str)> {
+        Some((self.response_header?, self.assignments.as_deref()?))
     }
 }

@@ -94,9 +94,9 @@ fn every_assignment_vector_gets_the_expected_headers_reasons_and_exposure() {
             "{context}"
         );
         let mut route: BTreeMap<String, String> = BTreeMap::new();
-        for (name, value) in &plan.set {
-            if name != &config.output.header {
-                route.insert(name.clone(), value.clone());
+        for (name, value) in plan.set() {
+            if name != config.output.header {
+                route.insert(name.to_string(), value.to_string());
             }
         }
         let want_route: BTreeMap<String, String> =

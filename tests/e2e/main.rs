@@ -79,7 +79,12 @@ fn text(b: Option<&[u8]>) -> Option<String> {
 }
 
 /// What the core decides for the same request.
-fn core_plan(config: &Config, method: &[u8], path: &[u8], headers: &[(&str, &[u8])]) -> Plan {
+fn core_plan<'c>(
+    config: &'c Config,
+    method: &[u8],
+    path: &[u8],
+    headers: &[(&str, &[u8])],
+) -> Plan<'c> {
     let mut all: Vec<(&[u8], &[u8])> = vec![
         (b":method", method),
         (b":path", path),
@@ -139,10 +144,10 @@ fn upstream_x_experiments_equals_what_the_core_computes_for_2000_units() {
             want.assignments,
             "unit {i} {headers:?}"
         );
-        for (name, value) in &want.set {
+        for (name, value) in want.set() {
             assert_eq!(
                 text(header(&seen, name)).as_deref(),
-                Some(value.as_str()),
+                Some(value),
                 "unit {i}"
             );
         }
@@ -259,6 +264,37 @@ fn exposure_records(envoy: &Envoy) -> Vec<Value> {
         .collect()
 }
 
+/// Prometheus text once `name{labels}` reaches `want` (counters are published every second).
+fn wait_for_metric(envoy: &Envoy, name: &str, labels: &str, want: u64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let prom = envoy.prometheus();
+        if metric(&prom, name, labels) >= want || std::time::Instant::now() > deadline {
+            return prom;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Prometheus text once the series of `name` sum to `want` (or after 10 s).
+fn wait_for_total(envoy: &Envoy, name: &str, want: u64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let prom = envoy.prometheus();
+        let sum: u64 = prom
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        if sum >= want || std::time::Instant::now() > deadline {
+            // One more period, so a late duplicate would show.
+            std::thread::sleep(std::time::Duration::from_millis(1200));
+            return envoy.prometheus();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn metric(prom: &str, name: &str, labels: &str) -> u64 {
     let prefix = format!("{name}{{{labels}}} ");
     prom.lines()
@@ -334,7 +370,13 @@ fn a_valid_token_forces_the_variant_and_a_wrong_or_missing_one_is_ignored() {
         .unwrap()
         .iter()
         .all(|a| a["forced"] == false)));
-    let prom = envoy.prometheus();
+    // Counters are published by each VM's 1 s timer.
+    let prom = wait_for_metric(
+        &envoy,
+        "abmesh_forced_total",
+        r#"experiment="checkout-v2",variant="treatment""#,
+        1,
+    );
     assert_eq!(
         metric(
             &prom,
@@ -532,7 +574,8 @@ fn prometheus_counts_equal_the_requests_sent() {
                 .or_default() += 1;
         }
     }
-    let prom = envoy.prometheus();
+    let total: u64 = assigned.values().sum();
+    let prom = wait_for_total(&envoy, "abmesh_assignments_total", total);
     for ((e, v), count) in &assigned {
         let labels = format!("experiment=\"{e}\",variant=\"{v}\"");
         assert_eq!(
