@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# abmesh build entry point. Usage: ./build.sh [build|test|demo]
+# abmesh build entry point. Usage: ./build.sh [build|test|demo|bench]
 #   (no argument)  build dist/abmesh.wasm (release, size-optimised) and the native CLI dist/abmesh
 #   demo           build, install Envoy if missing, run envoy/envoy.yaml with the echo upstream,
 #                  send traffic and print what happened, then stop everything
+#   bench          native and in-Envoy benchmarks; writes BENCHMARKS.md and bench/plot.svg
 #   test           every test: native unit + integration, clippy (native and wasm32), the core's
 #                  golden vectors on wasm32 under node, and end-to-end tests in a real Envoy
 # Installs what is missing on a fresh Debian machine, and is a no-op for what is already there.
@@ -144,9 +145,32 @@ demo() {
   python3 envoy/demo.py
 }
 
+bench() {
+  ensure_rust
+  ensure_envoy
+  if ! command -v wrk >/dev/null; then
+    say "installing wrk (Debian package)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+  fi
+  mkdir -p dist/bench
+  say "building the host-call counting variant and the no-op floor filter"
+  wasm_cargo build --release --lib --features count-host-calls
+  cp "target/$WASM_TARGET/release/abmesh.wasm" dist/bench/abmesh-count.wasm
+  (cd bench/noop && wasm_cargo build --release)
+  cp "bench/noop/target/$WASM_TARGET/release/noop_filter.wasm" dist/bench/noop.wasm
+  build
+  say "native core benchmark"
+  cargo bench --bench core | tee dist/bench/native.jsonl
+  say "Envoy benchmark (about $(( ${BENCH_ROUNDS:-5} * 6 * ${BENCH_SECONDS:-4} / 60 + 2 )) minutes)"
+  python3 bench/envoy_bench.py
+  python3 bench/report.py
+  say "wrote BENCHMARKS.md and bench/plot.svg"
+}
+
 case "${1:-build}" in
   build) build ;;
   test) run_tests ;;
   demo) demo ;;
-  *) die "unknown command '$1' (expected: build, test, demo)" ;;
+  bench) bench ;;
+  *) die "unknown command '$1' (expected: build, test, demo, bench)" ;;
 esac

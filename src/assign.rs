@@ -120,6 +120,21 @@ pub fn forced_variants(config: &Config, req: &RequestView) -> Vec<(usize, usize)
         .collect()
 }
 
+/// The hasher of a unit type's id, made on first use (`None` when the request has no id).
+fn hasher_for<'h>(
+    hashers: &'h mut [Option<Hasher>],
+    units: &[Option<Cow<[u8]>>],
+    unit: usize,
+    max_salt_len: usize,
+) -> Option<&'h mut Hasher> {
+    let id = units.get(unit)?.as_ref()?;
+    Some(
+        hashers
+            .get_mut(unit)?
+            .get_or_insert_with(|| Hasher::new(id, max_salt_len)),
+    )
+}
+
 /// Evaluates every experiment for one request at time `now_ms` (Unix milliseconds).
 pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Evaluation<'a> {
     let units: Vec<Option<Cow<'a, [u8]>>> = config
@@ -128,17 +143,17 @@ pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Eval
         .map(|u| resolve_unit(&u.sources, req))
         .collect();
     let forced = forced_variants(config, req);
-    let mut hasher = Hasher::default();
+    let mut hashers: Vec<Option<Hasher>> = (0..units.len()).map(|_| None).collect();
+    let max_salt = config.max_salt_len;
     // Per request, the holdout and each layer need one hash, however many experiments use them.
     let held_out = match &config.holdout {
-        Some(h) => units[h.unit]
-            .as_ref()
-            .map(|id| (h.unit, hasher.bucket(h.salt.as_bytes(), id) < h.threshold)),
+        Some(h) => hasher_for(&mut hashers, &units, h.unit, max_salt)
+            .map(|x| (h.unit, x.bucket(h.salt.as_bytes()) < h.threshold)),
         None => None,
     };
     let mut layer_buckets: Vec<Option<u32>> = vec![None; config.layers.len()];
     let mut eval = Evaluation {
-        assignments: Vec::new(),
+        assignments: Vec::with_capacity(config.experiments.len()),
         not_assigned: Vec::with_capacity(config.experiments.len()),
         units: Vec::new(),
     };
@@ -173,7 +188,7 @@ pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Eval
             if !e.when.matches(req) {
                 break 'decide Reason::Targeting;
             }
-            let Some(id) = &units[e.unit] else {
+            let Some(h) = hasher_for(&mut hashers, &units, e.unit, max_salt) else {
                 break 'decide Reason::NoUnit;
             };
             if held_out == Some((e.unit, true)) {
@@ -182,12 +197,12 @@ pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Eval
             if let Some(slot) = e.layer {
                 let layer = &config.layers[slot.layer];
                 let b = *layer_buckets[slot.layer]
-                    .get_or_insert_with(|| hasher.bucket(layer.salt.as_bytes(), id));
+                    .get_or_insert_with(|| h.bucket(layer.salt.as_bytes()));
                 if !(slot.start <= b && b < slot.end) {
                     break 'decide Reason::Layer;
                 }
             }
-            let b = hasher.bucket(e.salt.as_bytes(), id);
+            let b = h.bucket(e.salt.as_bytes());
             match e
                 .variants
                 .iter()
@@ -202,6 +217,7 @@ pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Eval
         };
         eval.not_assigned.push((i, reason));
     }
+    drop(hashers);
     eval.units = units;
     eval
 }

@@ -20,6 +20,8 @@ pub const MAX_VARIANTS: usize = 100;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub units: Vec<UnitType>,
+    /// The longest salt of any experiment, layer or holdout (sizes the hash key buffer).
+    pub max_salt_len: usize,
     pub holdout: Option<Holdout>,
     pub layers: Vec<Layer>,
     pub experiments: Vec<Experiment>,
@@ -412,8 +414,16 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
             );
         }
     }
+    let max_salt_len = experiments
+        .iter()
+        .map(|e| e.salt.len())
+        .chain(layers.iter().map(|l| l.salt.len()))
+        .chain(holdout.iter().map(|h| h.salt.len()))
+        .max()
+        .unwrap_or(0);
     Some(Config {
         units,
+        max_salt_len,
         holdout,
         layers,
         experiments,

@@ -36,9 +36,22 @@ pub fn exposure_record(
     ts_ms: i64,
     request_id: Option<&[u8]>,
 ) -> Option<String> {
+    exposure_line(config, eval, ts_ms, request_id, "")
+}
+
+/// The exposure record after `prefix`, in one buffer: the filter logs `abmesh.exposure <json>`
+/// and stores the JSON alone, without copying the record twice.
+pub fn exposure_line(
+    config: &Config,
+    eval: &Evaluation,
+    ts_ms: i64,
+    request_id: Option<&[u8]>,
+    prefix: &str,
+) -> Option<String> {
     let mut exposures = eval.exposures().peekable();
     exposures.peek()?;
-    let mut out = String::with_capacity(128 + 96 * eval.assignments.len());
+    let mut out = String::with_capacity(prefix.len() + 128 + 96 * eval.assignments.len());
+    out.push_str(prefix);
     out.push_str("{\"ts_ms\":");
     let _ = write!(out, "{ts_ms}");
     out.push_str(",\"request_id\":");

@@ -20,6 +20,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
 
+use crate::request::parse_header_map;
+
 use crate::assign::{Evaluation, Reason};
 use crate::config::{Config, LogLevel as ExposureLevel};
 use crate::metrics::{stat_name, ErrorKind, ASSIGNMENTS, ERRORS, FORCED, NOT_ASSIGNED};
@@ -30,6 +32,28 @@ use crate::RequestView;
 proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
+
+/// Counts host calls made on behalf of a request (feature `count-host-calls`, used by
+/// `./build.sh bench` to report the figure; compiled out otherwise).
+macro_rules! host {
+    ($call:expr) => {{
+        #[cfg(feature = "count-host-calls")]
+        HOST_CALLS.with(|c| c.set(c.get() + 1));
+        $call
+    }};
+}
+
+#[cfg(feature = "count-host-calls")]
+thread_local! {
+    static HOST_CALLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Logs and resets the count of host calls of one callback (`abmesh.host_calls <callback> <n>`).
+#[cfg(feature = "count-host-calls")]
+fn report_host_calls(callback: &str) {
+    let n = HOST_CALLS.with(|c| c.replace(0));
+    log(LogLevel::Info, &format!("abmesh.host_calls {callback} {n}"));
+}
 
 /// How often a VM publishes the counts its requests accumulated.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
@@ -262,6 +286,8 @@ impl HttpContext for Request {
                 .borrow_mut()
                 .add(Series::Error(ErrorKind::Host as usize));
         }
+        #[cfg(feature = "count-host-calls")]
+        report_host_calls("request");
         Action::Continue
     }
 
@@ -270,79 +296,114 @@ impl HttpContext for Request {
             return Action::Continue;
         };
         if let Some(name) = &compiled.config.output.response_header {
-            if hostcalls::set_map_value_bytes(
+            let set = host!(hostcalls::set_map_value_bytes(
                 MapType::HttpResponseHeaders,
                 name,
-                Some(value.as_bytes()),
-            )
-            .is_err()
-            {
+                Some(value.as_bytes())
+            ));
+            if set.is_err() {
                 compiled
                     .metrics
                     .borrow_mut()
                     .add(Series::Error(ErrorKind::Host as usize));
             }
         }
+        #[cfg(feature = "count-host-calls")]
+        report_host_calls("response");
         Action::Continue
     }
 }
 
 struct HostError;
 
+// The SDK's own binding of this call copies every header into a `String` and a `Vec`, and
+// panics on a non-UTF-8 name or an unexpected status. Returning the raw status as a `u32`
+// keeps an unknown value from being an invalid enum.
+#[allow(clashing_extern_declarations)]
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+}
+
+/// The request headers as Envoy serializes them, in one buffer owned by this module.
+fn request_header_buffer() -> Result<Vec<u8>, HostError> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host fills in a pointer and a length; it allocates the buffer through this
+    // module's `proxy_on_memory_allocate` (the SDK's: a boxed slice of exactly `size` bytes),
+    // so ownership comes back to us as a Vec of that length and capacity.
+    let status = unsafe {
+        proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size)
+    };
+    match status {
+        0 if data.is_null() => Ok(Vec::new()),
+        // SAFETY: see above; the pointer is non-null and owns `size` bytes.
+        0 => Ok(unsafe { Vec::from_raw_parts(data, size, size) }),
+        _ => Err(HostError),
+    }
+}
+
 fn now_ms() -> Result<i64, HostError> {
-    let t = hostcalls::get_current_time().map_err(|_| HostError)?;
+    let t = host!(hostcalls::get_current_time()).map_err(|_| HostError)?;
     let d = t.duration_since(UNIX_EPOCH).map_err(|_| HostError)?;
     Ok(d.as_millis() as i64)
 }
 
 fn handle_request(compiled: &Compiled, response: &mut Option<String>) -> Result<(), HostError> {
     let config = &compiled.config;
-    let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).map_err(|_| HostError)?;
-    let req = RequestView::new(&headers);
+    let buffer = host!(request_header_buffer())?;
+    let req = RequestView::from_pairs(parse_header_map(&buffer).ok_or(HostError)?);
     let (plan, eval) = Plan::new(config, &req, now_ms()?);
     compiled.metrics.borrow_mut().count(&eval);
 
-    let mut failed = false;
-    for name in &plan.remove {
-        let name = String::from_utf8_lossy(name);
-        failed |= hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, &name, None).is_err();
-    }
-    if let Some(a) = &plan.assignments {
-        failed |= hostcalls::set_map_value_bytes(
-            MapType::HttpRequestHeaders,
-            plan.header,
-            Some(a.as_bytes()),
-        )
-        .is_err();
-    }
-    for (name, variant) in &plan.route {
-        failed |= hostcalls::set_map_value_bytes(
+    let set = |name: &str, value: Option<&[u8]>| -> bool {
+        host!(hostcalls::set_map_value_bytes(
             MapType::HttpRequestHeaders,
             name,
-            Some(variant.as_bytes()),
-        )
-        .is_err();
+            value
+        ))
+        .is_ok()
+    };
+    let mut ok = true;
+    for name in &plan.remove {
+        ok &= set(&String::from_utf8_lossy(name), None);
+    }
+    if let Some(a) = &plan.assignments {
+        ok &= set(plan.header, Some(a.as_bytes()));
+    }
+    for (name, variant) in &plan.route {
+        ok &= set(name, Some(variant.as_bytes()));
     }
     if plan.response_header.is_some() {
         response.clone_from(&plan.assignments);
     }
-    if let Some(record) = &plan.exposure {
+    if let (Some(line), Some(record)) = (&plan.exposure_line, plan.exposure()) {
         if config.exposure.log {
-            let line = format!("abmesh.exposure {record}");
-            failed |= hostcalls::log(log_level(config.exposure.log_level), &line).is_err();
+            ok &= host!(hostcalls::log(log_level(config.exposure.log_level), line)).is_ok();
         }
         if config.exposure.filter_state {
-            failed |=
-                hostcalls::set_property(vec!["abmesh_exposure"], Some(record.as_bytes())).is_err();
+            ok &= host!(hostcalls::set_property(
+                vec!["abmesh_exposure"],
+                Some(record.as_bytes())
+            ))
+            .is_ok();
         }
     }
     if let (Some(a), true) = (&plan.assignments, config.exposure.filter_state) {
-        failed |= hostcalls::set_property(vec!["abmesh_assignments"], Some(a.as_bytes())).is_err();
+        ok &= host!(hostcalls::set_property(
+            vec!["abmesh_assignments"],
+            Some(a.as_bytes())
+        ))
+        .is_ok();
     }
-    if failed {
-        Err(HostError)
-    } else {
+    if ok {
         Ok(())
+    } else {
+        Err(HostError)
     }
 }
 

@@ -16,23 +16,43 @@ pub const MAX_UNIT_LEN: usize = 512;
 /// assert_eq!(abmesh::hash::bucket(b"new-checkout", b"alice"), 5269);
 /// ```
 pub fn bucket(salt: &[u8], id: &[u8]) -> u32 {
-    Hasher::default().bucket(salt, id)
+    Hasher::new(id, salt.len()).bucket(salt)
 }
 
-/// Computes buckets for one request, reusing one buffer for the hash key, so a request with
-/// many experiments allocates once.
-#[derive(Default)]
+/// Computes the buckets of one unit id under many salts. The id is copied once, at the end of
+/// the key buffer; each salt is then written just before it, so a request with many
+/// experiments copies only short salts and allocates once.
 pub struct Hasher {
     key: Vec<u8>,
+    id_start: usize,
 }
 
 impl Hasher {
-    pub fn bucket(&mut self, salt: &[u8], id: &[u8]) -> u32 {
-        self.key.clear();
-        self.key.extend_from_slice(salt);
-        self.key.push(b':');
-        self.key.extend_from_slice(id);
-        (xxh3_64(&self.key) % u64::from(BUCKETS)) as u32
+    /// `max_salt_len`: the longest salt this hasher will see (longer ones still work, slower).
+    pub fn new(id: &[u8], max_salt_len: usize) -> Self {
+        let id_start = max_salt_len + 1;
+        let mut key = vec![0u8; id_start];
+        key.extend_from_slice(id);
+        Hasher { key, id_start }
+    }
+
+    pub fn bucket(&mut self, salt: &[u8]) -> u32 {
+        let hash = match self.id_start.checked_sub(salt.len() + 1) {
+            Some(start) => {
+                let prefix = &mut self.key[start..self.id_start];
+                prefix[..salt.len()].copy_from_slice(salt);
+                prefix[salt.len()] = b':';
+                xxh3_64(&self.key[start..])
+            }
+            None => {
+                let mut key = Vec::with_capacity(salt.len() + 1 + self.key.len() - self.id_start);
+                key.extend_from_slice(salt);
+                key.push(b':');
+                key.extend_from_slice(&self.key[self.id_start..]);
+                xxh3_64(&key)
+            }
+        };
+        (hash % u64::from(BUCKETS)) as u32
     }
 }
 

@@ -28,6 +28,12 @@ usage:
 exit codes: 0 success, 1 invalid configuration or unreadable file, 2 usage error
 ";
 
+/// Writes to standard output; a closed pipe (`abmesh check x | head`) is not an error.
+fn out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 fn usage_error(msg: &str) -> ExitCode {
     eprintln!("abmesh: {msg}\nrun 'abmesh --help' for usage");
     ExitCode::from(2)
@@ -46,7 +52,7 @@ fn read_config(path: &OsString) -> Result<Config, ExitCode> {
     })?;
     Config::parse(&bytes).map_err(|err| {
         for e in &err.errors {
-            println!("{e}");
+            out(&format!("{e}\n"));
         }
         eprintln!(
             "abmesh: {} error(s) in {}",
@@ -136,7 +142,7 @@ fn assign(args: &[OsString]) -> ExitCode {
     }
     let req = RequestView::new(&all);
     let (plan, eval) = Plan::new(&config, &req, time.unwrap_or_else(now_ms));
-    print!("{}", render(&config, &plan, &eval));
+    out(&render(&config, &plan, &eval));
     ExitCode::SUCCESS
 }
 
@@ -164,7 +170,7 @@ fn render(config: &Config, plan: &Plan, eval: &abmesh::Evaluation) -> String {
             reason.as_str()
         ));
     }
-    match &plan.exposure {
+    match &plan.exposure() {
         Some(x) => out.push_str(&format!("exposure: {x}\n")),
         None => out.push_str("exposure: none\n"),
     }
@@ -176,17 +182,17 @@ fn main() -> ExitCode {
     match args.first().and_then(|a| a.to_str()) {
         None => usage_error("missing command (check or assign)"),
         Some("--help" | "-h" | "help") => {
-            print!("{HELP}");
+            out(HELP);
             ExitCode::SUCCESS
         }
         Some("--version" | "-V") => {
-            println!("abmesh {}", env!("CARGO_PKG_VERSION"));
+            out(&format!("abmesh {}\n", env!("CARGO_PKG_VERSION")));
             ExitCode::SUCCESS
         }
         Some("check") => match args.get(1..) {
             Some([path]) => match read_config(path) {
                 Ok(config) => {
-                    print!("{}", abmesh::summary::describe(&config));
+                    out(&abmesh::summary::describe(&config));
                     ExitCode::SUCCESS
                 }
                 Err(code) => code,

@@ -7,8 +7,11 @@
 
 use crate::assign::{evaluate, Evaluation};
 use crate::config::Config;
-use crate::exposure::{assignments_dictionary, exposure_record};
+use crate::exposure::{assignments_dictionary, exposure_line};
 use crate::request::RequestView;
+
+/// What the filter writes before an exposure record in its log line.
+pub const LOG_PREFIX: &str = "abmesh.exposure ";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan<'c> {
@@ -23,8 +26,9 @@ pub struct Plan<'c> {
     pub route: Vec<(&'c str, &'c str)>,
     /// `output.response_header`, set to the dictionary on the response when there is one.
     pub response_header: Option<&'c str>,
-    /// The exposure record, if the request has an exposure.
-    pub exposure: Option<String>,
+    /// `abmesh.exposure <record>`, the log line, if the request has an exposure. The record
+    /// is its tail ([`Plan::exposure`]): one buffer serves the log and the filter state.
+    pub exposure_line: Option<String>,
 }
 
 /// Whether a request header must never reach the upstream as the client sent it.
@@ -68,14 +72,20 @@ impl<'c> Plan<'c> {
             .response_header
             .as_deref()
             .filter(|_| assignments.is_some());
-        let exposure = exposure_record(config, &eval, now_ms, req.header(b"x-request-id"));
+        let exposure_line = exposure_line(
+            config,
+            &eval,
+            now_ms,
+            req.header(b"x-request-id"),
+            LOG_PREFIX,
+        );
         let plan = Plan {
             remove,
             header: &config.output.header,
             assignments,
             route,
             response_header,
-            exposure,
+            exposure_line,
         };
         (plan, eval)
     }
@@ -88,6 +98,13 @@ impl<'c> Plan<'c> {
         }
         set.extend(self.route.iter().copied());
         set
+    }
+
+    /// The exposure record (JSON), if the request has an exposure.
+    pub fn exposure(&self) -> Option<&str> {
+        self.exposure_line
+            .as_deref()
+            .and_then(|l| l.get(LOG_PREFIX.len()..))
     }
 
     /// The response header to set, if any.

@@ -16,10 +16,16 @@ impl<'a> RequestView<'a> {
     /// Builds the view from the request's header list, as Envoy hands it over: pseudo-headers
     /// included, names lower-case (other case is tolerated), duplicates kept in order.
     pub fn new<N: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &'a [(N, V)]) -> Self {
-        let headers: Vec<(&[u8], &[u8])> = headers
-            .iter()
-            .map(|(n, v)| (n.as_ref(), v.as_ref()))
-            .collect();
+        Self::from_pairs(
+            headers
+                .iter()
+                .map(|(n, v)| (n.as_ref(), v.as_ref()))
+                .collect(),
+        )
+    }
+
+    /// Builds the view from borrowed pairs (see [`parse_header_map`]).
+    pub fn from_pairs(headers: Vec<(&'a [u8], &'a [u8])>) -> Self {
         let find = |name: &[u8]| {
             headers
                 .iter()
@@ -116,6 +122,34 @@ impl<'a> RequestView<'a> {
     }
 }
 
+/// Splits a proxy-wasm serialized header map (`u32` count, then `u32` name and value
+/// lengths, then each name and value followed by a NUL) into borrowed pairs. `None` when
+/// the buffer is not a well-formed map.
+pub fn parse_header_map(buf: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    if buf.is_empty() {
+        return Some(Vec::new());
+    }
+    let u32_at = |at: usize| -> Option<usize> {
+        let b = buf.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let count = u32_at(0)?;
+    let mut data = count.checked_mul(8)?.checked_add(4)?;
+    if data > buf.len() {
+        return None;
+    }
+    let mut pairs = Vec::with_capacity(count);
+    for i in 0..count {
+        let (name_len, value_len) = (u32_at(4 + i * 8)?, u32_at(8 + i * 8)?);
+        let name = buf.get(data..data.checked_add(name_len)?)?;
+        data = data.checked_add(name_len)?.checked_add(1)?;
+        let value = buf.get(data..data.checked_add(value_len)?)?;
+        data = data.checked_add(value_len)?.checked_add(1)?;
+        pairs.push((name, value));
+    }
+    Some(pairs)
+}
+
 fn trim(s: &[u8]) -> &[u8] {
     let start = s
         .iter()
@@ -168,6 +202,47 @@ mod tests {
             .iter()
             .map(|(n, v)| (n.as_bytes().to_vec(), v.to_vec()))
             .collect()
+    }
+
+    fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (n, v) in pairs {
+            out.extend((n.len() as u32).to_le_bytes());
+            out.extend((v.len() as u32).to_le_bytes());
+        }
+        for (n, v) in pairs {
+            out.extend(*n);
+            out.push(0);
+            out.extend(*v);
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn reads_a_serialized_header_map_without_copying() {
+        let pairs: Vec<(&[u8], &[u8])> = vec![
+            (b":path", b"/a?b=1"),
+            (b"x-user-id", b"\xff\x00u"),
+            (b"empty", b""),
+        ];
+        let buf = serialize(&pairs);
+        assert_eq!(parse_header_map(&buf), Some(pairs));
+        assert_eq!(parse_header_map(&[]), Some(vec![]));
+    }
+
+    #[test]
+    fn refuses_truncated_or_lying_header_maps() {
+        let buf = serialize(&[(b"name", b"value")]);
+        for cut in 1..buf.len() - 1 {
+            assert_eq!(parse_header_map(&buf[..cut]), None, "cut at {cut}");
+        }
+        let mut huge = buf.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(parse_header_map(&huge), None);
+        let mut long_name = buf;
+        long_name[4..8].copy_from_slice(&1000u32.to_le_bytes());
+        assert_eq!(parse_header_map(&long_name), None);
     }
 
     #[test]

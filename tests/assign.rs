@@ -64,12 +64,11 @@ fn the_first_source_with_a_usable_value_wins() {
         ),
     ] {
         let (plan, _) = run(&c, &headers, 0);
-        let record: serde_json::Value =
-            serde_json::from_str(plan.exposure.as_deref().unwrap()).unwrap();
+        let record: serde_json::Value = serde_json::from_str(plan.exposure().unwrap()).unwrap();
         assert_eq!(record["units"]["user"], expected);
     }
     let (plan, reasons) = run(&c, &[("x-user-id", &long[..])], 0);
-    assert_eq!(plan.exposure, None);
+    assert_eq!(plan.exposure(), None);
     assert_eq!(reasons, vec![("k".to_string(), "no_unit")]);
 }
 
@@ -78,7 +77,7 @@ fn duplicate_unit_headers_use_the_first() {
     let c = config(&format!(r#"{{"key": "k", {AB}}}"#), "");
     let (a, _) = run(&c, &[("x-user-id", b"first"), ("x-user-id", b"second")], 0);
     let (b, _) = run(&c, &[("x-user-id", b"first")], 0);
-    assert_eq!(a.exposure, b.exposure);
+    assert_eq!(a.exposure(), b.exposure());
 }
 
 #[test]
@@ -101,8 +100,7 @@ fn a_valid_token_forces_variants_past_traffic_targeting_and_schedule_but_not_pau
     );
     assert_eq!(plan.assignments.as_deref(), Some("zero=treatment;forced"));
     assert_eq!(reasons, vec![("off".to_string(), "paused")]);
-    let record: serde_json::Value =
-        serde_json::from_str(plan.exposure.as_deref().unwrap()).unwrap();
+    let record: serde_json::Value = serde_json::from_str(plan.exposure().unwrap()).unwrap();
     assert_eq!(record["units"], serde_json::json!({}));
     assert_eq!(record["assignments"][0]["forced"], true);
     assert_eq!(
@@ -137,7 +135,7 @@ fn rollouts_apply_to_everyone_matching_without_a_unit_and_record_no_exposure() {
         plan.set(),
         vec![("x-experiments", "r=treatment"), ("x-exp-r", "treatment")]
     );
-    assert_eq!(plan.exposure, None);
+    assert_eq!(plan.exposure(), None);
     let (plan, reasons) = run(&c, &[(":method", b"POST")], 0);
     assert_eq!(plan.assignments, None);
     assert_eq!(reasons, vec![("r".to_string(), "targeting")]);
@@ -203,8 +201,7 @@ fn exposure_unit_ids_can_be_hashed_or_omitted() {
             &format!(r#", "exposure": {{"unit_id": "{mode}"}}"#),
         );
         let (plan, _) = run(&c, user, 42);
-        let record: serde_json::Value =
-            serde_json::from_str(plan.exposure.as_deref().unwrap()).unwrap();
+        let record: serde_json::Value = serde_json::from_str(plan.exposure().unwrap()).unwrap();
         assert_eq!(record["units"], expected, "{mode}");
         assert_eq!(record["ts_ms"], 42);
         assert_eq!(record["request_id"], "r-1");

@@ -233,3 +233,21 @@ exposure: none
 "
     );
 }
+
+#[test]
+fn a_closed_output_pipe_is_not_a_crash() {
+    let bin = env!("CARGO_BIN_EXE_abmesh");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{bin}' check bench/configs/experiments-1000.json | head -1"
+        ))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&out),
+        "ok: 1000 experiments (1000 running), 2 unit types, 1 layers, holdout 2%\n"
+    );
+    assert_eq!(stderr(&out), "");
+}

@@ -112,7 +112,7 @@ fn every_assignment_vector_gets_the_expected_headers_reasons_and_exposure() {
             serde_json::from_value(want["not_assigned"].clone()).unwrap();
         assert_eq!(reasons, want_reasons, "{context}");
 
-        match (&plan.exposure, &want["exposure"]) {
+        match (&plan.exposure(), &want["exposure"]) {
             (None, Value::Null) => {}
             (Some(record), expected) => {
                 let record: Value = serde_json::from_str(record).unwrap();

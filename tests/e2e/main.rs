@@ -151,7 +151,7 @@ fn upstream_x_experiments_equals_what_the_core_computes_for_2000_units() {
                 "unit {i}"
             );
         }
-        assigned += usize::from(want.exposure.is_some());
+        assigned += usize::from(want.exposure().is_some());
     }
     assert!(
         assigned > 1000,
@@ -475,10 +475,10 @@ fn each_exposed_request_yields_one_log_record_and_one_matching_access_log_line()
         let (_, seen) = upstream(&client.get(&path, &headers));
         let rid = text(header(&seen, "x-request-id")).unwrap();
         let want = core_plan(&config, b"GET", &path, &headers);
-        exposed += usize::from(want.exposure.is_some());
+        exposed += usize::from(want.exposure().is_some());
         expected.insert(
             rid,
-            want.exposure
+            want.exposure()
                 .is_some()
                 .then(|| want.assignments.clone().unwrap()),
         );
