@@ -6,8 +6,12 @@ dist/bench/abmesh-count.wasm first). One Envoy process, --concurrency 1, one lis
 configuration, every route a direct response so only the filters cost:
   none      no filter
   noop      a proxy-wasm filter that does nothing (same toolchain and SDK as abmesh)
+  floor-20  the same module making exactly the host calls abmesh-20 must make for an exposed
+            request (same payload sizes), with no computation: the platform's floor for the job
   abmesh-1, abmesh-20, abmesh-100
             abmesh with bench/configs/experiments-N.json: exposure log, filter state, metrics on
+  abmesh-1-quiet, abmesh-100-quiet
+            exposure log and filter state off: how evaluation alone grows with experiments
   lua-20    an Envoy Lua filter doing the same job for the 20 experiments: hash the unit, pick
             the variant by weight, set the header, log a line
 Load: wrk (one thread, 8 connections) on loopback, a different x-user-id per request.
@@ -175,13 +179,44 @@ static_resources:
 """ % (admin, "".join(listeners))
 
 
-def configurations(wasm, noop):
+def quiet(config_json):
+    """The same experiments with the exposure log and filter state off (metrics stay on)."""
+    c = json.loads(config_json)
+    c["exposure"].update({"log": False, "filter_state": False})
+    return json.dumps(c, indent=1)
+
+
+def payload(n, users=200):
+    """What abmesh writes for the benchmark's requests at n experiments, from the native CLI
+    (the same core): mean exposure log line and dictionary sizes, and route headers set."""
+    cli = os.path.join(ROOT, "dist/abmesh")
+    config = os.path.join(ROOT, "bench/configs/experiments-%d.json" % n)
+    lines, dicts, routes = [], [], []
+    for i in range(1, users + 1):
+        out = subprocess.run(
+            [cli, "assign", config, "--path", "/checkout/cart", "--query", "step=2",
+             "--header", "x-user-id=user-%d" % i, "--cookie", "theme=dark", "--cookie", "did=device-%d" % (i % 5000)],
+            capture_output=True, text=True, check=True).stdout
+        record = re.search(r"^exposure: (\{.*)$", out, re.M)
+        lines.append(len("abmesh.exposure ") + len(record.group(1)) if record else 0)
+        d = re.search(r"^set request header: x-experiments: (.*)$", out, re.M)
+        dicts.append(len(d.group(1)) if d else 0)
+        routes.append(len(re.findall(r"^set request header: x-exp-", out, re.M)))
+    return {"log": round(statistics.mean(lines)), "header": round(statistics.mean(dicts)),
+            "route": round(statistics.mean(routes))}
+
+
+def configurations(wasm, noop, floor_payload):
+    p = floor_payload
     return {
         "none": "",
         "noop": wasm_filter("noop", noop, None),
+        "floor-20": wasm_filter("floor", noop, "log=%d header=%d route=%d" % (p["log"], p["header"], p["route"])),
         "abmesh-1": wasm_filter("abmesh", wasm, load_config(1)),
         "abmesh-20": wasm_filter("abmesh", wasm, load_config(20)),
         "abmesh-100": wasm_filter("abmesh", wasm, load_config(100)),
+        "abmesh-1-quiet": wasm_filter("abmesh", wasm, quiet(load_config(1))),
+        "abmesh-100-quiet": wasm_filter("abmesh", wasm, quiet(load_config(100))),
         "lua-20": lua_filter(lua_peer(load_config(20))),
     }
 
@@ -320,7 +355,8 @@ def main():
     script = os.path.join(work, "wrk.lua")
     with open(script, "w") as f:
         f.write(WRK_SCRIPT)
-    confs = configurations(wasm, noop)
+    payloads = {n: payload(n) for n in (1, 20, 100)}
+    confs = configurations(wasm, noop, payloads[20])
     names = list(confs)
     envoy = Envoy(work, confs)
     samples = {n: [] for n in names}
@@ -357,6 +393,7 @@ def main():
         "host_calls": host_calls(work, wasm_count),
         "memory_kib": memory(work, wasm),
         "wasm_bytes": {"abmesh": os.path.getsize(wasm), "noop": os.path.getsize(noop)},
+        "payload_bytes": payloads,
         "abmesh_series": len([l for l in prom.splitlines() if l.startswith("abmesh_")]),
     }
     with open(os.path.join(ROOT, "bench/results.json"), "w") as f:

@@ -174,7 +174,22 @@ pub struct Envoy {
 }
 
 impl Envoy {
+    /// Starts Envoy and the echo upstream on free ports. A free port can be taken by a
+    /// parallel test between choosing and binding it; such a start is retried with new ports
+    /// (at most three times), any other failure is reported at once with Envoy's log.
     pub fn start(plugin_config: Option<&str>, concurrency: u32) -> Envoy {
+        for _ in 0..2 {
+            match Self::try_start(plugin_config, concurrency) {
+                Ok(e) => return e,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("Envoy exited during start-up\n{log}"),
+            }
+        }
+        Self::try_start(plugin_config, concurrency)
+            .unwrap_or_else(|log| panic!("Envoy exited during start-up\n{log}"))
+    }
+
+    fn try_start(plugin_config: Option<&str>, concurrency: u32) -> Result<Envoy, String> {
         let dir = scratch_dir("envoy");
         let ports = Ports {
             admin: free_port(),
@@ -187,6 +202,7 @@ impl Envoy {
             .arg(format!("checkout_control={}", ports.control))
             .arg(format!("checkout_treatment={}", ports.treatment))
             .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let yaml = render(&ports, &dir.join("access.log"), plugin_config);
@@ -216,21 +232,28 @@ impl Envoy {
             envoy,
             echo,
         };
-        e.wait_ready();
-        e
+        e.wait_ready()?;
+        Ok(e)
     }
 
-    fn wait_ready(&mut self) {
+    /// Ready, or Envoy's logs if it exited (the echo upstream too is polled, with a bound).
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let envoy_ok = matches!(get_text(self.ports.admin, "/ready"), Ok((200, _)));
             let echo_ok = std::net::TcpStream::connect(("127.0.0.1", self.ports.control)).is_ok()
                 && std::net::TcpStream::connect(("127.0.0.1", self.ports.treatment)).is_ok();
             if envoy_ok && echo_ok {
-                return;
+                return Ok(());
             }
             if let Ok(Some(status)) = self.envoy.try_wait() {
-                panic!("Envoy exited during start-up ({status})\n{}", self.logs());
+                return Err(format!("({status})\n{}", self.logs()));
+            }
+            if let Ok(Some(status)) = self.echo.try_wait() {
+                // Its only way to fail is a port taken since we chose it.
+                return Err(format!(
+                    "the echo upstream exited ({status}): Address already in use"
+                ));
             }
             assert!(
                 Instant::now() < deadline,

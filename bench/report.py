@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""Writes BENCHMARKS.md and bench/plot.svg from bench/results.json (the Envoy benchmark)
+and dist/bench/native.jsonl (the native core benchmark). Run by `./build.sh bench`."""
+import json
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load():
+    with open(os.path.join(ROOT, "bench/results.json")) as f:
+        r = json.load(f)
+    native = {}
+    with open(os.path.join(ROOT, "dist/bench/native.jsonl")) as f:
+        for line in f:
+            if line.startswith("{"):
+                d = json.loads(line)
+                native[(d["bench"], d["experiments"])] = d
+    return r, native
+
+
+def svg_plot(r, path):
+    added = r["added_us_over_none"]
+    xs = [1, 20, 100]
+    series = [
+        ("abmesh (log, filter state, metrics on)", "#1f77b4", [added["abmesh-%d" % n] for n in xs]),
+    ]
+    quiet = [added.get("abmesh-%d-quiet" % n) for n in (1, 100)]
+    w, h, left, bottom, top, right = 720, 420, 70, 50, 30, 230
+    ymax = max([v for _, _, vs in series for v in vs] + [added["lua-20"], added["floor-20"]] +
+               [q for q in quiet if q is not None]) * 1.15
+    px = lambda x: left + (x - 0) / 100 * (w - left - right)
+    py = lambda y: h - bottom - y / ymax * (h - top - bottom)
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (w, h),
+           '<rect width="100%" height="100%" fill="white"/>',
+           '<text x="%d" y="18" font-size="14">Envoy CPU added per request over no filter (median of %d rounds)</text>'
+           % (left, r["method"]["rounds"])]
+    # axes and grid
+    step = 5 if ymax < 60 else 10
+    y = 0
+    while y <= ymax:
+        out.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/>' % (left, w - right, py(y), py(y)))
+        out.append('<text x="%d" y="%.1f" text-anchor="end">%d</text>' % (left - 6, py(y) + 4, y))
+        y += step
+    for x in (0, 20, 40, 60, 80, 100):
+        out.append('<text x="%.1f" y="%d" text-anchor="middle">%d</text>' % (px(x), h - bottom + 18, x))
+    out.append('<text x="%.1f" y="%d" text-anchor="middle">running experiments</text>' % ((left + w - right) / 2, h - 10))
+    out.append('<text x="16" y="%.1f" transform="rotate(-90 16 %.1f)" text-anchor="middle">µs per request</text>'
+               % ((top + h - bottom) / 2, (top + h - bottom) / 2))
+    out.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="black"/>' % (left, w - right, h - bottom, h - bottom))
+    out.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="black"/>' % (left, left, top, h - bottom))
+    legend = []
+    for name, color, vs in series:
+        pts = " ".join("%.1f,%.1f" % (px(x), py(v)) for x, v in zip(xs, vs))
+        out.append('<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>' % (pts, color))
+        for x, v in zip(xs, vs):
+            out.append('<circle cx="%.1f" cy="%.1f" r="4" fill="%s"/>' % (px(x), py(v), color))
+            out.append('<text x="%.1f" y="%.1f" fill="%s">%.1f</text>' % (px(x) + 6, py(v) - 6, color, v))
+        legend.append((name, color, "line"))
+    if None not in quiet:
+        pts = " ".join("%.1f,%.1f" % (px(x), py(v)) for x, v in zip((1, 100), quiet))
+        out.append('<polyline points="%s" fill="none" stroke="#2ca02c" stroke-width="2" stroke-dasharray="2,3"/>' % pts)
+        legend.append(("abmesh, log and filter state off", "#2ca02c", "dots"))
+    noop = added["noop"]
+    out.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#7f7f7f" stroke-dasharray="6,4"/>'
+               % (left, w - right, py(noop), py(noop)))
+    legend.append(("no-op wasm filter (floor) %.1f" % noop, "#7f7f7f", "dash"))
+    for key, label, color in (("floor-20", "required host calls only, 20 exp.", "#9467bd"),
+                              ("lua-20", "Lua peer, 20 experiments", "#d62728")):
+        v = added[key]
+        out.append('<rect x="%.1f" y="%.1f" width="9" height="9" fill="%s"/>' % (px(20) - 4.5, py(v) - 4.5, color))
+        out.append('<text x="%.1f" y="%.1f" fill="%s">%.1f</text>' % (px(20) - 38, py(v) + 4, color, v))
+        legend.append(("%s %.1f" % (label, v), color, "square"))
+    ly = top + 10
+    for name, color, kind in legend:
+        lx = w - right + 14
+        if kind == "square":
+            out.append('<rect x="%d" y="%d" width="9" height="9" fill="%s"/>' % (lx, ly - 8, color))
+        else:
+            dash = {"line": "", "dash": ' stroke-dasharray="6,4"', "dots": ' stroke-dasharray="2,3"'}[kind]
+            out.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"%s/>' % (lx, lx + 18, ly - 4, ly - 4, color, dash))
+        out.append('<text x="%d" y="%d">%s</text>' % (lx + 24, ly, name))
+        ly += 20
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+def main():
+    r, native = load()
+    m, added, med = r["median_us_per_request"], r["added_us_over_none"], r["median_us_per_request"]
+    a1, a20, a100 = added["abmesh-1"], added["abmesh-20"], added["abmesh-100"]
+    noop, lua, floor = added["noop"], added["lua-20"], added["floor-20"]
+    ev20 = native[("request", 20)]["evaluate_ns"] / 1000
+    size = r["wasm_bytes"]["abmesh"]
+    goals = [
+        ("abmesh at 20 experiments adds at most 1.5× what the no-op wasm filter adds",
+         "≤ 1.5×", "%.2f× (%.1f µs vs %.1f µs)" % (a20 / noop, a20, noop), a20 / noop <= 1.5),
+        ("abmesh at 20 experiments adds at most 0.5× what the Lua peer adds",
+         "≤ 0.5×", "%.2f× (%.1f µs vs %.1f µs)" % (a20 / lua, a20, lua), a20 / lua <= 0.5),
+        ("going from 1 to 100 experiments adds at most 3 µs per request",
+         "≤ 3 µs", "%.1f µs (%.1f → %.1f)" % (a100 - a1, a1, a100), a100 - a1 <= 3),
+        ("native evaluation at 20 experiments", "≤ 1 µs", "%.2f µs" % ev20, ev20 <= 1.0),
+        ("dist/abmesh.wasm size", "≤ 250 KB", "%d bytes (%.1f KB)" % (size, size / 1000), size <= 250_000),
+    ]
+    q1, q100 = added.get("abmesh-1-quiet"), added.get("abmesh-100-quiet")
+    hc = r["host_calls"]
+    pl = r["payload_bytes"]
+    mach = r["machine"]
+    meth = r["method"]
+    mem = r["memory_kib"]
+    lines = []
+    w = lines.append
+    w("# abmesh benchmarks")
+    w("")
+    w("Produced by `./build.sh bench` (bench/envoy_bench.py, bench/report.py, benches/core.rs); "
+      "every figure below comes from one run on the machine described under *Machine*. "
+      "Raw data: `bench/results.json`.")
+    w("")
+    w("## Goals against measured figures")
+    w("")
+    w("| goal | target | measured | met |")
+    w("|---|---|---|---|")
+    for g, t, v, ok in goals:
+        w("| %s | %s | %s | %s |" % (g, t, v, "yes" if ok else "**no**"))
+    w("")
+    w("### Why the unmet goals are not reachable on this platform")
+    w("")
+    w("The contract fixes what abmesh must do for an exposed request, and every part of it is a "
+      "host call: read the request headers, read the clock, set `x-experiments` (and the route "
+      "header), log the exposure record, store the record and the dictionary in filter state. "
+      "`floor-20` is the no-op module making exactly those %d calls with abmesh-20's payload sizes "
+      "(a %d-byte log line, a %d-byte dictionary) and computing nothing: it adds **%.1f µs**, "
+      "that is %.2f× the no-op floor and %.2f× the Lua peer — already past both ratio goals "
+      "before abmesh does any work of its own." % (
+          6 + pl["20"]["route"],
+          pl["20"]["log"], pl["20"]["header"], floor, floor / noop, floor / lua))
+    w("abmesh itself adds %.1f µs above that floor at 20 experiments (evaluation, building the "
+      "record and dictionary, counting). The Lua peer is cheaper because it does less: one header, "
+      "one short log line, no filter state, no metrics, no exposure record, no anti-spoofing, and "
+      "its hash is not the contract's." % (a20 - floor))
+    if q1 is not None and q100 is not None:
+        w("")
+        w("From 1 to 100 experiments the cost grows by %.1f µs with the exposure log and filter "
+          "state on, but by %.1f µs with them off (same evaluation, metrics on): most of the growth "
+          "is the size of what the contract makes abmesh write — at 100 experiments each exposed "
+          "request carries a %d-byte log line (stored again in filter state) and a %d-byte "
+          "`x-experiments` header, against %d and %d bytes at one experiment — which Envoy copies, "
+          "formats and stores." % (a100 - a1, q100 - q1, pl["100"]["log"], pl["100"]["header"],
+                                   pl["1"]["log"], pl["1"]["header"]))
+    w("")
+    w("## Envoy: CPU per request")
+    w("")
+    w("Median of %d interleaved rounds; each round runs every configuration for %d s under "
+      "`wrk -t1 -c%d` with a different `x-user-id` per request. Added cost is over *none*, "
+      "measured in the same run." % (meth["rounds"], meth["seconds"], meth["connections"]))
+    w("")
+    w("| configuration | µs/request (median) | added over none | requests/s (median round) | rounds (µs/request) |")
+    w("|---|---|---|---|---|")
+    runs = r["runs"]
+    for name in m:
+        rps = sorted(x["rps"] for x in runs if x["config"] == name)
+        w("| %s | %.2f | %.2f | %.0f | %s |" % (name, med[name], added[name], rps[len(rps) // 2],
+                                            ", ".join("%.1f" % v for v in r["samples"][name])))
+    w("")
+    w("![added cost against experiments](bench/plot.svg)")
+    w("")
+    w("Configurations: *none* no filter; *noop* a proxy-wasm filter that does nothing, built with "
+      "the same toolchain, SDK (proxy-wasm 0.2.5) and release profile (`bench/noop`); *floor-20* "
+      "the same module making only the host calls abmesh-20 needs; *abmesh-N* abmesh with "
+      "`bench/configs/experiments-N.json` (two unit types, a holdout, a layer, targeting, partial "
+      "traffic, 2–4 variants, a route header; exposure log, filter state and metrics on); "
+      "*-quiet* the same with the exposure log and filter state off; *lua-20* an Envoy Lua filter "
+      "for the same 20 experiments (FNV-1a of `salt:unit`, the same variant ranges, sets "
+      "`x-experiments`, logs one line). Every route is a direct response, so only the filters cost.")
+    w("")
+    w("## Host calls per request")
+    w("")
+    w("Counted by a build with the `count-host-calls` feature (each call made on behalf of a request "
+      "is counted and logged), 50 requests each:")
+    w("")
+    w("| experiments | host calls in the request callback (min / median / max) |")
+    w("|---|---|")
+    for n, c in sorted(hc.items(), key=lambda kv: int(kv[0])):
+        w("| %s | %d / %g / %d |" % (n, c["min"], c["median"], c["max"]))
+    w("")
+    w("The count does not grow with the number of experiments: read the headers (1, one buffer, "
+      "no per-header copies), read the clock (1), set `x-experiments` (1) and each assigned route "
+      "header, log the exposure (1), two filter-state values (2); spoofed headers add one removal "
+      "each, a configured response echo one call in the response callback. Counters are added up "
+      "inside the VM and published once per second by each VM's timer (one call per changed series), "
+      "not per request.")
+    w("")
+    w("## Native core")
+    w("")
+    w("`cargo bench --bench core` (release profile: opt-level z, LTO — the same code generation as "
+      "the wasm), median of 9 samples, a realistic request (8 headers, cookie, query):")
+    w("")
+    w("| experiments | evaluate (µs) | full plan: evaluate + dictionary + exposure record (µs) |")
+    w("|---|---|---|")
+    for n in (1, 20, 100):
+        d = native[("request", n)]
+        w("| %d | %.2f | %.2f |" % (n, d["evaluate_ns"] / 1000, d["plan_ns"] / 1000))
+    c = native[("compile", 1000)]
+    w("")
+    w("Compiling (parse + validate + render) 1,000 experiments (%d bytes of JSON): %.1f ms." % (c["bytes"], c["compile_ns"] / 1e6))
+    w("")
+    w("## Size and memory")
+    w("")
+    w("- `dist/abmesh.wasm`: %d bytes; the no-op filter with the same SDK: %d bytes." % (size, r["wasm_bytes"]["noop"]))
+    w("- Envoy resident memory after start-up and 2,000 requests, one listener (`--concurrency 1`): "
+      "no filter %.1f MiB; abmesh with 1 experiment %.1f MiB (+%.1f); with 100 experiments %.1f MiB (+%.1f)."
+      % (mem["none"] / 1024, mem["abmesh-1"] / 1024, (mem["abmesh-1"] - mem["none"]) / 1024,
+         mem["abmesh-100"] / 1024, (mem["abmesh-100"] - mem["none"]) / 1024))
+    w("")
+    w("## Machine")
+    w("")
+    w("%s, %d cores, Linux %s; Envoy %s (V8); %s; Envoy `--concurrency 1`, wrk on the same host "
+      "(loopback). CPU time from `/proc/<pid>/stat` (utime + stime of all Envoy threads, %d ticks/s)."
+      % (mach["cpu"], mach["cores"], mach["kernel"], mach["envoy"], mach["wrk"], meth["clock_ticks_per_s"]))
+    w("")
+    w("## Method")
+    w("")
+    w("One Envoy process holds every listener; configurations are measured in interleaved rounds so "
+      "drift in the machine affects all alike; a 2-second warm-up per listener first (V8 compiles "
+      "the module with TurboFan before the first request, the warm-up covers caches and allocator "
+      "growth). CPU per request = Envoy CPU seconds during the run / completed requests. Any non-2xx "
+      "response fails the benchmark. Reproduce with `./build.sh bench` (`BENCH_ROUNDS`, "
+      "`BENCH_SECONDS` override the defaults of 5 rounds of 4 s).")
+    with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    svg_plot(r, os.path.join(ROOT, "bench/plot.svg"))
+
+
+if __name__ == "__main__":
+    main()
