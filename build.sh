@@ -160,7 +160,9 @@ bench() {
   cp "bench/noop/target/$WASM_TARGET/release/noop_filter.wasm" dist/bench/noop.wasm
   build
   say "native core benchmark"
-  cargo bench --bench core | tee dist/bench/native.jsonl
+  # Benches build the library with panic=unwind; building the CLI alike keeps two differently
+  # built copies of the library out of one target directory.
+  CARGO_PROFILE_RELEASE_PANIC=unwind cargo bench --bench core | tee dist/bench/native.jsonl
   say "Envoy benchmark (about $(( ${BENCH_ROUNDS:-5} * 6 * ${BENCH_SECONDS:-4} / 60 + 2 )) minutes)"
   python3 bench/envoy_bench.py
   python3 bench/report.py

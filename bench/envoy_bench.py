@@ -313,11 +313,12 @@ def host_calls(work, wasm_count):
     return out
 
 
-def memory(work, wasm):
+def memory(work, wasm, noop):
     """Envoy RSS after start-up and 2,000 requests, with one listener of each kind."""
     import http.client
     out = {}
-    for name, filters in (("none", ""), ("abmesh-1", wasm_filter("abmesh", wasm, load_config(1))),
+    for name, filters in (("none", ""), ("noop", wasm_filter("noop", noop, None)),
+                          ("abmesh-1", wasm_filter("abmesh", wasm, load_config(1))),
                           ("abmesh-100", wasm_filter("abmesh", wasm, load_config(100)))):
         envoy = Envoy(work, {name: filters})
         try:
@@ -391,7 +392,7 @@ def main():
         "samples": samples,
         "runs": runs,
         "host_calls": host_calls(work, wasm_count),
-        "memory_kib": memory(work, wasm),
+        "memory_kib": memory(work, wasm, noop),
         "wasm_bytes": {"abmesh": os.path.getsize(wasm), "noop": os.path.getsize(noop)},
         "payload_bytes": payloads,
         "abmesh_series": len([l for l in prom.splitlines() if l.startswith("abmesh_")]),

@@ -26,7 +26,7 @@ def svg_plot(r, path):
         ("abmesh (log, filter state, metrics on)", "#1f77b4", [added["abmesh-%d" % n] for n in xs]),
     ]
     quiet = [added.get("abmesh-%d-quiet" % n) for n in (1, 100)]
-    w, h, left, bottom, top, right = 720, 420, 70, 50, 30, 230
+    w, h, left, bottom, top, right = 900, 420, 70, 50, 30, 340
     ymax = max([v for _, _, vs in series for v in vs] + [added["lua-20"], added["floor-20"]] +
                [q for q in quiet if q is not None]) * 1.15
     px = lambda x: left + (x - 0) / 100 * (w - left - right)
@@ -193,8 +193,9 @@ def main():
     w("")
     w("## Native core")
     w("")
-    w("`cargo bench --bench core` (release profile: opt-level z, LTO — the same code generation as "
-      "the wasm), median of 9 samples, a realistic request (8 headers, cookie, query):")
+    w("`cargo bench --bench core` (release profile: abmesh's code at opt-level 3, dependencies at z, "
+      "LTO — the wasm's settings, except that benchmarks unwind on panic), median of 9 samples, "
+      "a realistic request (8 headers, a cookie, a query string):")
     w("")
     w("| experiments | evaluate (µs) | full plan: evaluate + dictionary + exposure record (µs) |")
     w("|---|---|---|")
@@ -208,10 +209,13 @@ def main():
     w("## Size and memory")
     w("")
     w("- `dist/abmesh.wasm`: %d bytes; the no-op filter with the same SDK: %d bytes." % (size, r["wasm_bytes"]["noop"]))
+    mib = lambda k: mem[k] / 1024
     w("- Envoy resident memory after start-up and 2,000 requests, one listener (`--concurrency 1`): "
-      "no filter %.1f MiB; abmesh with 1 experiment %.1f MiB (+%.1f); with 100 experiments %.1f MiB (+%.1f)."
-      % (mem["none"] / 1024, mem["abmesh-1"] / 1024, (mem["abmesh-1"] - mem["none"]) / 1024,
-         mem["abmesh-100"] / 1024, (mem["abmesh-100"] - mem["none"]) / 1024))
+      "no filter %.1f MiB; the no-op wasm filter %.1f MiB (+%.1f: the V8 engine and a VM per worker, "
+      "which any wasm filter pays); abmesh with 1 experiment %.1f MiB (+%.1f over no-op); with 100 "
+      "experiments %.1f MiB (+%.1f over no-op)."
+      % (mib("none"), mib("noop"), mib("noop") - mib("none"), mib("abmesh-1"), mib("abmesh-1") - mib("noop"),
+         mib("abmesh-100"), mib("abmesh-100") - mib("noop")))
     w("")
     w("## Machine")
     w("")
