@@ -69,7 +69,6 @@ def svg_plot(r, path):
                               ("lua-20", "Lua peer, 20 experiments", "#d62728")):
         v = added[key]
         out.append('<rect x="%.1f" y="%.1f" width="9" height="9" fill="%s"/>' % (px(20) - 4.5, py(v) - 4.5, color))
-        out.append('<text x="%.1f" y="%.1f" fill="%s">%.1f</text>' % (px(20) - 38, py(v) + 4, color, v))
         legend.append(("%s %.1f" % (label, v), color, "square"))
     ly = top + 10
     for name, color, kind in legend:
@@ -148,6 +147,14 @@ def main():
           "`x-experiments` header, against %d and %d bytes at one experiment — which Envoy copies, "
           "formats and stores." % (a100 - a1, q100 - q1, pl["100"]["log"], pl["100"]["header"],
                                    pl["1"]["log"], pl["1"]["header"]))
+        e1, e100 = native[("request", 1)]["evaluate_ns"] / 1000, native[("request", 100)]["evaluate_ns"] / 1000
+        w("")
+        w("What remains (%.1f µs with the outputs off) is evaluation, and hash spec v1 gives every "
+          "experiment its own salted xxh3 of the unit id: 99 more hashes, range lookups and targeting "
+          "checks. Natively, on this machine, evaluation alone grows by %.1f µs from 1 to 100 "
+          "experiments (%.2f → %.2f µs), and the same code runs slower as wasm under V8 — so a 3 µs "
+          "budget for 99 extra experiments is below what the contract's per-experiment hashing costs "
+          "even before the 1 KB header and the larger records are written." % (q100 - q1, e100 - e1, e1, e100))
     w("")
     w("## Envoy: CPU per request")
     w("")
