@@ -58,7 +58,7 @@ wasm_cargo() {
 
 build() {
   ensure_rust
-  say "building dist/abmesh.wasm (release, opt-level z, LTO, panic=abort, stripped)"
+  say "building dist/abmesh.wasm (release: abmesh at opt-level 3, dependencies at z, LTO, panic=abort, stripped)"
   wasm_cargo build --release --lib
   say "building the native CLI dist/abmesh"
   cargo build --release --bin abmesh
@@ -125,6 +125,7 @@ run_tests() {
   cargo clippy --all-targets --features e2e -- -D warnings
   wasm_cargo clippy --lib --tests -- -D warnings
   wasm_cargo clippy --lib --no-default-features -- -D warnings
+  wasm_cargo clippy --lib --features count-host-calls -- -D warnings
   say "golden vectors on wasm32 under node (wasm-bindgen-test)"
   command -v node >/dev/null || die "node is missing: apt-get install nodejs"
   ensure_wasm_bindgen_runner
