@@ -3,6 +3,7 @@
 //! `envoy/envoy.yaml`. Run by `./build.sh test` (`cargo test --features e2e --test e2e`).
 
 mod harness;
+mod hostile;
 mod http;
 
 use std::collections::BTreeMap;
@@ -293,6 +294,12 @@ fn wait_for_total(envoy: &Envoy, name: &str, want: u64) -> String {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// `abmesh_errors_total{kind="host"}` once the last second's counts are published.
+fn prometheus_error_count(envoy: &Envoy) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    metric(&envoy.prometheus(), "abmesh_errors_total", "kind=\"host\"")
 }
 
 fn metric(prom: &str, name: &str, labels: &str) -> u64 {
