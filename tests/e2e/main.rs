@@ -5,6 +5,8 @@
 mod harness;
 mod hostile;
 mod http;
+mod load;
+mod reload;
 
 use std::collections::BTreeMap;
 
