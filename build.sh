@@ -153,11 +153,16 @@ run_tests() {
   wasm_cargo clippy --lib --tests -- -D warnings
   wasm_cargo clippy --lib --no-default-features -- -D warnings
   wasm_cargo clippy --lib --features count-host-calls -- -D warnings
+  wasm_cargo clippy --lib --features trap-on-header -- -D warnings
   say "golden vectors on wasm32 under node (wasm-bindgen-test)"
   command -v node >/dev/null || die "node is missing: apt-get install nodejs"
   ensure_wasm_bindgen_runner
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
     wasm_cargo test --no-default-features --test vectors
+  say "building the test-only trapping variant (failure-policy tests)"
+  mkdir -p dist/test
+  wasm_cargo build --release --lib --features trap-on-header
+  cp "target/$WASM_TARGET/release/abmesh.wasm" dist/test/abmesh-trap.wasm
   say "end-to-end tests in a real Envoy"
   ensure_envoy
   command -v python3 >/dev/null || die "python3 is missing (the demo upstream): apt-get install python3"

@@ -357,6 +357,11 @@ fn handle_request(compiled: &Compiled, response: &mut Option<String>) -> Result<
     let config = &compiled.config;
     let buffer = host!(request_header_buffer())?;
     let req = RequestView::from_pairs(parse_header_map(&buffer).ok_or(HostError)?);
+    #[cfg(feature = "trap-on-header")]
+    if req.header(b"x-abmesh-trap").is_some() {
+        // A deliberate VM trap, standing in for any bug that could crash the VM.
+        core::arch::wasm32::unreachable();
+    }
     let (plan, eval) = Plan::new(config, &req, now_ms()?);
     compiled.metrics.borrow_mut().count(&eval);
 

@@ -25,8 +25,8 @@ for path in sorted(glob.glob(f"{ROOT}/examples/**/*.yaml", recursive=True) + glo
     print("parsed", os.path.relpath(path, ROOT))
 
 plugin = docs["examples/istio/wasmplugin.yaml"][0]
-if plugin["kind"] != "WasmPlugin" or plugin["spec"]["failStrategy"] != "FAIL_OPEN":
-    fail("the WasmPlugin must fail open")
+if plugin["kind"] != "WasmPlugin" or plugin["spec"]["failStrategy"] != "FAIL_RELOAD":
+    fail("the WasmPlugin must use the recommended failStrategy FAIL_RELOAD")
 config = plugin["spec"]["pluginConfig"]
 extracted = json.loads(sys.stdin.read())
 if config != extracted:

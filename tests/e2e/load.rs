@@ -31,7 +31,12 @@ fn request_for(i: usize) -> (&'static [u8], String) {
 
 /// Sends requests `next..total` from `CONNECTIONS` threads; returns the request ids the core
 /// says must have an exposure, and the number of non-2xx answers.
-fn send(envoy: &Envoy, config: &Arc<Config>, from: usize, total: usize) -> (HashSet<String>, usize, usize) {
+fn send(
+    envoy: &Envoy,
+    config: &Arc<Config>,
+    from: usize,
+    total: usize,
+) -> (HashSet<String>, usize, usize) {
     let next = Arc::new(AtomicUsize::new(from));
     let threads: Vec<_> = (0..CONNECTIONS)
         .map(|_| {
@@ -53,7 +58,11 @@ fn send(envoy: &Envoy, config: &Arc<Config>, from: usize, total: usize) -> (Hash
                     }
                     let (_, seen) = upstream(&resp);
                     let want = core_plan(&config, b"GET", path, &[("x-user-id", user.as_bytes())]);
-                    assert_eq!(text(header(&seen, "x-experiments")), want.assignments, "{user}");
+                    assert_eq!(
+                        text(header(&seen, "x-experiments")),
+                        want.assignments,
+                        "{user}"
+                    );
                     if want.exposure().is_some() {
                         exposed.insert(text(header(&seen, "x-request-id")).unwrap());
                     }
@@ -75,7 +84,10 @@ fn send(envoy: &Envoy, config: &Arc<Config>, from: usize, total: usize) -> (Hash
 
 #[test]
 fn under_load_every_assigned_request_has_exactly_one_exposure_record() {
-    let total: usize = std::env::var("ABMESH_LOAD_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let total: usize = std::env::var("ABMESH_LOAD_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let config = Arc::new(Config::parse(MULTI.as_bytes()).unwrap());
     let envoy = Envoy::start(Some(MULTI), 2);
     let pid = envoy.pid();
@@ -97,8 +109,12 @@ fn under_load_every_assigned_request_has_exactly_one_exposure_record() {
 
     let all_requests = warm + total;
     let expected: HashSet<String> = exposed.union(&warm_exposed).cloned().collect();
-    envoy.wait_for_logs("access-log lines", all_requests, |e| e.access_log().lines().count());
-    envoy.wait_for_logs("exposure records", expected.len(), |e| e.log().matches("abmesh.exposure ").count());
+    envoy.wait_for_logs("access-log lines", all_requests, |e| {
+        e.access_log().lines().count()
+    });
+    envoy.wait_for_logs("exposure records", expected.len(), |e| {
+        e.log().matches("abmesh.exposure ").count()
+    });
 
     let access = envoy.access_log();
     let mut in_access_log = HashSet::new();
@@ -110,20 +126,32 @@ fn under_load_every_assigned_request_has_exactly_one_exposure_record() {
             let record: Value = serde_json::from_str(record).unwrap();
             let rid = record["request_id"].as_str().unwrap().to_string();
             assert_eq!(v["request_id"].as_str(), Some(rid.as_str()));
-            assert!(in_access_log.insert(rid.clone()), "two access-log records for {rid}");
+            assert!(
+                in_access_log.insert(rid.clone()),
+                "two access-log records for {rid}"
+            );
         }
     }
     assert_eq!(lines, all_requests, "one access-log line per request");
-    assert_eq!(in_access_log, expected, "access-log exposure records differ from the assigned requests");
+    assert_eq!(
+        in_access_log, expected,
+        "access-log exposure records differ from the assigned requests"
+    );
 
     let log = envoy.log();
     let mut in_log = HashSet::new();
-    for line in log.lines().filter_map(|l| l.split_once("abmesh.exposure ").map(|(_, j)| j)) {
+    for line in log
+        .lines()
+        .filter_map(|l| l.split_once("abmesh.exposure ").map(|(_, j)| j))
+    {
         let record: Value = serde_json::from_str(line).unwrap();
         let rid = record["request_id"].as_str().unwrap().to_string();
         assert!(in_log.insert(rid.clone()), "two logged records for {rid}");
     }
-    assert_eq!(in_log, expected, "logged exposure records differ from the assigned requests");
+    assert_eq!(
+        in_log, expected,
+        "logged exposure records differ from the assigned requests"
+    );
 
     let growth_mib = (rss_after as f64 - rss_before as f64) / 1024.0;
     let report = format!(
@@ -139,6 +167,10 @@ fn under_load_every_assigned_request_has_exactly_one_exposure_record() {
         rss_after as f64 / 1024.0,
     );
     println!("{report}");
-    std::fs::write(crate::harness::repo().join("target/load-report.txt"), &report).unwrap();
+    std::fs::write(
+        crate::harness::repo().join("target/load-report.txt"),
+        &report,
+    )
+    .unwrap();
     assert!(growth_mib < 10.0, "{report}");
 }

@@ -21,7 +21,8 @@ fn split(yaml: &str, lds: &Path) -> (String, String) {
     let mut resource = String::from("resources:\n");
     for (i, l) in listener.iter().enumerate() {
         if i == 0 {
-            resource.push_str("- \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n");
+            resource
+                .push_str("- \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n");
             resource.push_str(&format!("  {}\n", l.trim_start_matches("- ")));
         } else {
             resource.push_str(l);
@@ -45,7 +46,8 @@ fn push(dir: &Path, lds: &Path, resource: &str) {
 }
 
 fn stat(admin: u16, name: &str) -> u64 {
-    let (_, body) = get_text(admin, &format!("/stats?filter=^{name}$")).unwrap_or((0, String::new()));
+    let (_, body) =
+        get_text(admin, &format!("/stats?filter=^{name}$")).unwrap_or((0, String::new()));
     body.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}: ")))
         .and_then(|v| v.trim().parse().ok())
@@ -89,7 +91,12 @@ fn without(dict: &Option<String>, key: &str) -> Option<String> {
 #[test]
 fn pushing_configurations_to_a_watched_file_keeps_assignments_and_refuses_bad_ones() {
     let dir = scratch_dir("reload");
-    let ports = Ports { admin: free_port(), listener: free_port(), control: free_port(), treatment: free_port() };
+    let ports = Ports {
+        admin: free_port(),
+        listener: free_port(),
+        control: free_port(),
+        treatment: free_port(),
+    };
     let lds = dir.join("lds.yaml");
     let log = dir.join("envoy.log");
     let mut echo = std::process::Command::new("python3")
@@ -103,17 +110,36 @@ fn pushing_configurations_to_a_watched_file_keeps_assignments_and_refuses_bad_on
     std::fs::write(&lds, &first).unwrap();
     std::fs::write(dir.join("bootstrap.yaml"), bootstrap).unwrap();
     let mut envoy = std::process::Command::new(envoy_bin())
-        .args(["-c", dir.join("bootstrap.yaml").to_str().unwrap(), "--concurrency", "2", "-l", "info"])
-        .args(["--base-id", &(ports.admin as u32 * 10).to_string(), "--log-path", log.to_str().unwrap()])
+        .args([
+            "-c",
+            dir.join("bootstrap.yaml").to_str().unwrap(),
+            "--concurrency",
+            "2",
+            "-l",
+            "info",
+        ])
+        .args([
+            "--base-id",
+            &(ports.admin as u32 * 10).to_string(),
+            "--log-path",
+            log.to_str().unwrap(),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child, &'a mut std::process::Child, &'a Path);
+    struct Kill<'a>(
+        &'a mut std::process::Child,
+        &'a mut std::process::Child,
+        &'a Path,
+    );
     impl Drop for Kill<'_> {
         fn drop(&mut self) {
             if std::thread::panicking() {
-                eprintln!("--- envoy log ---\n{}", std::fs::read_to_string(self.2).unwrap_or_default());
+                eprintln!(
+                    "--- envoy log ---\n{}",
+                    std::fs::read_to_string(self.2).unwrap_or_default()
+                );
             }
             let _ = self.0.kill();
             let _ = self.1.kill();
@@ -123,7 +149,12 @@ fn pushing_configurations_to_a_watched_file_keeps_assignments_and_refuses_bad_on
     }
     let _guard = Kill(&mut envoy, &mut echo, &log);
     wait_stat(ports.admin, "listener_manager.lds.update_success", 1, &log);
-    wait_stat(ports.admin, "listener_manager.total_listeners_active", 1, &log);
+    wait_stat(
+        ports.admin,
+        "listener_manager.total_listeners_active",
+        1,
+        &log,
+    );
     std::thread::sleep(Duration::from_millis(300));
     let before = assignments(ports.listener);
     assert!(before.iter().filter(|a| a.is_some()).count() > 500);
@@ -141,10 +172,17 @@ fn pushing_configurations_to_a_watched_file_keeps_assignments_and_refuses_bad_on
     let after = loop {
         // The new listener takes over once the old one drains: wait until the new experiment shows.
         let a = assignments(ports.listener);
-        if a.iter().filter(|d| d.as_deref().is_some_and(|d| d.contains("added-exp="))).count() > 100 {
+        if a.iter()
+            .filter(|d| d.as_deref().is_some_and(|d| d.contains("added-exp=")))
+            .count()
+            > 100
+        {
             break a;
         }
-        assert!(Instant::now() < deadline, "the new configuration never served");
+        assert!(
+            Instant::now() < deadline,
+            "the new configuration never served"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     for (i, (b, a)) in before.iter().zip(&after).enumerate() {
@@ -152,18 +190,37 @@ fn pushing_configurations_to_a_watched_file_keeps_assignments_and_refuses_bad_on
     }
 
     // An invalid push is rejected; the second configuration keeps serving.
-    let invalid = added.replacen("\"key\": \"added-exp\"", "\"key\": \"Added Exp\", \"colour\": 1", 1);
-    let (_, third) = split(&render(&ports, &dir.join("access.log"), Some(&invalid)), &lds);
+    let invalid = added.replacen(
+        "\"key\": \"added-exp\"",
+        "\"key\": \"Added Exp\", \"colour\": 1",
+        1,
+    );
+    let (_, third) = split(
+        &render(&ports, &dir.join("access.log"), Some(&invalid)),
+        &lds,
+    );
     let rejected = stat(ports.admin, "listener_manager.lds.update_rejected");
     push(&dir, &lds, &third);
-    wait_stat(ports.admin, "listener_manager.lds.update_rejected", rejected + 1, &log);
+    wait_stat(
+        ports.admin,
+        "listener_manager.lds.update_rejected",
+        rejected + 1,
+        &log,
+    );
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(assignments(ports.listener), after, "a rejected push changed assignments");
+    assert_eq!(
+        assignments(ports.listener),
+        after,
+        "a rejected push changed assignments"
+    );
     let log_text = std::fs::read_to_string(&log).unwrap();
     for error in [
         "abmesh: experiments[0]: unknown field \"colour\"",
         "abmesh: experiments[0].key: \"Added Exp\" must start with a lower-case letter",
     ] {
-        assert!(log_text.contains(error), "Envoy's log does not name {error:?}");
+        assert!(
+            log_text.contains(error),
+            "Envoy's log does not name {error:?}"
+        );
     }
 }
