@@ -272,42 +272,11 @@ impl Config {
 fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
     let top = Obj::new(root, "", TOP_FIELDS, errors)?;
     let units = compile_units(&top, errors);
-    let unit_lookup = |name: &str, path: &str, errors: &mut Errors| -> Option<usize> {
-        let found = units.iter().position(|u| u.name == name);
-        if found.is_none() {
-            let defined: Vec<&str> = units.iter().map(|u| u.name.as_str()).collect();
-            errors.push(
-                path,
-                format!(
-                    "unknown unit type \"{name}\" (defined in units: {})",
-                    if defined.is_empty() {
-                        "none".to_string()
-                    } else {
-                        defined.join(", ")
-                    }
-                ),
-            );
-        }
-        found
-    };
     let default_unit = || if units.len() == 1 { Some(0) } else { None };
 
     let holdout = top.get("holdout").and_then(|v| {
         let o = Obj::new(v, "holdout", &["unit", "salt", "percent"], errors)?;
-        let unit = match o.string("unit", errors) {
-            Some(name) => unit_lookup(name, &o.path_of("unit"), errors),
-            None if o.get("unit").is_some() => None,
-            None => {
-                let d = default_unit();
-                if d.is_none() {
-                    errors.push(
-                        &o.path_of("unit"),
-                        "is required when units defines more than one unit type",
-                    );
-                }
-                d
-            }
-        };
+        let unit = unit_field(&o, &units, errors);
         let salt = o.required_string("salt", errors);
         let threshold = match o.get("percent") {
             Some(p) => percent_basis_points(p, &o.path_of("percent"), errors),
@@ -333,20 +302,7 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
             let Some(o) = Obj::new(v, &path, &["unit", "salt"], errors) else {
                 continue;
             };
-            let unit = match o.string("unit", errors) {
-                Some(u) => unit_lookup(u, &o.path_of("unit"), errors),
-                None if o.get("unit").is_some() => None,
-                None => {
-                    let d = default_unit();
-                    if d.is_none() {
-                        errors.push(
-                            &o.path_of("unit"),
-                            "is required when units defines more than one unit type",
-                        );
-                    }
-                    d
-                }
-            };
+            let unit = unit_field(&o, &units, errors);
             let salt = o.string("salt", errors).unwrap_or(name);
             if let Some(unit) = unit {
                 layers.push(Layer {
@@ -513,6 +469,45 @@ fn header_name(name: &str, path: &str, errors: &mut Errors) -> Option<String> {
     }
 }
 
+/// The index of unit type `name`, or an error at `path` listing the defined ones.
+fn find_unit(units: &[UnitType], name: &str, path: &str, errors: &mut Errors) -> Option<usize> {
+    let found = units.iter().position(|u| u.name == name);
+    if found.is_none() {
+        let defined: Vec<&str> = units.iter().map(|u| u.name.as_str()).collect();
+        let defined = if defined.is_empty() {
+            "none".to_string()
+        } else {
+            defined.join(", ")
+        };
+        errors.push(
+            path,
+            format!("unknown unit type \"{name}\" (defined in units: {defined})"),
+        );
+    }
+    found
+}
+
+/// The `unit` field of a holdout or layer: a defined unit type, or the only one when omitted.
+fn unit_field(o: &Obj, units: &[UnitType], errors: &mut Errors) -> Option<usize> {
+    match o.string("unit", errors) {
+        Some(name) => find_unit(units, name, &o.path_of("unit"), errors),
+        None if o.get("unit").is_some() => None,
+        None if units.len() == 1 => Some(0),
+        None => {
+            errors.push(
+                &o.path_of("unit"),
+                "is required when units defines more than one unit type",
+            );
+            None
+        }
+    }
+}
+
+/// An optional header-name field of `o`, validated and lower-cased.
+fn header_field(o: &Obj, name: &str, errors: &mut Errors) -> Option<String> {
+    header_name(o.string(name, errors)?, &o.path_of(name), errors)
+}
+
 struct Ctx<'a> {
     units: &'a [UnitType],
     layers: &'a [Layer],
@@ -596,24 +591,11 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
             Some(lu)
         }
         (None, Some(lu)) => Some(lu),
-        (Some(name), None) => {
-            let found = ctx.units.iter().position(|u| u.name == name);
-            if found.is_none() && o.get("layer").is_none() {
-                let defined: Vec<&str> = ctx.units.iter().map(|u| u.name.as_str()).collect();
-                errors.push(
-                    &o.path_of("unit"),
-                    format!(
-                        "unknown unit type \"{name}\" (defined in units: {})",
-                        if defined.is_empty() {
-                            "none".to_string()
-                        } else {
-                            defined.join(", ")
-                        }
-                    ),
-                );
-            }
-            found
+        // A broken layer is reported on its own; do not report its unit twice.
+        (Some(name), None) if o.get("layer").is_some() => {
+            ctx.units.iter().position(|u| u.name == name)
         }
+        (Some(name), None) => find_unit(ctx.units, name, &o.path_of("unit"), errors),
         (None, None) => {
             if ctx.default_unit.is_none() && o.get("unit").is_none() && o.get("layer").is_none() {
                 errors.push(
@@ -923,21 +905,14 @@ fn compile_output(top: &Obj, errors: &mut Errors) -> Output {
         route_header_prefix: "x-exp-".into(),
         response_header: None,
     };
-    let Some(v) = top.get("output") else {
-        return out;
-    };
-    let Some(o) = Obj::new(
-        v,
+    let Some(o) = top.section(
         "output",
         &["header", "route_header_prefix", "response_header"],
         errors,
     ) else {
         return out;
     };
-    if let Some(h) = o
-        .string("header", errors)
-        .and_then(|h| header_name(h, &o.path_of("header"), errors))
-    {
+    if let Some(h) = header_field(&o, "header", errors) {
         out.header = h;
     }
     if let Some(p) = o.string("route_header_prefix", errors) {
@@ -950,9 +925,7 @@ fn compile_output(top: &Obj, errors: &mut Errors) -> Output {
             None => {}
         }
     }
-    out.response_header = o
-        .string("response_header", errors)
-        .and_then(|h| header_name(h, &o.path_of("response_header"), errors));
+    out.response_header = header_field(&o, "response_header", errors);
     out
 }
 
@@ -963,11 +936,7 @@ fn compile_exposure(top: &Obj, errors: &mut Errors) -> ExposureConfig {
         unit_id: UnitIdMode::Raw,
         filter_state: true,
     };
-    let Some(v) = top.get("exposure") else {
-        return out;
-    };
-    let Some(o) = Obj::new(
-        v,
+    let Some(o) = top.section(
         "exposure",
         &["log", "log_level", "unit_id", "filter_state"],
         errors,
@@ -1015,27 +984,17 @@ fn compile_overrides(top: &Obj, errors: &mut Errors) -> Overrides {
         token_header: "x-abmesh-token".into(),
         token_sha256: Vec::new(),
     };
-    let Some(v) = top.get("overrides") else {
-        return out;
-    };
-    let Some(o) = Obj::new(
-        v,
+    let Some(o) = top.section(
         "overrides",
         &["header", "token_header", "token_sha256"],
         errors,
     ) else {
         return out;
     };
-    if let Some(h) = o
-        .string("header", errors)
-        .and_then(|h| header_name(h, &o.path_of("header"), errors))
-    {
+    if let Some(h) = header_field(&o, "header", errors) {
         out.header = h;
     }
-    if let Some(h) = o
-        .string("token_header", errors)
-        .and_then(|h| header_name(h, &o.path_of("token_header"), errors))
-    {
+    if let Some(h) = header_field(&o, "token_header", errors) {
         out.token_header = h;
     }
     let path = o.path_of("token_sha256");

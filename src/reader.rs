@@ -63,6 +63,11 @@ impl<'a> Obj<'a> {
         })
     }
 
+    /// The object in field `name`, checked against `known`; `None` when absent or not an object.
+    pub fn section(&self, name: &str, known: &[&str], errors: &mut Errors) -> Option<Obj<'a>> {
+        Obj::new(self.get(name)?, &self.path_of(name), known, errors)
+    }
+
     pub fn path_of(&self, name: &str) -> String {
         field_path(&self.path, name)
     }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{envoy_bin, free_port, repo, scratch_dir};
+use crate::harness::{free_port, repo, scratch_dir, spawn_envoy};
 use crate::http::{get_text, Client};
 
 const CONFIG: &str = r#"{"units": {"user": [{"header": "x-user-id"}]},
@@ -83,25 +83,7 @@ fn a_vm_trap_under_each_failure_policy() {
     );
     std::fs::write(dir.join("envoy.yaml"), yaml).unwrap();
     let log = dir.join("envoy.log");
-    let mut envoy = std::process::Command::new(envoy_bin())
-        .args([
-            "-c",
-            dir.join("envoy.yaml").to_str().unwrap(),
-            "--concurrency",
-            "1",
-            "-l",
-            "info",
-        ])
-        .args([
-            "--base-id",
-            &(admin as u32 * 10 + 1).to_string(),
-            "--log-path",
-            log.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut envoy = spawn_envoy(&dir.join("envoy.yaml"), 1, &log);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !matches!(get_text(admin, "/ready"), Ok((200, _))) {
         assert!(

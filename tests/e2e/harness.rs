@@ -94,6 +94,53 @@ pub struct Ports {
     pub treatment: u16,
 }
 
+impl Ports {
+    pub fn free() -> Ports {
+        Ports {
+            admin: free_port(),
+            listener: free_port(),
+            control: free_port(),
+            treatment: free_port(),
+        }
+    }
+}
+
+/// The demo echo upstream with its two clusters on `ports`.
+pub fn spawn_echo(ports: &Ports) -> Child {
+    Command::new("python3")
+        .arg(repo().join("envoy/echo.py"))
+        .arg(format!("checkout_control={}", ports.control))
+        .arg(format!("checkout_treatment={}", ports.treatment))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Envoy on `config` with a unique base id, logging at info to `log`.
+pub fn spawn_envoy(config: &Path, concurrency: u32, log: &Path) -> Child {
+    Command::new(envoy_bin())
+        .args([
+            "-c",
+            config.to_str().unwrap(),
+            "--concurrency",
+            &concurrency.to_string(),
+        ])
+        .args([
+            "--base-id",
+            &base_id().to_string(),
+            "--log-path",
+            log.to_str().unwrap(),
+            "-l",
+            "info",
+        ])
+        .args(["--file-flush-interval-msec", "50"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn replace_once(s: &str, from: &str, to: &str) -> String {
     assert_eq!(
         s.matches(from).count(),
@@ -118,36 +165,26 @@ pub fn render(ports: &Ports, access_log: &Path, plugin_config: Option<&str>) -> 
             .collect();
         yaml = format!("{head}\n{}\n{tail}\n", body.join("\n"));
     }
-    yaml = replace_once(
-        &yaml,
-        "port_value: 9901",
-        &format!("port_value: {}", ports.admin),
-    );
-    yaml = replace_once(
-        &yaml,
-        "port_value: 10000",
-        &format!("port_value: {}", ports.listener),
-    );
-    yaml = replace_once(
-        &yaml,
-        "port_value: 8081",
-        &format!("port_value: {}", ports.control),
-    );
-    yaml = replace_once(
-        &yaml,
-        "port_value: 8082",
-        &format!("port_value: {}", ports.treatment),
-    );
-    yaml = replace_once(
-        &yaml,
-        "filename: dist/abmesh.wasm",
-        &format!("filename: {}", wasm_path().display()),
-    );
-    replace_once(
-        &yaml,
-        "path: /dev/stdout",
-        &format!("path: {}", access_log.display()),
-    )
+    let wasm = format!("filename: {}", wasm_path().display());
+    let log = format!("path: {}", access_log.display());
+    let substitutions = [
+        ("port_value: 9901", format!("port_value: {}", ports.admin)),
+        (
+            "port_value: 10000",
+            format!("port_value: {}", ports.listener),
+        ),
+        ("port_value: 8081", format!("port_value: {}", ports.control)),
+        (
+            "port_value: 8082",
+            format!("port_value: {}", ports.treatment),
+        ),
+        ("filename: dist/abmesh.wasm", wasm),
+        ("path: /dev/stdout", log),
+    ];
+    for (from, to) in substitutions {
+        yaml = replace_once(&yaml, from, &to);
+    }
+    yaml
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -191,41 +228,11 @@ impl Envoy {
 
     fn try_start(plugin_config: Option<&str>, concurrency: u32) -> Result<Envoy, String> {
         let dir = scratch_dir("envoy");
-        let ports = Ports {
-            admin: free_port(),
-            listener: free_port(),
-            control: free_port(),
-            treatment: free_port(),
-        };
-        let echo = Command::new("python3")
-            .arg(repo().join("envoy/echo.py"))
-            .arg(format!("checkout_control={}", ports.control))
-            .arg(format!("checkout_treatment={}", ports.treatment))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let ports = Ports::free();
+        let echo = spawn_echo(&ports);
         let yaml = render(&ports, &dir.join("access.log"), plugin_config);
         std::fs::write(dir.join("envoy.yaml"), yaml).unwrap();
-        let envoy = Command::new(envoy_bin())
-            .args(["-c", dir.join("envoy.yaml").to_str().unwrap()])
-            .args([
-                "--base-id",
-                &base_id().to_string(),
-                "--concurrency",
-                &concurrency.to_string(),
-            ])
-            .args([
-                "--log-path",
-                dir.join("envoy.log").to_str().unwrap(),
-                "-l",
-                "info",
-            ])
-            .args(["--file-flush-interval-msec", "50"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let envoy = spawn_envoy(&dir.join("envoy.yaml"), concurrency, &dir.join("envoy.log"));
         let mut e = Envoy {
             ports,
             dir,

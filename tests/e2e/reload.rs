@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::harness::{envoy_bin, free_port, render, scratch_dir, Ports};
+use crate::harness::{render, scratch_dir, spawn_echo, spawn_envoy, Ports};
 use crate::http::{get_text, Client};
 use crate::{header, text, upstream, MULTI};
 
@@ -91,43 +91,14 @@ fn without(dict: &Option<String>, key: &str) -> Option<String> {
 #[test]
 fn pushing_configurations_to_a_watched_file_keeps_assignments_and_refuses_bad_ones() {
     let dir = scratch_dir("reload");
-    let ports = Ports {
-        admin: free_port(),
-        listener: free_port(),
-        control: free_port(),
-        treatment: free_port(),
-    };
+    let ports = Ports::free();
     let lds = dir.join("lds.yaml");
     let log = dir.join("envoy.log");
-    let mut echo = std::process::Command::new("python3")
-        .arg(crate::harness::repo().join("envoy/echo.py"))
-        .arg(format!("checkout_control={}", ports.control))
-        .arg(format!("checkout_treatment={}", ports.treatment))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut echo = spawn_echo(&ports);
     let (bootstrap, first) = split(&render(&ports, &dir.join("access.log"), Some(MULTI)), &lds);
     std::fs::write(&lds, &first).unwrap();
     std::fs::write(dir.join("bootstrap.yaml"), bootstrap).unwrap();
-    let mut envoy = std::process::Command::new(envoy_bin())
-        .args([
-            "-c",
-            dir.join("bootstrap.yaml").to_str().unwrap(),
-            "--concurrency",
-            "2",
-            "-l",
-            "info",
-        ])
-        .args([
-            "--base-id",
-            &(ports.admin as u32 * 10).to_string(),
-            "--log-path",
-            log.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut envoy = spawn_envoy(&dir.join("bootstrap.yaml"), 2, &log);
     struct Kill<'a>(
         &'a mut std::process::Child,
         &'a mut std::process::Child,
