@@ -20,6 +20,7 @@ pub enum Expect {
 
 pub struct Case {
     pub name: &'static str,
+    pub method: &'static [u8],
     pub outcome: &'static str,
     pub path: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
@@ -35,6 +36,7 @@ fn case(
 ) -> Case {
     Case {
         name,
+        method: b"GET",
         outcome,
         path: path.to_vec(),
         headers: headers
@@ -67,6 +69,12 @@ pub fn cases() -> Vec<Case> {
              b"/checkout", &[("x-user-id", b"u-4"), ("x-request-id", b"\xff\xfe-rid")], SameAsCore),
         case("non-UTF-8 bytes in the query", "200; `%FF` decodes to a raw byte, used as the device id as is",
              b"/search?did=%FF%FE%80", &[], SameAsCore),
+        case("non-UTF-8 host", "400 from Envoy's HTTP/1 codec before abmesh runs",
+             b"/checkout", &[("host", b"sh\xffop.example.com"), ("x-user-id", b"u-9")], EnvoyRejects(400)),
+        Case { method: b"G\xffT", ..case("non-UTF-8 method", "400 from Envoy's HTTP/1 codec before abmesh runs",
+             b"/checkout", &[("x-user-id", b"u-10")], EnvoyRejects(400)) },
+        case("non-UTF-8 in a header no rule reads", "200; ignored like any other header",
+             b"/checkout", &[("x-user-id", b"u-11"), ("user-agent", b"\xff\xfe")], SameAsCore),
         case("raw non-ASCII bytes in the path", "400 from Envoy's HTTP/1 codec before abmesh runs",
              b"/che\xffckout", &[("x-user-id", b"u-5")], EnvoyRejects(400)),
         case("60 KB unit header", "200; over 512 bytes counts as absent, so the next source (cookie) or none is used",
@@ -122,7 +130,7 @@ fn hostile_requests_are_ordinary_input_and_the_next_requests_are_assigned() {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_slice()))
             .collect();
-        let resp = client.get(&c.path, &sent);
+        let resp = client.send(c.method, &c.path, &sent);
         match c.expect {
             Expect::SameAsCore => {
                 let (_, seen) = upstream(&resp);

@@ -49,7 +49,10 @@ impl Client {
         req.extend_from_slice(method);
         req.push(b' ');
         req.extend_from_slice(path);
-        req.extend_from_slice(b" HTTP/1.1\r\nhost: localhost\r\n");
+        req.extend_from_slice(b" HTTP/1.1\r\n");
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            req.extend_from_slice(b"host: localhost\r\n");
+        }
         for (n, v) in headers {
             req.extend_from_slice(n.as_bytes());
             req.extend_from_slice(b": ");
