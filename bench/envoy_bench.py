@@ -174,6 +174,8 @@ stats_config:
   - {tag_name: variant, regex: '(variant=\\.=(.+?);\\.;)'}
   - {tag_name: reason, regex: '(reason=\\.=(.+?);\\.;)'}
   - {tag_name: kind, regex: '(kind=\\.=(.+?);\\.;)'}
+  - {tag_name: class, regex: '(class=\\.=(.+?);\\.;)'}
+  - {tag_name: le, regex: '(le=\\.=(.+?);\\.;)'}
 static_resources:
   listeners:%s
 """ % (admin, "".join(listeners))

@@ -24,7 +24,10 @@ use crate::request::parse_header_map;
 
 use crate::assign::{Evaluation, Reason};
 use crate::config::{Config, LogLevel as ExposureLevel};
-use crate::metrics::{stat_name, ErrorKind, ASSIGNMENTS, ERRORS, FORCED, NOT_ASSIGNED};
+use crate::metrics::{
+    bucket_label, first_bucket, stat_name, status_class, ErrorKind, ASSIGNMENTS, CLASSES, DURATION,
+    DURATION_BOUNDS_MS, ERRORS, FORCED, NOT_ASSIGNED, RESPONSES,
+};
 use crate::plan::Plan;
 use crate::summary::one_line;
 use crate::RequestView;
@@ -70,6 +73,23 @@ enum Series {
     Forced(usize, usize),
     NotAssigned(usize, usize),
     Error(usize),
+    /// (experiment, variant, class index)
+    Response(usize, usize, usize),
+    /// (experiment, variant, bucket index)
+    Bucket(usize, usize, usize),
+    DurationSum(usize, usize),
+    DurationCount(usize, usize),
+    DurationSumSquares(usize, usize),
+}
+
+/// One variant's service-level indicators.
+#[derive(Clone, Copy, Default)]
+struct Sli {
+    responses: [Counter; CLASSES.len()],
+    buckets: [Counter; DURATION_BOUNDS_MS.len() + 1],
+    sum: Counter,
+    count: Counter,
+    sum_squares: Counter,
 }
 
 /// A counter: the count not yet published, and its Envoy metric id once defined.
@@ -86,6 +106,7 @@ struct Metrics {
     forced: Vec<Vec<Counter>>,
     not_assigned: Vec<[Counter; 7]>,
     errors: [Counter; ErrorKind::COUNT],
+    slis: Vec<Vec<Sli>>,
     /// Counters with a pending count, so publishing never scans every series.
     touched: Vec<Series>,
 }
@@ -104,6 +125,11 @@ impl Metrics {
             forced: per_variant(),
             not_assigned: vec![[Counter::default(); 7]; config.experiments.len()],
             errors: [Counter::default(); ErrorKind::COUNT],
+            slis: config
+                .experiments
+                .iter()
+                .map(|e| vec![Sli::default(); e.variants.len()])
+                .collect(),
             touched: Vec::new(),
         }
     }
@@ -114,6 +140,41 @@ impl Metrics {
             Series::Forced(e, v) => self.forced.get_mut(e)?.get_mut(v),
             Series::NotAssigned(e, r) => self.not_assigned.get_mut(e)?.get_mut(r),
             Series::Error(k) => self.errors.get_mut(k),
+            Series::Response(e, v, c) => self.sli(e, v)?.responses.get_mut(c),
+            Series::Bucket(e, v, b) => self.sli(e, v)?.buckets.get_mut(b),
+            Series::DurationSum(e, v) => Some(&mut self.sli(e, v)?.sum),
+            Series::DurationCount(e, v) => Some(&mut self.sli(e, v)?.count),
+            Series::DurationSumSquares(e, v) => Some(&mut self.sli(e, v)?.sum_squares),
+        }
+    }
+
+    fn sli(&mut self, e: usize, v: usize) -> Option<&mut Sli> {
+        self.slis.get_mut(e)?.get_mut(v)
+    }
+
+    fn add_n(&mut self, s: Series, n: u64) {
+        let Some(c) = self.counter(s) else { return };
+        let was_zero = c.pending == 0;
+        c.pending = c.pending.saturating_add(n);
+        if was_zero && n > 0 {
+            self.touched.push(s);
+        }
+    }
+
+    /// One finished request: its status class and duration, for each of its assignments.
+    fn record_response(&mut self, assigned: &[(usize, usize)], class: usize, duration_ms: u64) {
+        let first = first_bucket(duration_ms);
+        for &(e, v) in assigned {
+            self.add(Series::Response(e, v, class));
+            for b in first..=DURATION_BOUNDS_MS.len() {
+                self.add(Series::Bucket(e, v, b));
+            }
+            self.add_n(Series::DurationSum(e, v), duration_ms);
+            self.add(Series::DurationCount(e, v));
+            self.add_n(
+                Series::DurationSumSquares(e, v),
+                duration_ms.saturating_mul(duration_ms),
+            );
         }
     }
 
@@ -181,7 +242,50 @@ fn series_name(config: &Config, s: Series) -> String {
             let kind = ErrorKind::ALL.get(k).map_or("", |k| k.as_str());
             stat_name(ERRORS, &[("kind", kind)])
         }
+        Series::Response(e, v, c) => {
+            let (key, variant) = names(config, e, v);
+            let class = CLASSES.get(c).copied().unwrap_or("");
+            stat_name(
+                RESPONSES,
+                &[("experiment", key), ("variant", variant), ("class", class)],
+            )
+        }
+        Series::Bucket(e, v, b) => {
+            let (key, variant) = names(config, e, v);
+            let name = format!("{DURATION}_bucket");
+            stat_name(
+                &name,
+                &[
+                    ("experiment", key),
+                    ("variant", variant),
+                    ("le", &bucket_label(b)),
+                ],
+            )
+        }
+        Series::DurationSum(e, v)
+        | Series::DurationCount(e, v)
+        | Series::DurationSumSquares(e, v) => {
+            let (key, variant) = names(config, e, v);
+            let suffix = match s {
+                Series::DurationSum(..) => "sum",
+                Series::DurationCount(..) => "count",
+                _ => "sum_squares",
+            };
+            stat_name(
+                &format!("{DURATION}_{suffix}"),
+                &[("experiment", key), ("variant", variant)],
+            )
+        }
     }
+}
+
+fn names(config: &Config, e: usize, v: usize) -> (&str, &str) {
+    config.experiments.get(e).map_or(("", ""), |x| {
+        (
+            x.key.as_str(),
+            x.variants.get(v).map_or("", |v| v.name.as_str()),
+        )
+    })
 }
 
 struct Compiled {
@@ -258,6 +362,9 @@ impl RootContext for Root {
         Some(Box::new(Request {
             compiled: self.compiled.clone(),
             response: None,
+            assigned: Vec::new(),
+            start_ms: 0,
+            status: None,
         }))
     }
 
@@ -270,6 +377,12 @@ struct Request {
     compiled: Option<Rc<Compiled>>,
     /// The assignments to echo on the response, copied during the request callback.
     response: Option<String>,
+    /// What the response and log callbacks need, copied during the request callback (request
+    /// data is never read after it): the `(experiment, variant)` assignments, the start time,
+    /// and the response status once seen.
+    assigned: Vec<(usize, usize)>,
+    start_ms: i64,
+    status: Option<u16>,
 }
 
 impl Context for Request {}
@@ -280,7 +393,7 @@ impl HttpContext for Request {
             // Unreachable in Envoy (a refused configuration creates no filter), but fail open.
             return Action::Continue;
         };
-        if handle_request(&compiled, &mut self.response).is_err() {
+        if handle_request(&compiled, self).is_err() {
             compiled
                 .metrics
                 .borrow_mut()
@@ -292,26 +405,99 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let (Some(value), Some(compiled)) = (self.response.take(), &self.compiled) else {
+        let Some(compiled) = self.compiled.clone() else {
             return Action::Continue;
         };
-        if let Some(name) = &compiled.config.output.response_header {
-            let set = host!(hostcalls::set_map_value_bytes(
+        let mut ok = true;
+        if !self.assigned.is_empty() {
+            match host!(response_status()) {
+                Ok(status) => self.status = status,
+                Err(HostError) => ok = false,
+            }
+        }
+        if let (Some(value), Some(name)) = (
+            self.response.take(),
+            &compiled.config.output.response_header,
+        ) {
+            ok &= host!(hostcalls::set_map_value_bytes(
                 MapType::HttpResponseHeaders,
                 name,
                 Some(value.as_bytes())
-            ));
-            if set.is_err() {
-                compiled
-                    .metrics
-                    .borrow_mut()
-                    .add(Series::Error(ErrorKind::Host as usize));
-            }
+            ))
+            .is_ok();
+        }
+        if !ok {
+            compiled
+                .metrics
+                .borrow_mut()
+                .add(Series::Error(ErrorKind::Host as usize));
         }
         #[cfg(feature = "count-host-calls")]
         report_host_calls("response");
         Action::Continue
     }
+
+    /// The stream is over (answered, or reset): record the outcome of every assignment.
+    fn on_log(&mut self) {
+        let Some(compiled) = &self.compiled else {
+            return;
+        };
+        if self.assigned.is_empty() {
+            return;
+        }
+        let mut metrics = compiled.metrics.borrow_mut();
+        match now_ms() {
+            Ok(now) => {
+                let duration = u64::try_from(now - self.start_ms).unwrap_or(0);
+                metrics.record_response(&self.assigned, status_class(self.status), duration);
+            }
+            Err(HostError) => metrics.add(Series::Error(ErrorKind::Host as usize)),
+        }
+        drop(metrics);
+        #[cfg(feature = "count-host-calls")]
+        report_host_calls("log");
+    }
+}
+
+#[allow(clashing_extern_declarations)]
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+}
+
+/// The response's `:status`, `None` if absent or not a number. Raw binding for the same
+/// reasons as `request_header_buffer`.
+fn response_status() -> Result<Option<u16>, HostError> {
+    let key = b":status";
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: as in `request_header_buffer`: the host allocates the value through this
+    // module's allocator and hands over a pointer and its exact size.
+    let status = unsafe {
+        proxy_get_header_map_value(
+            MapType::HttpResponseHeaders as u32,
+            key.as_ptr(),
+            key.len(),
+            &mut data,
+            &mut size,
+        )
+    };
+    let value = match status {
+        0 if data.is_null() => return Ok(None),
+        // SAFETY: see above.
+        0 => unsafe { Vec::from_raw_parts(data, size, size) },
+        1 => return Ok(None), // NotFound
+        _ => return Err(HostError),
+    };
+    Ok(std::str::from_utf8(&value)
+        .ok()
+        .and_then(|s| s.parse().ok()))
 }
 
 struct HostError;
@@ -353,7 +539,7 @@ fn now_ms() -> Result<i64, HostError> {
     Ok(d.as_millis() as i64)
 }
 
-fn handle_request(compiled: &Compiled, response: &mut Option<String>) -> Result<(), HostError> {
+fn handle_request(compiled: &Compiled, ctx: &mut Request) -> Result<(), HostError> {
     let config = &compiled.config;
     let buffer = host!(request_header_buffer())?;
     let req = RequestView::from_pairs(parse_header_map(&buffer).ok_or(HostError)?);
@@ -362,8 +548,15 @@ fn handle_request(compiled: &Compiled, response: &mut Option<String>) -> Result<
         // A deliberate VM trap, standing in for any bug that could crash the VM.
         core::arch::wasm32::unreachable();
     }
-    let (plan, eval) = Plan::new(config, &req, now_ms()?);
+    let now = now_ms()?;
+    let (plan, eval) = Plan::new(config, &req, now);
     compiled.metrics.borrow_mut().count(&eval);
+    ctx.start_ms = now;
+    ctx.assigned = eval
+        .assignments
+        .iter()
+        .map(|a| (a.experiment, a.variant))
+        .collect();
 
     let set = |name: &str, value: Option<&[u8]>| -> bool {
         host!(hostcalls::set_map_value_bytes(
@@ -384,7 +577,7 @@ fn handle_request(compiled: &Compiled, response: &mut Option<String>) -> Result<
         ok &= set(name, Some(variant.as_bytes()));
     }
     if plan.response_header.is_some() {
-        response.clone_from(&plan.assignments);
+        ctx.response.clone_from(&plan.assignments);
     }
     if let (Some(line), Some(record)) = (&plan.exposure_line, plan.exposure()) {
         if config.exposure.log {

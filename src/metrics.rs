@@ -8,9 +8,50 @@ pub const ASSIGNMENTS: &str = "abmesh_assignments_total";
 pub const FORCED: &str = "abmesh_forced_total";
 pub const NOT_ASSIGNED: &str = "abmesh_not_assigned_total";
 pub const ERRORS: &str = "abmesh_errors_total";
+pub const RESPONSES: &str = "abmesh_responses_total";
+/// A Prometheus-style histogram made of counters (`_bucket` with `le`, `_sum`, `_count`) plus
+/// `_sum_squares` for the variance `abmesh guard` needs. Counters, not an Envoy histogram, so a
+/// VM can add up its requests and publish them once a second instead of one host call per
+/// request and experiment.
+pub const DURATION: &str = "abmesh_request_duration_milliseconds";
+
+/// `class` label values of `abmesh_responses_total`: the status class, or `reset` for a
+/// request that ended without response headers.
+pub const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "reset"];
+
+/// Upper bounds (`le`) of the duration buckets, in milliseconds; a last `+Inf` bucket follows.
+pub const DURATION_BOUNDS_MS: [u64; 13] =
+    [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
+/// The `le` label of bucket `i` (`+Inf` for the last).
+pub fn bucket_label(i: usize) -> String {
+    DURATION_BOUNDS_MS
+        .get(i)
+        .map_or_else(|| "+Inf".to_string(), |b| b.to_string())
+}
+
+/// Index into [`CLASSES`] of a response status (`None`: no response headers).
+pub fn status_class(status: Option<u16>) -> usize {
+    match status {
+        Some(100..=199) => 0,
+        Some(200..=299) => 1,
+        Some(300..=399) => 2,
+        Some(400..=499) => 3,
+        Some(_) => 4,
+        None => 5,
+    }
+}
+
+/// Index of the first bucket a duration falls in (every later bucket counts it too).
+pub fn first_bucket(duration_ms: u64) -> usize {
+    DURATION_BOUNDS_MS
+        .iter()
+        .position(|&b| duration_ms <= b)
+        .unwrap_or(DURATION_BOUNDS_MS.len())
+}
 
 /// The tag names operators add to `extraStatTags` (Istio) or `stats_tags` (Envoy).
-pub const TAGS: [&str; 4] = ["experiment", "variant", "reason", "kind"];
+pub const TAGS: [&str; 6] = ["experiment", "variant", "reason", "kind", "class", "le"];
 
 /// `experiment=.=new-checkout;.;variant=.=treatment;.;abmesh_assignments_total`
 pub fn stat_name(metric: &str, tags: &[(&str, &str)]) -> String {
@@ -46,6 +87,30 @@ impl ErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_fall_in_their_class_and_durations_in_their_bucket() {
+        let classes: Vec<&str> = [
+            Some(101),
+            Some(200),
+            Some(302),
+            Some(404),
+            Some(503),
+            Some(999),
+            None,
+        ]
+        .map(|s| CLASSES[status_class(s)])
+        .to_vec();
+        assert_eq!(classes, ["1xx", "2xx", "3xx", "4xx", "5xx", "5xx", "reset"]);
+        assert_eq!(first_bucket(0), 0);
+        assert_eq!(first_bucket(1), 0);
+        assert_eq!(first_bucket(2), 1);
+        assert_eq!(first_bucket(26), 5);
+        assert_eq!(first_bucket(10_000), 12);
+        assert_eq!(first_bucket(10_001), 13);
+        assert_eq!(bucket_label(13), "+Inf");
+        assert_eq!(bucket_label(4), "25");
+    }
 
     #[test]
     fn stat_names_carry_labels_in_the_istio_form() {
