@@ -27,12 +27,14 @@ pub mod config;
 pub mod exposure;
 #[cfg(all(feature = "filter", target_arch = "wasm32"))]
 mod filter;
+pub mod guard;
 pub mod hash;
 pub mod metrics;
 pub mod plan;
 mod reader;
 pub mod request;
 pub mod sfv;
+pub mod stats;
 pub mod summary;
 pub mod targeting;
 pub mod time;

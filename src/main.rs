@@ -23,9 +23,18 @@ usage:
       and why, and the exposure record. Defaults: --path /, --method GET, --time now.
       Header and cookie values are taken byte for byte (they may be any bytes).
 
+  abmesh guard --config CONFIG --stats URL_OR_FILE [--json] [--max-error-increase POINTS]
+      Judge every running experiment from Envoy's /stats/prometheus text (an http:// URL or a
+      file): a chi-square sample-ratio-mismatch test of the split against the configured
+      weights, and per variant the 5xx ratio (two-proportion z-test) and mean latency (Welch
+      t-test) against control, with 95% confidence intervals and relative changes. Exits 3 when
+      SRM p < 0.001, or when a variant's 5xx ratio is significantly worse than control by more
+      than POINTS percentage points (default 0.5: the 95% interval of the increase lies above it).
+
   abmesh --help | --version
 
-exit codes: 0 success, 1 invalid configuration or unreadable file, 2 usage error
+exit codes: 0 success (guard: healthy), 1 invalid configuration or unreadable file,
+2 usage error, 3 guardrail breached
 ";
 
 /// Writes to standard output; a closed pipe (`abmesh check x | head`) is not an error.
@@ -146,6 +155,116 @@ fn assign(args: &[OsString]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The Prometheus text at an `http://host:port/path` URL.
+fn fetch(url: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// URLs are supported")?;
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(authority).map_err(|e| e.to_string())?;
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(30)));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or("malformed HTTP response")?;
+    let status = head.split(' ').nth(1).unwrap_or("");
+    if status != "200" {
+        return Err(format!("HTTP status {status}"));
+    }
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Ok(body.to_string());
+    }
+    let (mut rest, mut out) = (body, String::new());
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).map_err(|_| "malformed chunked body")?;
+        if size == 0 {
+            break;
+        }
+        out.push_str(after.get(..size).ok_or("truncated chunked body")?);
+        rest = after.get(size..).unwrap_or("").trim_start_matches("\r\n");
+    }
+    Ok(out)
+}
+
+fn guard(args: &[OsString]) -> ExitCode {
+    let (mut config, mut stats, mut json, mut max_points) = (None, None, false, 0.5f64);
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        match flag.to_str() {
+            Some("--json") => json = true,
+            Some(f @ ("--config" | "--stats" | "--max-error-increase")) => {
+                let Some(value) = rest.next() else {
+                    return usage_error(&format!("{f} needs a value"));
+                };
+                match f {
+                    "--config" => config = Some(value.clone()),
+                    "--stats" => stats = Some(value.to_string_lossy().into_owned()),
+                    _ => match value
+                        .to_str()
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .filter(|v| (0.0..=100.0).contains(v))
+                    {
+                        Some(v) => max_points = v,
+                        None => {
+                            return usage_error(
+                                "--max-error-increase needs percentage points from 0 to 100",
+                            )
+                        }
+                    },
+                }
+            }
+            _ => return usage_error(&format!("unknown option {}", flag.to_string_lossy())),
+        }
+    }
+    let (Some(config_path), Some(stats)) = (config, stats) else {
+        return usage_error("guard needs --config CONFIG and --stats URL_OR_FILE");
+    };
+    let config = match read_config(&config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let text = if stats.starts_with("http://") {
+        fetch(&stats)
+    } else {
+        std::fs::read_to_string(&stats).map_err(|e| e.to_string())
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("abmesh: cannot read stats from {stats}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let report = abmesh::guard::judge(
+        &config,
+        &abmesh::guard::parse_prometheus(&text),
+        max_points / 100.0,
+    );
+    if json {
+        out(&format!("{}\n", abmesh::guard::render_json(&report)));
+    } else {
+        out(&abmesh::guard::render_text(&report));
+    }
+    if report.healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
+}
+
 fn render(config: &Config, plan: &Plan, eval: &abmesh::Evaluation) -> String {
     let mut out = String::new();
     for name in &plan.remove {
@@ -200,6 +319,7 @@ fn main() -> ExitCode {
             _ => usage_error("check needs exactly one CONFIG file"),
         },
         Some("assign") => assign(&args[1..]),
+        Some("guard") => guard(&args[1..]),
         Some(other) => usage_error(&format!("unknown command '{other}'")),
     }
 }

@@ -138,7 +138,7 @@ fn usage_errors_exit_2_and_say_what_is_wrong() {
 }
 
 #[test]
-fn help_documents_both_commands() {
+fn help_documents_every_command() {
     let out = abmesh(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
     let help = stdout(&out);
@@ -147,7 +147,10 @@ fn help_documents_both_commands() {
         "abmesh assign CONFIG [--header NAME=VALUE]... [--cookie NAME=VALUE]... [--query QUERY]\n                       [--path PATH] [--method METHOD] [--host HOST] [--time RFC3339]"
     ), "{help}");
     assert!(help.contains(
-        "exit codes: 0 success, 1 invalid configuration or unreadable file, 2 usage error"
+        "abmesh guard --config CONFIG --stats URL_OR_FILE [--json] [--max-error-increase POINTS]"
+    ));
+    assert!(help.contains(
+        "exit codes: 0 success (guard: healthy), 1 invalid configuration or unreadable file,\n2 usage error, 3 guardrail breached"
     ));
 }
 

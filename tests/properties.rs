@@ -118,68 +118,7 @@ proptest! {
     }
 }
 
-/// ln Γ(x), Lanczos approximation (g = 7, n = 9).
-fn ln_gamma(x: f64) -> f64 {
-    const C: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    let x = x - 1.0;
-    let t = x + 7.5;
-    let s: f64 = C[0] + (1..9).map(|i| C[i] / (x + i as f64)).sum::<f64>();
-    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + s.ln()
-}
-
-/// The chi-square survival function: P(X ≥ x) for `df` degrees of freedom, via the
-/// regularized upper incomplete gamma Q(df/2, x/2) (series or continued fraction).
-fn chi_square_p(x: f64, df: f64) -> f64 {
-    let (a, x) = (df / 2.0, x / 2.0);
-    if x <= 0.0 {
-        return 1.0;
-    }
-    let prefix = (-x + a * x.ln() - ln_gamma(a)).exp();
-    if x < a + 1.0 {
-        let (mut sum, mut term, mut n) = (1.0 / a, 1.0 / a, a);
-        for _ in 0..10_000 {
-            n += 1.0;
-            term *= x / n;
-            sum += term;
-            if term < sum * 1e-15 {
-                break;
-            }
-        }
-        1.0 - sum * prefix
-    } else {
-        // Lentz's continued fraction for Q.
-        let tiny = 1e-300;
-        let mut b = x + 1.0 - a;
-        let mut c = 1.0 / tiny;
-        let mut d = 1.0 / b;
-        let mut h = d;
-        for i in 1..10_000 {
-            let an = -(i as f64) * (i as f64 - a);
-            b += 2.0;
-            d = an * d + b;
-            d = if d.abs() < tiny { tiny } else { d };
-            c = b + an / c;
-            c = if c.abs() < tiny { tiny } else { c };
-            d = 1.0 / d;
-            let delta = d * c;
-            h *= delta;
-            if (delta - 1.0).abs() < 1e-15 {
-                break;
-            }
-        }
-        prefix * h
-    }
-}
+use abmesh::stats::chi_square_sf as chi_square_p;
 
 #[test]
 fn the_chi_square_helper_matches_published_values() {

@@ -1,0 +1,177 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+#![cfg(not(target_arch = "wasm32"))]
+//! `abmesh guard` on Prometheus text: SRM against the configured weights, and per-variant
+//! error and latency comparisons, through the built binary.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use abmesh::{evaluate, Config, RequestView};
+
+const CONFIG: &str = r#"{"units": {"user": [{"header": "x-user-id"}]},
+  "experiments": [{"key": "checkout-v2", "variants": [{"name": "control", "weight": 50}, {"name": "treatment", "weight": 50}]},
+                  {"key": "ranker", "traffic_percent": 40, "variants": [{"name": "control", "weight": 2}, {"name": "neural", "weight": 1}]}]}"#;
+
+fn dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("abmesh-guard-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn guard(config: &str, stats: &str, extra: &[&str]) -> (i32, String) {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let d = dir();
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let (c, s) = (
+        d.join(format!("config-{n}.json")),
+        d.join(format!("stats-{n}.txt")),
+    );
+    std::fs::write(&c, config).unwrap();
+    std::fs::write(&s, stats).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_abmesh"))
+        .args([
+            "guard",
+            "--config",
+            c.to_str().unwrap(),
+            "--stats",
+            s.to_str().unwrap(),
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+/// Prometheus text for the assignments the real core makes for `units` ids under `config`.
+fn split_stats(config: &str, units: usize) -> String {
+    let config = Config::parse(config.as_bytes()).unwrap();
+    let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for i in 0..units {
+        let id = format!("unit-{i}");
+        let headers = [("x-user-id", id.as_str())];
+        for a in evaluate(&config, &RequestView::new(&headers), 0).assignments {
+            let e = &config.experiments[a.experiment];
+            *counts
+                .entry((e.key.clone(), e.variants[a.variant].name.clone()))
+                .or_default() += 1;
+        }
+    }
+    counts
+        .iter()
+        .map(|((e, v), n)| {
+            format!("abmesh_assignments_total{{experiment=\"{e}\",variant=\"{v}\"}} {n}\n")
+        })
+        .collect()
+}
+
+fn sli(e: &str, v: &str, responses: u64, errors: u64, mean: f64, sd: f64) -> String {
+    let n = responses as f64;
+    let (sum, squares) = (mean * n, sd * sd * (n - 1.0) + n * mean * mean);
+    format!(
+        "abmesh_responses_total{{experiment=\"{e}\",variant=\"{v}\",class=\"2xx\"}} {}\n\
+         abmesh_responses_total{{experiment=\"{e}\",variant=\"{v}\",class=\"5xx\"}} {errors}\n\
+         abmesh_request_duration_milliseconds_sum{{experiment=\"{e}\",variant=\"{v}\"}} {sum}\n\
+         abmesh_request_duration_milliseconds_count{{experiment=\"{e}\",variant=\"{v}\"}} {responses}\n\
+         abmesh_request_duration_milliseconds_sum_squares{{experiment=\"{e}\",variant=\"{v}\"}} {squares}\n",
+        responses - errors
+    )
+}
+
+#[test]
+fn a_correct_split_of_10000_units_is_not_flagged() {
+    let (code, out) = guard(CONFIG, &split_stats(CONFIG, 10_000), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("checkout-v2 [ok]  SRM chi-square") && out.ends_with("healthy\n"),
+        "{out}"
+    );
+    assert!(out.contains("ranker [ok]"), "{out}");
+}
+
+#[test]
+fn a_split_against_other_weights_is_flagged_as_srm() {
+    // Envoy assigned with 50/50 and 2/1; guard is told 60/40: the split no longer matches.
+    let told = CONFIG.replace(
+        r#""weight": 50}, {"name": "treatment", "weight": 50}"#,
+        r#""weight": 60}, {"name": "treatment", "weight": 40}"#,
+    );
+    let (code, out) = guard(&told, &split_stats(CONFIG, 10_000), &["--json"]);
+    assert_eq!(code, 3, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["healthy"], false);
+    let e = &v["experiments"][0];
+    assert_eq!(e["experiment"], "checkout-v2");
+    assert!(e["srm"]["p_value"].as_f64().unwrap() < 0.001, "{e}");
+    assert_eq!(e["srm"]["flagged"], true);
+    assert!(
+        e["breaches"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("sample ratio mismatch: chi-square "),
+        "{e}"
+    );
+    assert_eq!(v["experiments"][1]["breaches"], serde_json::json!([]));
+}
+
+#[test]
+fn a_variant_with_more_errors_than_allowed_breaches_and_names_the_experiment() {
+    let mut stats = split_stats(CONFIG, 4_000);
+    stats += &sli("checkout-v2", "control", 2_000, 4, 20.0, 5.0);
+    stats += &sli("checkout-v2", "treatment", 2_000, 400, 26.0, 6.0);
+    let (code, out) = guard(CONFIG, &stats, &[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("checkout-v2 [BREACH]"), "{out}");
+    assert!(
+        out.contains(
+            "breach: variant treatment: 5xx ratio 20.00% against control 0.20%, +19.80 points"
+        ),
+        "{out}"
+    );
+    // The latency comparison is reported (Welch), not used for the exit code.
+    assert!(out.contains("+6.00ms ["), "{out}");
+    // A small increase within the allowance does not breach.
+    let mut stats = split_stats(CONFIG, 4_000);
+    stats += &sli("checkout-v2", "control", 2_000, 4, 20.0, 5.0);
+    stats += &sli("checkout-v2", "treatment", 2_000, 10, 20.0, 5.0);
+    let (code, out) = guard(CONFIG, &stats, &[]);
+    assert_eq!(code, 0, "{out}");
+    // ...unless the allowance is lowered below it and the increase is significant.
+    let mut stats = split_stats(CONFIG, 4_000);
+    stats += &sli("checkout-v2", "control", 2_000, 4, 20.0, 5.0);
+    stats += &sli("checkout-v2", "treatment", 2_000, 20, 20.0, 5.0);
+    // +0.8 points, significant (p < 0.05), but the 95% interval (+0.32 to +1.28) reaches below
+    // the default allowance of 0.5 points: not a breach.
+    assert_eq!(guard(CONFIG, &stats, &[]).0, 0);
+    assert_eq!(guard(CONFIG, &stats, &["--max-error-increase", "0.1"]).0, 3);
+}
+
+#[test]
+fn guard_reports_usage_and_read_errors() {
+    let out = Command::new(env!("CARGO_BIN_EXE_abmesh"))
+        .args(["guard", "--config", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "abmesh: guard needs --config CONFIG and --stats URL_OR_FILE\nrun 'abmesh --help' for usage\n"
+    );
+    let d = dir();
+    std::fs::write(d.join("ok.json"), CONFIG).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_abmesh"))
+        .args([
+            "guard",
+            "--config",
+            d.join("ok.json").to_str().unwrap(),
+            "--stats",
+            "http://127.0.0.1:1/stats",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .starts_with("abmesh: cannot read stats from http://127.0.0.1:1/stats: "));
+}
