@@ -74,9 +74,7 @@ fn parse_line(line: &str) -> Option<Sample> {
             }
         }
         labels.insert(key.trim().to_string(), value);
-        if chars.peek().is_none() {
-            return None;
-        }
+        chars.peek()?;
     }
     let value = rest
         .get(end? + 1..)?
