@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """abmesh's demo upstream: answers every request with the headers it received, as JSON.
 
-    python3 envoy/echo.py control=18081 treatment=18082
+    python3 envoy/echo.py control=18081 treatment=18082[:fail=0.2]
 
 Each NAME=PORT pair listens on 127.0.0.1:PORT and names itself NAME in the answer:
 {"upstream": NAME, "method": ..., "path": ..., "headers": [[name, value], ...]}.
 Header bytes are decoded as Latin-1, so any byte a client sent survives (re-encode with
-Latin-1 to get the original bytes back).
+Latin-1 to get the original bytes back). `:fail=R` makes that upstream answer 503 to a
+fraction R of its requests, evenly spread (0.2: every fifth), for guardrail tests.
 """
 import json
 import os
@@ -16,7 +17,16 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def handler_for(name):
+def handler_for(name, fail_rate=0.0):
+    lock = threading.Lock()
+    served = [0]
+
+    def should_fail():
+        with lock:
+            n = served[0]
+            served[0] += 1
+        return int((n + 1) * fail_rate) > int(n * fail_rate)
+
     class Echo(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         # Headers and body are written separately: without this, Nagle plus delayed ACKs
@@ -33,7 +43,7 @@ def handler_for(name):
                 "path": self.path,
                 "headers": [[k.lower(), v] for k, v in self.headers.items()],
             }).encode()
-            self.send_response(200)
+            self.send_response(503 if should_fail() else 200)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
             self.end_headers()
@@ -51,7 +61,9 @@ def main():
     servers = []
     for arg in sys.argv[1:]:
         name, port = arg.split("=", 1)
-        server = ThreadingHTTPServer((os.environ.get("ECHO_BIND", "127.0.0.1"), int(port)), handler_for(name))
+        port, _, option = port.partition(":fail=")
+        fail_rate = float(option) if option else 0.0
+        server = ThreadingHTTPServer((os.environ.get("ECHO_BIND", "127.0.0.1"), int(port)), handler_for(name, fail_rate))
         server.daemon_threads = True
         servers.append(server)
         threading.Thread(target=server.serve_forever, daemon=True).start()

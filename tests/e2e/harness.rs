@@ -105,12 +105,16 @@ impl Ports {
     }
 }
 
-/// The demo echo upstream with its two clusters on `ports`.
-pub fn spawn_echo(ports: &Ports) -> Child {
+/// The demo echo upstream with its two clusters on `ports`; the treatment cluster answers 503
+/// to a fraction `treatment_fail` of its requests.
+pub fn spawn_echo(ports: &Ports, treatment_fail: f64) -> Child {
     Command::new("python3")
         .arg(repo().join("envoy/echo.py"))
         .arg(format!("checkout_control={}", ports.control))
-        .arg(format!("checkout_treatment={}", ports.treatment))
+        .arg(format!(
+            "checkout_treatment={}:fail={treatment_fail}",
+            ports.treatment
+        ))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -215,21 +219,34 @@ impl Envoy {
     /// parallel test between choosing and binding it; such a start is retried with new ports
     /// (at most three times), any other failure is reported at once with Envoy's log.
     pub fn start(plugin_config: Option<&str>, concurrency: u32) -> Envoy {
+        Self::start_failing(plugin_config, concurrency, 0.0)
+    }
+
+    /// As `start`, with the treatment upstream failing a fraction of its requests.
+    pub fn start_failing(
+        plugin_config: Option<&str>,
+        concurrency: u32,
+        treatment_fail: f64,
+    ) -> Envoy {
         for _ in 0..2 {
-            match Self::try_start(plugin_config, concurrency) {
+            match Self::try_start(plugin_config, concurrency, treatment_fail) {
                 Ok(e) => return e,
                 Err(log) if log.contains("Address already in use") => continue,
                 Err(log) => panic!("Envoy exited during start-up\n{log}"),
             }
         }
-        Self::try_start(plugin_config, concurrency)
+        Self::try_start(plugin_config, concurrency, treatment_fail)
             .unwrap_or_else(|log| panic!("Envoy exited during start-up\n{log}"))
     }
 
-    fn try_start(plugin_config: Option<&str>, concurrency: u32) -> Result<Envoy, String> {
+    fn try_start(
+        plugin_config: Option<&str>,
+        concurrency: u32,
+        treatment_fail: f64,
+    ) -> Result<Envoy, String> {
         let dir = scratch_dir("envoy");
         let ports = Ports::free();
-        let echo = spawn_echo(&ports);
+        let echo = spawn_echo(&ports, treatment_fail);
         let yaml = render(&ports, &dir.join("access.log"), plugin_config);
         std::fs::write(dir.join("envoy.yaml"), yaml).unwrap();
         let envoy = spawn_envoy(&dir.join("envoy.yaml"), concurrency, &dir.join("envoy.log"));

@@ -94,7 +94,7 @@ fn pushing_configurations_to_a_watched_file_keeps_assignments_and_refuses_bad_on
     let ports = Ports::free();
     let lds = dir.join("lds.yaml");
     let log = dir.join("envoy.log");
-    let mut echo = spawn_echo(&ports);
+    let mut echo = spawn_echo(&ports, 0.0);
     let (bootstrap, first) = split(&render(&ports, &dir.join("access.log"), Some(MULTI)), &lds);
     std::fs::write(&lds, &first).unwrap();
     std::fs::write(dir.join("bootstrap.yaml"), bootstrap).unwrap();

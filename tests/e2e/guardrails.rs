@@ -1,0 +1,99 @@
+//! Guardrails end to end: per-variant SLIs in Envoy's stats, and `abmesh guard` against the
+//! live `/stats/prometheus`.
+
+use std::process::Command;
+
+use crate::harness::{demo_plugin_config, repo, scratch_dir, Envoy};
+use crate::http::Client;
+use crate::{metric, wait_for_total};
+
+/// Sends 4,000 requests for distinct users to /checkout; returns the statuses seen.
+fn traffic(envoy: &Envoy) -> (usize, usize) {
+    let mut client = Client::new(envoy.ports.listener);
+    let (mut ok, mut failed) = (0, 0);
+    for i in 0..4000 {
+        let id = format!("guard-user-{i}");
+        match client
+            .get(b"/checkout", &[("x-user-id", id.as_bytes())])
+            .status
+        {
+            200 => ok += 1,
+            _ => failed += 1,
+        }
+    }
+    (ok, failed)
+}
+
+fn guard(envoy: &Envoy) -> (i32, String) {
+    let config = scratch_dir("guard").join("demo.json");
+    std::fs::write(&config, demo_plugin_config()).unwrap();
+    let url = format!("http://127.0.0.1:{}/stats/prometheus", envoy.ports.admin);
+    let out = Command::new(repo().join("dist/abmesh"))
+        .args([
+            "guard",
+            "--config",
+            config.to_str().unwrap(),
+            "--stats",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn a_failing_treatment_shows_in_the_series_and_guard_exits_3_naming_it() {
+    let envoy = Envoy::start_failing(None, 2, 0.2);
+    let (ok, failed) = traffic(&envoy);
+    assert!(failed > 200, "{ok} ok, {failed} failed");
+    let prom = wait_for_total(&envoy, "abmesh_request_duration_milliseconds_count", 4000);
+    let series = |variant: &str, class: &str| {
+        metric(
+            &prom,
+            "abmesh_responses_total",
+            &format!("experiment=\"checkout-v2\",variant=\"{variant}\",class=\"{class}\""),
+        )
+    };
+    let (t_ok, t_err, c_ok, c_err) = (
+        series("treatment", "2xx"),
+        series("treatment", "5xx"),
+        series("control", "2xx"),
+        series("control", "5xx"),
+    );
+    assert_eq!(c_err, 0, "{prom}");
+    let ratio = t_err as f64 / (t_ok + t_err) as f64;
+    assert!(
+        (0.19..=0.21).contains(&ratio),
+        "treatment 5xx ratio {ratio}: {t_err} of {}",
+        t_ok + t_err
+    );
+    assert_eq!(
+        t_err as usize, failed,
+        "every failed request is a treatment 5xx"
+    );
+    assert!(c_ok > 1500 && t_ok > 1200);
+    assert!(prom.contains("abmesh_request_duration_milliseconds_bucket{experiment=\"checkout-v2\",variant=\"treatment\",le=\"+Inf\"}"));
+
+    let (code, out) = guard(&envoy);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("checkout-v2 [BREACH]"), "{out}");
+    assert!(
+        out.contains("breach: variant treatment: 5xx ratio"),
+        "{out}"
+    );
+    assert!(out.contains("search-ranker [ok]"), "{out}");
+}
+
+#[test]
+fn a_healthy_run_passes_guard() {
+    let envoy = Envoy::start(None, 2);
+    let (ok, failed) = traffic(&envoy);
+    assert_eq!((ok, failed), (4000, 0));
+    wait_for_total(&envoy, "abmesh_request_duration_milliseconds_count", 4000);
+    let (code, out) = guard(&envoy);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("healthy\n"), "{out}");
+}
