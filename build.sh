@@ -165,6 +165,10 @@ run_tests() {
   cp "target/$WASM_TARGET/release/abmesh.wasm" dist/test/abmesh-trap.wasm
   say "end-to-end tests in a real Envoy"
   ensure_envoy
+  if ! command -v promtool >/dev/null; then
+    say "installing promtool (Debian's prometheus package) for the alert-rule tests"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+  fi
   command -v python3 >/dev/null || die "python3 is missing (the demo upstream): apt-get install python3"
   cargo test --features e2e --test e2e
   fuzz 60

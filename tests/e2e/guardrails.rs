@@ -97,3 +97,28 @@ fn a_healthy_run_passes_guard() {
     assert_eq!(code, 0, "{out}");
     assert!(out.ends_with("healthy\n"), "{out}");
 }
+
+#[test]
+fn the_alert_rules_pass_promtool_and_their_unit_tests() {
+    let dir = repo().join("examples/prometheus");
+    let check = Command::new("promtool")
+        .args(["check", "rules", "alerts.yaml"])
+        .current_dir(&dir)
+        .output();
+    let check =
+        check.expect("promtool is missing: ./build.sh test installs Debian's prometheus package");
+    let text = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(
+        check.status.success() && text.contains("SUCCESS: 8 rules found"),
+        "{text}"
+    );
+    let test = Command::new("promtool")
+        .args(["test", "rules", "alerts_test.yaml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&test.stdout).into_owned() + &String::from_utf8_lossy(&test.stderr);
+    assert!(test.status.success() && text.contains("SUCCESS"), "{text}");
+}
