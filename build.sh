@@ -154,6 +154,7 @@ run_tests() {
   wasm_cargo clippy --lib --no-default-features -- -D warnings
   wasm_cargo clippy --lib --features count-host-calls -- -D warnings
   wasm_cargo clippy --lib --features trap-on-header -- -D warnings
+  wasm_cargo clippy --lib --features bench-without-slis -- -D warnings
   say "golden vectors on wasm32 under node (wasm-bindgen-test)"
   command -v node >/dev/null || die "node is missing: apt-get install nodejs"
   ensure_wasm_bindgen_runner
@@ -194,6 +195,8 @@ bench() {
   say "building the host-call counting variant and the no-op floor filter"
   wasm_cargo build --release --lib --features count-host-calls
   cp "target/$WASM_TARGET/release/abmesh.wasm" dist/bench/abmesh-count.wasm
+  wasm_cargo build --release --lib --features bench-without-slis
+  cp "target/$WASM_TARGET/release/abmesh.wasm" dist/bench/abmesh-without-slis.wasm
   (cd bench/noop && wasm_cargo build --release)
   cp "bench/noop/target/$WASM_TARGET/release/noop_filter.wasm" dist/bench/noop.wasm
   build

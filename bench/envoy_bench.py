@@ -216,6 +216,7 @@ def configurations(wasm, noop, floor_payload):
         "floor-20": wasm_filter("floor", noop, "log=%d header=%d route=%d" % (p["log"], p["header"], p["route"])),
         "abmesh-1": wasm_filter("abmesh", wasm, load_config(1)),
         "abmesh-20": wasm_filter("abmesh", wasm, load_config(20)),
+        "abmesh-20-without-slis": wasm_filter("abmesh", os.path.join(ROOT, "dist/bench/abmesh-without-slis.wasm"), load_config(20)),
         "abmesh-100": wasm_filter("abmesh", wasm, load_config(100)),
         "abmesh-1-quiet": wasm_filter("abmesh", wasm, quiet(load_config(1))),
         "abmesh-100-quiet": wasm_filter("abmesh", wasm, quiet(load_config(100))),
@@ -308,10 +309,13 @@ def host_calls(work, wasm_count):
             time.sleep(0.5)
         finally:
             envoy.stop()
-        counts = [int(m.group(1)) for m in re.finditer(r"abmesh\.host_calls request (\d+)", open(log).read())]
-        if len(counts) != 50:
-            raise SystemExit("bench: expected 50 host-call counts at %d experiments, got %d" % (n, len(counts)))
-        out[n] = {"min": min(counts), "max": max(counts), "median": statistics.median(counts)}
+        text = open(log).read()
+        out[n] = {}
+        for callback in ("request", "response", "log"):
+            counts = [int(m.group(1)) for m in re.finditer(r"abmesh\.host_calls %s (\d+)" % callback, text)]
+            if len(counts) != 50:
+                raise SystemExit("bench: expected 50 %s host-call counts at %d experiments, got %d" % (callback, n, len(counts)))
+            out[n][callback] = {"min": min(counts), "max": max(counts), "median": statistics.median(counts)}
     return out
 
 

@@ -409,7 +409,7 @@ impl HttpContext for Request {
             return Action::Continue;
         };
         let mut ok = true;
-        if !self.assigned.is_empty() {
+        if !self.assigned.is_empty() && !cfg!(feature = "bench-without-slis") {
             match host!(response_status()) {
                 Ok(status) => self.status = status,
                 Err(HostError) => ok = false,
@@ -442,7 +442,7 @@ impl HttpContext for Request {
         let Some(compiled) = &self.compiled else {
             return;
         };
-        if self.assigned.is_empty() {
+        if self.assigned.is_empty() || cfg!(feature = "bench-without-slis") {
             return;
         }
         let mut metrics = compiled.metrics.borrow_mut();
