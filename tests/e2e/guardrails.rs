@@ -78,6 +78,7 @@ fn a_failing_treatment_shows_in_the_series_and_guard_exits_3_naming_it() {
     assert!(prom.contains("abmesh_request_duration_milliseconds_bucket{experiment=\"checkout-v2\",variant=\"treatment\",le=\"+Inf\"}"));
 
     let (code, out) = guard(&envoy);
+    println!("{out}");
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("checkout-v2 [BREACH]"), "{out}");
     assert!(
