@@ -155,11 +155,11 @@ run_tests() {
   wasm_cargo clippy --lib --features count-host-calls -- -D warnings
   wasm_cargo clippy --lib --features trap-on-header -- -D warnings
   wasm_cargo clippy --lib --features bench-without-slis -- -D warnings
-  say "golden vectors on wasm32 under node (wasm-bindgen-test)"
+  say "golden vectors and the GrowthBook suite on wasm32 under node (wasm-bindgen-test)"
   command -v node >/dev/null || die "node is missing: apt-get install nodejs"
   ensure_wasm_bindgen_runner
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-    wasm_cargo test --no-default-features --test vectors
+    wasm_cargo test --no-default-features --test vectors --test growthbook
   say "building the test-only trapping variant (failure-policy tests)"
   mkdir -p dist/test
   wasm_cargo build --release --lib --features trap-on-header
