@@ -60,7 +60,7 @@ wasm_cargo() {
 
 build() {
   ensure_rust
-  say "building dist/abmesh.wasm (release: abmesh at opt-level 2, dependencies at z, LTO, panic=abort, stripped)"
+  say "building dist/abmesh.wasm (release: abmesh at opt-level s, dependencies at z, LTO, panic=abort, stripped)"
   wasm_cargo build --release --lib
   say "building the native CLI dist/abmesh"
   cargo build --release --bin abmesh

@@ -391,6 +391,7 @@ def main():
     median = {n: statistics.median(v) for n, v in samples.items()}
     results = {
         "machine": machine(),
+        "opt_level": re.search(r'^opt-level = "?(\w+)"?', open(os.path.join(ROOT, "Cargo.toml")).read(), re.M).group(1),
         "method": {"rounds": ROUNDS, "seconds": SECONDS, "connections": CONNECTIONS, "wrk_threads": 1,
                    "envoy_concurrency": 1, "clock_ticks_per_s": TICK},
         "median_us_per_request": median,

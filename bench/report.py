@@ -209,9 +209,9 @@ def main():
     w("")
     w("## Native core")
     w("")
-    w("`cargo bench --bench core` (release profile: abmesh's code at opt-level 3, dependencies at z, "
+    w("`cargo bench --bench core` (release profile: abmesh's code at opt-level %s, dependencies at z, "
       "LTO — the wasm's settings, except that benchmarks unwind on panic), median of 9 samples, "
-      "a realistic request (8 headers, a cookie, a query string):")
+      "a realistic request (8 headers, a cookie, a query string):" % r.get("opt_level", "2"))
     w("")
     w("| experiments | evaluate (µs) | full plan: evaluate + dictionary + exposure record (µs) |")
     w("|---|---|---|")

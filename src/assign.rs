@@ -4,7 +4,8 @@ use std::borrow::Cow;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, Source, Status};
+use crate::config::{Algorithm, Config, Source, Status};
+use crate::growthbook;
 use crate::hash::{Hasher, MAX_UNIT_LEN};
 use crate::request::RequestView;
 use crate::sfv::parse_dictionary;
@@ -188,26 +189,48 @@ pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Eval
             if !e.when.matches(req) {
                 break 'decide Reason::Targeting;
             }
-            let Some(h) = hasher_for(&mut hashers, &units, e.unit, max_salt) else {
+            let Some(id) = units.get(e.unit).and_then(Option::as_ref) else {
                 break 'decide Reason::NoUnit;
             };
             if held_out == Some((e.unit, true)) {
                 break 'decide Reason::Holdout;
             }
-            if let Some(slot) = e.layer {
-                let layer = &config.layers[slot.layer];
-                let b = *layer_buckets[slot.layer]
-                    .get_or_insert_with(|| h.bucket(layer.salt.as_bytes()));
-                if !(slot.start <= b && b < slot.end) {
-                    break 'decide Reason::Layer;
+            let chosen = match &e.algorithm {
+                Algorithm::GrowthBook {
+                    hash_version,
+                    seed,
+                    ranges,
+                    namespace,
+                } => {
+                    // GrowthBook hashes strings; ids that are not UTF-8 cannot match an SDK anyway.
+                    let id = String::from_utf8_lossy(id);
+                    if let Some((ns, start, end)) = namespace {
+                        if !growthbook::in_namespace(&id, ns, *start, *end) {
+                            break 'decide Reason::Layer;
+                        }
+                    }
+                    growthbook::hash(seed, &id, *hash_version)
+                        .and_then(|n| growthbook::choose_variation(n, ranges))
                 }
-            }
-            let b = h.bucket(e.salt.as_bytes());
-            match e
-                .variants
-                .iter()
-                .position(|v| v.range.0 <= b && b < v.range.1)
-            {
+                Algorithm::Abmesh => {
+                    let Some(h) = hasher_for(&mut hashers, &units, e.unit, max_salt) else {
+                        break 'decide Reason::NoUnit;
+                    };
+                    if let Some(slot) = e.layer {
+                        let layer = &config.layers[slot.layer];
+                        let b = *layer_buckets[slot.layer]
+                            .get_or_insert_with(|| h.bucket(layer.salt.as_bytes()));
+                        if !(slot.start <= b && b < slot.end) {
+                            break 'decide Reason::Layer;
+                        }
+                    }
+                    let b = h.bucket(e.salt.as_bytes());
+                    e.variants
+                        .iter()
+                        .position(|v| v.range.0 <= b && b < v.range.1)
+                }
+            };
+            match chosen {
                 Some(v) => {
                     assign(v, false, false);
                     continue 'experiments;

@@ -76,9 +76,26 @@ impl Status {
     }
 }
 
+/// How an experiment maps a unit to a variant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Algorithm {
+    /// Hash spec v1 (the default): `salt`, integer weights, `traffic_percent`, layers.
+    Abmesh,
+    /// GrowthBook's semantics (`crate::growthbook`): the variants' float weights and
+    /// `coverage` give `ranges`, the unit id hashed with `seed` and `hash_version` picks one.
+    GrowthBook {
+        hash_version: u32,
+        seed: String,
+        ranges: Vec<(f64, f64)>,
+        /// `(namespace id, start, end)`: only units whose namespace hash is in `[start, end)`.
+        namespace: Option<(String, f64, f64)>,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct Experiment {
     pub key: String,
+    pub algorithm: Algorithm,
     pub unit: usize,
     pub salt: String,
     pub status: Status,
@@ -181,6 +198,11 @@ const TOP_FIELDS: &[&str] = &[
 ];
 const EXPERIMENT_FIELDS: &[&str] = &[
     "key",
+    "algorithm",
+    "hash_version",
+    "seed",
+    "coverage",
+    "namespace",
     "unit",
     "salt",
     "status",
@@ -610,7 +632,43 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
         }
     };
 
-    let variants = compile_variants(&o, traffic_bp, errors);
+    let growthbook = match o.string("algorithm", errors) {
+        None | Some("abmesh") => false,
+        Some("growthbook") => true,
+        Some(other) => {
+            errors.push(
+                &o.path_of("algorithm"),
+                format!("must be \"abmesh\" or \"growthbook\", found \"{other}\""),
+            );
+            false
+        }
+    };
+    let (variants, algorithm) = if growthbook {
+        for field in ["traffic_percent", "salt", "layer"] {
+            if o.get(field).is_some() {
+                let instead = match field {
+                    "traffic_percent" => "use coverage",
+                    "salt" => "use seed",
+                    _ => "use namespace",
+                };
+                errors.push(
+                    &o.path_of(field),
+                    format!("is not used by algorithm \"growthbook\" ({instead})"),
+                );
+            }
+        }
+        compile_growthbook(&o, key, errors)
+    } else {
+        for field in ["hash_version", "seed", "coverage", "namespace"] {
+            if o.get(field).is_some() {
+                errors.push(
+                    &o.path_of(field),
+                    "is only used with \"algorithm\": \"growthbook\"",
+                );
+            }
+        }
+        (compile_variants(&o, traffic_bp, errors), Algorithm::Abmesh)
+    };
     let winner = match o.string("winner", errors) {
         Some(w) => {
             let found = variants.iter().position(|v| v.name == w);
@@ -663,6 +721,7 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
     }
     Some(Experiment {
         key: key.to_string(),
+        algorithm,
         unit: unit?,
         salt,
         status,
@@ -675,6 +734,162 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
         route_header: route_header.then(String::new),
         winner,
     })
+}
+
+/// A fraction from 0 to 1.
+fn fraction(v: &Value, path: &str, errors: &mut Errors) -> Option<f64> {
+    match v
+        .as_f64()
+        .filter(|f| v.is_number() && (0.0..=1.0).contains(f))
+    {
+        Some(f) => Some(f),
+        None => {
+            errors.push(path, format!("must be a number from 0 to 1, found {v}"));
+            None
+        }
+    }
+}
+
+/// The variants (float weights summing to 1) and GrowthBook parameters of an experiment with
+/// `"algorithm": "growthbook"`.
+fn compile_growthbook(o: &Obj, key: &str, errors: &mut Errors) -> (Vec<Variant>, Algorithm) {
+    let hash_version = match o.get("hash_version") {
+        None => 1,
+        Some(v) => match v.as_u64() {
+            Some(n @ (1 | 2)) => n as u32,
+            _ => {
+                errors.push(
+                    &o.path_of("hash_version"),
+                    format!("must be 1 or 2, found {v}"),
+                );
+                1
+            }
+        },
+    };
+    let seed = o.string("seed", errors).unwrap_or(key).to_string();
+    let coverage = o
+        .get("coverage")
+        .map_or(Some(1.0), |c| fraction(c, &o.path_of("coverage"), errors));
+    let namespace = o.get("namespace").and_then(|n| {
+        let path = o.path_of("namespace");
+        let parts = n.as_array().filter(|a| a.len() == 3);
+        let parsed = parts.and_then(|a| Some((a[0].as_str()?.to_string(), a[1].as_f64()?, a[2].as_f64()?)));
+        match parsed {
+            Some((id, start, end)) if !id.is_empty() && (0.0..=1.0).contains(&start) && start < end && end <= 1.0 => {
+                Some((id, start, end))
+            }
+            _ => {
+                errors.push(&path, format!("must be [\"namespace-id\", start, end] with 0 <= start < end <= 1, found {n}"));
+                None
+            }
+        }
+    });
+    let path = o.path_of("variants");
+    let list = match o.get("variants") {
+        None => {
+            errors.push(&path, "is required (at least one variant)");
+            Vec::new()
+        }
+        Some(l) => crate::reader::list(l, &path, errors)
+            .cloned()
+            .unwrap_or_default(),
+    };
+    if list.len() > MAX_VARIANTS {
+        errors.push(
+            &path,
+            format!(
+                "at most {MAX_VARIANTS} variants are allowed, found {}",
+                list.len()
+            ),
+        );
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut weights: Vec<Option<f64>> = Vec::new();
+    for (i, v) in list.iter().enumerate() {
+        let vpath = index_path(&path, i);
+        let Some(vo) = Obj::new(v, &vpath, &["name", "weight"], errors) else {
+            continue;
+        };
+        let name = vo.required_string("name", errors).unwrap_or("");
+        if vo.get("name").is_some_and(Value::is_string) && !is_valid_variant(name) {
+            errors.push(&vo.path_of("name"), format!("\"{name}\" {VARIANT_RULE}"));
+        } else if let Some(first) = names.iter().position(|n| n == name) {
+            errors.push(
+                &vo.path_of("name"),
+                format!(
+                    "duplicate variant \"{name}\" (first used at {})",
+                    index_path(&path, first)
+                ),
+            );
+        }
+        names.push(name.to_string());
+        weights.push(
+            vo.get("weight")
+                .and_then(|w| fraction(w, &vo.path_of("weight"), errors)),
+        );
+    }
+    if list.is_empty() && o.get("variants").is_some() {
+        errors.push(&path, "must have at least one variant");
+    }
+    // GrowthBook itself falls back to equal weights when they are missing or do not sum to 1;
+    // a configuration says what it means, so: all weights or none, summing to 1 (± 0.01).
+    let given: Vec<f64> = weights.iter().flatten().copied().collect();
+    let weights = if given.is_empty() {
+        None
+    } else if given.len() != weights.len() {
+        errors.push(
+            &path,
+            "give every variant a weight, or none (equal weights)",
+        );
+        None
+    } else {
+        let total: f64 = given.iter().sum();
+        if !(0.99..=1.01).contains(&total) {
+            errors.push(
+                &path,
+                format!(
+                    "weights must sum to 1 (within 0.01) for algorithm \"growthbook\", found {}",
+                    // serde_json's float printing is in the module already; core's is not.
+                    Value::from(total)
+                ),
+            );
+        }
+        Some(given)
+    };
+    let ranges = crate::growthbook::bucket_ranges(
+        names.len() as i64,
+        coverage.unwrap_or(1.0),
+        weights.as_deref(),
+    );
+    let variants = names
+        .into_iter()
+        .zip(&ranges)
+        .zip(
+            weights
+                .clone()
+                .unwrap_or_else(|| crate::growthbook::equal_weights(ranges.len() as i64)),
+        )
+        .map(|((name, &(start, end)), w)| Variant {
+            name,
+            // Integer weights and bucket ranges in basis points, for summaries and `guard`.
+            weight: (w * 10_000.0).round() as u64,
+            range: (
+                (start * 10_000.0).round() as u32,
+                (end * 10_000.0).round() as u32,
+            ),
+            member: String::new(),
+            exposure_head: String::new(),
+        })
+        .collect();
+    (
+        variants,
+        Algorithm::GrowthBook {
+            hash_version,
+            seed,
+            ranges,
+            namespace,
+        },
+    )
 }
 
 fn layer_buckets(v: &Value, path: &str, errors: &mut Errors) -> Option<(u32, u32)> {

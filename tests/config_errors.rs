@@ -44,8 +44,8 @@ fn malformed_json_names_line_and_column() {
 fn unknown_fields_are_named_wherever_they_are() {
     assert_eq!(
         one_error(&with_experiment(&format!(r#"{{"key": "k", "trafic_percent": 5, {AB}}}"#))),
-        "experiments[0]: unknown field \"trafic_percent\"; expected one of: key, unit, salt, status, \
-         traffic_percent, variants, layer, when, start, end, route_header, winner"
+        "experiments[0]: unknown field \"trafic_percent\"; expected one of: key, algorithm, hash_version, seed, coverage, \
+         namespace, unit, salt, status, traffic_percent, variants, layer, when, start, end, route_header, winner"
     );
     assert_eq!(
         one_error(&with_experiment(

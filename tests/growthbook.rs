@@ -122,3 +122,105 @@ fn non_ascii_ids_hash_as_the_javascript_sdk_does() {
     assert_eq!(hash("exp", "usér-😀", 2), Some(0.7673));
     assert_eq!(hash("", "José", 2), Some(0.0217));
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+mod algorithm {
+    use abmesh::growthbook::{bucket_ranges, choose_variation, hash, in_namespace};
+    use abmesh::{evaluate, Config, Reason, RequestView};
+
+    const GB: &str = r#"{"units": {"user": [{"header": "x-user-id"}]},
+      "experiments": [{"key": "gb-exp", "algorithm": "growthbook", "hash_version": 2, "seed": "gb-seed",
+                       "coverage": 0.8, "namespace": ["checkout-ns", 0.1, 0.9],
+                       "variants": [{"name": "a", "weight": 0.2}, {"name": "b", "weight": 0.3}, {"name": "c", "weight": 0.5}]}]}"#;
+
+    #[test]
+    fn a_growthbook_experiment_assigns_by_the_reference_formulas() {
+        let config = Config::parse(GB.as_bytes()).unwrap();
+        let ranges = bucket_ranges(3, 0.8, Some(&[0.2, 0.3, 0.5]));
+        let (mut assigned, mut outside_ns) = (0, 0);
+        for i in 0..10_000 {
+            let id = format!("user-{i}");
+            let headers = [("x-user-id", id.as_str())];
+            let eval = evaluate(&config, &RequestView::new(&headers), 0);
+            let want = if !in_namespace(&id, "checkout-ns", 0.1, 0.9) {
+                outside_ns += 1;
+                None
+            } else {
+                choose_variation(hash("gb-seed", &id, 2).unwrap(), &ranges)
+            };
+            assert_eq!(eval.assignments.first().map(|a| a.variant), want, "{id}");
+            if want.is_none() {
+                let reason = eval.not_assigned[0].1;
+                assert_eq!(
+                    reason,
+                    if in_namespace(&id, "checkout-ns", 0.1, 0.9) {
+                        Reason::Traffic
+                    } else {
+                        Reason::Layer
+                    }
+                );
+            } else {
+                assigned += 1;
+            }
+        }
+        // 80 % of the namespace's 80 % of units.
+        assert!((6000..6800).contains(&assigned), "{assigned}");
+        assert!((1700..2300).contains(&outside_ns), "{outside_ns}");
+    }
+
+    fn errors(json: &str) -> Vec<String> {
+        Config::parse(json.as_bytes()).unwrap_err().errors
+    }
+
+    #[test]
+    fn growthbook_settings_are_validated_in_the_usual_words() {
+        let exp = |extra: &str, variants: &str| {
+            format!(
+                r#"{{"units": {{"user": [{{"header": "u"}}]}}, "experiments": [{{"key": "k", "algorithm": "growthbook", {extra} "variants": [{variants}]}}]}}"#
+            )
+        };
+        let ab = r#"{"name": "a", "weight": 0.5}, {"name": "b", "weight": 0.5}"#;
+        assert_eq!(
+            errors(&exp(r#""hash_version": 3, "coverage": 1.5, "traffic_percent": 50, "salt": "s", "namespace": ["ns", 0.5, 0.2],"#, ab)),
+            vec![
+                "experiments[0].traffic_percent: is not used by algorithm \"growthbook\" (use coverage)",
+                "experiments[0].salt: is not used by algorithm \"growthbook\" (use seed)",
+                "experiments[0].hash_version: must be 1 or 2, found 3",
+                "experiments[0].coverage: must be a number from 0 to 1, found 1.5",
+                "experiments[0].namespace: must be [\"namespace-id\", start, end] with 0 <= start < end <= 1, found [\"ns\",0.5,0.2]",
+            ]
+        );
+        assert_eq!(
+            errors(&exp("", r#"{"name": "a", "weight": 0.5}, {"name": "b", "weight": 0.2}"#)),
+            vec!["experiments[0].variants: weights must sum to 1 (within 0.01) for algorithm \"growthbook\", found 0.7"]
+        );
+        assert_eq!(
+            errors(&exp("", r#"{"name": "a", "weight": 0.5}, {"name": "b"}"#)),
+            vec!["experiments[0].variants: give every variant a weight, or none (equal weights)"]
+        );
+        assert_eq!(
+            errors(
+                r#"{"units": {"user": [{"header": "u"}]}, "experiments": [{"key": "k", "seed": "x", "algorithm": "statsig", "variants": [{"name": "a", "weight": 1}]}]}"#
+            ),
+            vec![
+                "experiments[0].algorithm: must be \"abmesh\" or \"growthbook\", found \"statsig\"",
+                "experiments[0].seed: is only used with \"algorithm\": \"growthbook\"",
+            ]
+        );
+        // Equal weights when none are given.
+        let c = Config::parse(
+            exp(
+                "",
+                r#"{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}"#,
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let widths: Vec<u32> = c.experiments[0]
+            .variants
+            .iter()
+            .map(|v| v.range.1 - v.range.0)
+            .collect();
+        assert_eq!(widths, [2500, 2500, 2500, 2500]);
+    }
+}
