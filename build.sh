@@ -159,7 +159,7 @@ run_tests() {
   command -v node >/dev/null || die "node is missing: apt-get install nodejs"
   ensure_wasm_bindgen_runner
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-    wasm_cargo test --no-default-features --test vectors --test growthbook
+    wasm_cargo test --no-default-features --test vectors --test growthbook --test flagd
   say "building the test-only trapping variant (failure-policy tests)"
   mkdir -p dist/test
   wasm_cargo build --release --lib --features trap-on-header

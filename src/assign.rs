@@ -212,6 +212,12 @@ pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Eval
                     growthbook::hash(seed, &id, *hash_version)
                         .and_then(|n| growthbook::choose_variation(n, ranges))
                 }
+                Algorithm::Flagd { prefix, weights } => {
+                    let mut bucket_by = Vec::with_capacity(prefix.len() + id.len());
+                    bucket_by.extend_from_slice(prefix);
+                    bucket_by.extend_from_slice(id);
+                    crate::flagd::choose(&bucket_by, weights)
+                }
                 Algorithm::Abmesh => {
                     let Some(h) = hasher_for(&mut hashers, &units, e.unit, max_salt) else {
                         break 'decide Reason::NoUnit;

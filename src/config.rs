@@ -90,6 +90,9 @@ pub enum Algorithm {
         /// `(namespace id, start, end)`: only units whose namespace hash is in `[start, end)`.
         namespace: Option<(String, f64, f64)>,
     },
+    /// flagd's `fractional` (`crate::flagd`): murmur3 of `prefix` followed by the unit id, and
+    /// the variants' integer weights.
+    Flagd { prefix: Vec<u8>, weights: Vec<u64> },
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +206,8 @@ const EXPERIMENT_FIELDS: &[&str] = &[
     "seed",
     "coverage",
     "namespace",
+    "flag_key",
+    "bucket_by_seed",
     "unit",
     "salt",
     "status",
@@ -632,42 +637,92 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
         }
     };
 
-    let growthbook = match o.string("algorithm", errors) {
-        None | Some("abmesh") => false,
-        Some("growthbook") => true,
+    #[derive(PartialEq)]
+    enum Kind {
+        Abmesh,
+        GrowthBook,
+        Flagd,
+    }
+    let kind = match o.string("algorithm", errors) {
+        None | Some("abmesh") => Kind::Abmesh,
+        Some("growthbook") => Kind::GrowthBook,
+        Some("flagd") => Kind::Flagd,
         Some(other) => {
             errors.push(
                 &o.path_of("algorithm"),
-                format!("must be \"abmesh\" or \"growthbook\", found \"{other}\""),
+                format!("must be \"abmesh\", \"growthbook\" or \"flagd\", found \"{other}\""),
             );
-            false
+            Kind::Abmesh
         }
     };
-    let (variants, algorithm) = if growthbook {
-        for field in ["traffic_percent", "salt", "layer"] {
-            if o.get(field).is_some() {
-                let instead = match field {
-                    "traffic_percent" => "use coverage",
-                    "salt" => "use seed",
-                    _ => "use namespace",
-                };
-                errors.push(
-                    &o.path_of(field),
-                    format!("is not used by algorithm \"growthbook\" ({instead})"),
-                );
-            }
+    // Each algorithm's own settings, and what it takes instead of the default's.
+    let (name, own, refused): (&str, &[&str], &[(&str, &str)]) = match kind {
+        Kind::Abmesh => ("abmesh", &[], &[]),
+        Kind::GrowthBook => (
+            "growthbook",
+            &["hash_version", "seed", "coverage", "namespace"],
+            &[
+                ("traffic_percent", "use coverage"),
+                ("salt", "use seed"),
+                ("layer", "use namespace"),
+            ],
+        ),
+        Kind::Flagd => (
+            "flagd",
+            &["flag_key", "bucket_by_seed"],
+            &[
+                ("traffic_percent", "flagd assigns every unit"),
+                ("salt", "use bucket_by_seed"),
+                ("layer", "not supported"),
+            ],
+        ),
+    };
+    for (field, instead) in refused {
+        if o.get(field).is_some() {
+            errors.push(
+                &o.path_of(field),
+                format!("is not used by algorithm \"{name}\" ({instead})"),
+            );
         }
-        compile_growthbook(&o, key, errors)
-    } else {
-        for field in ["hash_version", "seed", "coverage", "namespace"] {
-            if o.get(field).is_some() {
-                errors.push(
-                    &o.path_of(field),
-                    "is only used with \"algorithm\": \"growthbook\"",
-                );
-            }
+    }
+    for field in [
+        "hash_version",
+        "seed",
+        "coverage",
+        "namespace",
+        "flag_key",
+        "bucket_by_seed",
+    ] {
+        if o.get(field).is_some() && !own.contains(&field) {
+            let owner = if ["flag_key", "bucket_by_seed"].contains(&field) {
+                "flagd"
+            } else {
+                "growthbook"
+            };
+            errors.push(
+                &o.path_of(field),
+                format!("is only used with \"algorithm\": \"{owner}\""),
+            );
         }
-        (compile_variants(&o, traffic_bp, errors), Algorithm::Abmesh)
+    }
+    let (variants, algorithm) = match kind {
+        Kind::GrowthBook => compile_growthbook(&o, key, errors),
+        Kind::Flagd => {
+            let variants = compile_variants(&o, BUCKETS, errors);
+            let prefix = o
+                .string("bucket_by_seed", errors)
+                .or(o.string("flag_key", errors))
+                .unwrap_or(key);
+            let weights = variants.iter().map(|v| v.weight).collect();
+            (
+                variants,
+                Algorithm::Flagd {
+                    prefix: prefix.as_bytes().to_vec(),
+                    weights,
+                },
+            )
+        }
+        Kind::Abmesh => (compile_variants(&o, traffic_bp, errors), Algorithm::Abmesh),
     };
     let winner = match o.string("winner", errors) {
         Some(w) => {

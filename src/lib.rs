@@ -27,6 +27,7 @@ pub mod config;
 pub mod exposure;
 #[cfg(all(feature = "filter", target_arch = "wasm32"))]
 mod filter;
+pub mod flagd;
 pub mod growthbook;
 pub mod guard;
 pub mod hash;

@@ -203,7 +203,7 @@ mod algorithm {
                 r#"{"units": {"user": [{"header": "u"}]}, "experiments": [{"key": "k", "seed": "x", "algorithm": "statsig", "variants": [{"name": "a", "weight": 1}]}]}"#
             ),
             vec![
-                "experiments[0].algorithm: must be \"abmesh\" or \"growthbook\", found \"statsig\"",
+                "experiments[0].algorithm: must be \"abmesh\", \"growthbook\" or \"flagd\", found \"statsig\"",
                 "experiments[0].seed: is only used with \"algorithm\": \"growthbook\"",
             ]
         );

@@ -1,0 +1,66 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+//! flagd `fractional` vectors (tests/vectors/flagd.json, from an independent Python
+//! implementation with the reference murmur3), through a real abmesh configuration with
+//! `"algorithm": "flagd"` — natively and on wasm32. Boundary ids are included.
+
+use abmesh::{evaluate, Config, RequestView};
+use serde_json::Value;
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test;
+
+const VECTORS: &str = include_str!("vectors/flagd.json");
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn every_flagd_vector_assigns_the_same_variant() {
+    let doc: Value = serde_json::from_str(VECTORS).unwrap();
+    let cases = doc["cases"].as_array().unwrap();
+    assert!(cases.len() >= 200 && cases.iter().filter(|c| c["boundary"] == true).count() >= 10);
+    for c in cases {
+        let unit = c["unit"].as_str().unwrap();
+        assert_eq!(
+            u64::from(abmesh::flagd::murmur3_32(
+                format!(
+                    "{}{unit}",
+                    c["bucket_by_seed"]
+                        .as_str()
+                        .unwrap_or(c["flag_key"].as_str().unwrap())
+                )
+                .as_bytes(),
+                0
+            )),
+            c["hash"].as_u64().unwrap(),
+            "{c}"
+        );
+        let weights: Vec<u64> = c["weights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_u64().unwrap())
+            .collect();
+        let variants: Vec<String> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| format!(r#"{{"name": "v{i}", "weight": {w}}}"#))
+            .collect();
+        let seed = match c["bucket_by_seed"].as_str() {
+            Some(s) => format!(r#", "bucket_by_seed": "{s}""#),
+            None => String::new(),
+        };
+        let config = format!(
+            r#"{{"units": {{"user": [{{"header": "x-user-id"}}]}}, "experiments": [{{"key": "exp", "algorithm": "flagd",
+                "flag_key": "{}"{seed}, "variants": [{}]}}]}}"#,
+            c["flag_key"].as_str().unwrap(),
+            variants.join(", ")
+        );
+        let config = Config::parse(config.as_bytes()).unwrap();
+        let headers = [("x-user-id", unit)];
+        let eval = evaluate(&config, &RequestView::new(&headers), 0);
+        assert_eq!(
+            eval.assignments[0].variant as u64,
+            c["variant"].as_u64().unwrap(),
+            "{c}"
+        );
+    }
+}
