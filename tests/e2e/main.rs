@@ -849,3 +849,51 @@ fn the_demo_prints_its_report_and_stops_everything_it_started() {
         );
     }
 }
+
+/// GrowthBook (hash v2, three variations, coverage 0.8, a namespace) and flagd experiments.
+const PEERS: &str = r#"{
+  "units": {"user": [{"header": "x-user-id"}]},
+  "experiments": [
+    {"key": "gb-checkout", "algorithm": "growthbook", "hash_version": 2, "seed": "gb-checkout",
+     "coverage": 0.8, "namespace": ["checkout", 0.2, 1],
+     "variants": [{"name": "control", "weight": 0.34}, {"name": "green", "weight": 0.33}, {"name": "blue", "weight": 0.33}]},
+    {"key": "flagd-color", "algorithm": "flagd", "flag_key": "header-color",
+     "variants": [{"name": "red", "weight": 25}, {"name": "blue", "weight": 25}, {"name": "green", "weight": 25}, {"name": "yellow", "weight": 25}]}
+  ]
+}"#;
+
+#[test]
+fn growthbook_and_flagd_experiments_assign_2000_units_as_the_core_and_the_reference_formulas() {
+    use abmesh::growthbook;
+    let config = Config::parse(PEERS.as_bytes()).unwrap();
+    let envoy = Envoy::start(Some(PEERS), 2);
+    let mut client = Client::new(envoy.ports.listener);
+    let ranges = growthbook::bucket_ranges(3, 0.8, Some(&[0.34, 0.33, 0.33]));
+    let (gb_names, flagd_names) = (
+        ["control", "green", "blue"],
+        ["red", "blue", "green", "yellow"],
+    );
+    for i in 0..2000 {
+        let id = format!("peer-user-{i}");
+        let headers = [("x-user-id", id.as_bytes())];
+        let (_, seen) = upstream(&client.get(b"/", &headers));
+        let want = core_plan(&config, b"GET", b"/", &headers);
+        let got = text(header(&seen, "x-experiments"));
+        assert_eq!(got, want.assignments, "{id}");
+        // The reference formulas, independently of the core's configuration path.
+        let gb = growthbook::in_namespace(&id, "checkout", 0.2, 1.0)
+            .then(|| {
+                growthbook::choose_variation(
+                    growthbook::hash("gb-checkout", &id, 2).unwrap(),
+                    &ranges,
+                )
+            })
+            .flatten()
+            .map(|v| format!("gb-checkout={}", gb_names[v]));
+        let flagd =
+            abmesh::flagd::choose(format!("header-color{id}").as_bytes(), &[25, 25, 25, 25])
+                .map(|v| format!("flagd-color={}", flagd_names[v]));
+        let reference: Vec<String> = gb.into_iter().chain(flagd).collect();
+        assert_eq!(got.unwrap_or_default(), reference.join(", "), "{id}");
+    }
+}
