@@ -196,6 +196,10 @@ pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Eval
                 break 'decide Reason::Holdout;
             }
             let chosen = match &e.algorithm {
+                // GrowthBook runs no experiment with fewer than two variations.
+                Algorithm::GrowthBook { .. } if e.variants.len() < 2 => {
+                    break 'decide Reason::Traffic
+                }
                 Algorithm::GrowthBook {
                     hash_version,
                     seed,

@@ -224,3 +224,166 @@ mod algorithm {
         assert_eq!(widths, [2500, 2500, 2500, 2500]);
     }
 }
+
+/// `run` cases the mesh cannot express, each with its reason. The test fails if a case listed
+/// here passes, or if a case fails without being listed.
+#[cfg(not(target_arch = "wasm32"))]
+const RUN_SKIPS: &[(&str, &str)] = &[
+    ("negative forced variation", "experiment.force: a forced value is an application setting (use abmesh overrides)"),
+    ("high forced variation", "experiment.force: a forced value is an application setting (use abmesh overrides)"),
+    ("evaluates conditions - pass", "experiment.condition: GrowthBook's condition language on attributes (map it to `when` by hand)"),
+    ("evaluates conditions - fail", "experiment.condition: GrowthBook's condition language on attributes (map it to `when` by hand)"),
+    ("globally disabled", "context.enabled: the SDK's global switch is an application setting"),
+    ("querystring force", "context.url: URL-based forcing is an application setting"),
+    ("querystring force with inactive", "context.url: URL-based forcing is an application setting"),
+    ("coverage take precendence over forced", "experiment.force: a forced value is an application setting (use abmesh overrides)"),
+    ("Force variation from context", "context.forcedVariations: forced variations come from the application (use abmesh overrides)"),
+    ("Skips experiments in QA mode", "context.qaMode: SDK QA mode is an application setting"),
+    ("Works in QA mode if forced in context", "context.qaMode: SDK QA mode is an application setting"),
+    ("Works in QA mode if forced in experiment", "context.qaMode: SDK QA mode is an application setting"),
+    ("Filtered, included", "experiment.filters: filters are a newer bucketing model than coverage and namespace"),
+    ("Filtered, excluded", "experiment.filters: filters are a newer bucketing model than coverage and namespace"),
+    ("Filtered, ignore namespace", "experiment.filters: filters are a newer bucketing model than coverage and namespace"),
+    ("Ranges, ignore coverage and weights", "experiment.ranges: explicit ranges are a newer bucketing model than weights and coverage"),
+    ("Ranges, partial coverage", "experiment.ranges: explicit ranges are a newer bucketing model than weights and coverage"),
+    ("Uses seed and hash version", "experiment.ranges: explicit ranges are a newer bucketing model than weights and coverage"),
+    ("Prerequisite condition passes", "context.features: feature definitions are not experiments"),
+    ("Prerequisite condition fails", "context.features: feature definitions are not experiments"),
+    ("SavedGroups correctly pulled from context for experiment", "context.savedGroups: saved groups need GrowthBook's condition language"),
+];
+
+/// Why a `run` case cannot be expressed at the mesh, if it cannot.
+#[cfg(not(target_arch = "wasm32"))]
+fn unsupported(context: &Value, experiment: &Value) -> Option<String> {
+    for (key, reason) in [
+        ("qaMode", "SDK QA mode is an application setting"),
+        ("url", "URL-based forcing is an application setting"),
+        (
+            "forcedVariations",
+            "forced variations come from the application (use abmesh overrides)",
+        ),
+        (
+            "enabled",
+            "the SDK's global switch is an application setting",
+        ),
+        ("features", "feature definitions are not experiments"),
+        (
+            "savedGroups",
+            "saved groups need GrowthBook's condition language",
+        ),
+    ] {
+        if context.get(key).is_some() {
+            return Some(format!("context.{key}: {reason}"));
+        }
+    }
+    for (key, reason) in [
+        (
+            "force",
+            "a forced value is an application setting (use abmesh overrides)",
+        ),
+        (
+            "condition",
+            "GrowthBook's condition language on attributes (map it to `when` by hand)",
+        ),
+        (
+            "parentConditions",
+            "prerequisite features are not known to the mesh",
+        ),
+        (
+            "filters",
+            "filters are a newer bucketing model than coverage and namespace",
+        ),
+        (
+            "ranges",
+            "explicit ranges are a newer bucketing model than weights and coverage",
+        ),
+    ] {
+        if experiment.get(key).is_some() {
+            return Some(format!("experiment.{key}: {reason}"));
+        }
+    }
+    None
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn every_expressible_run_case_passes_and_the_rest_are_listed() {
+    use abmesh::{evaluate, Config, RequestView};
+    let mut failures = Vec::new();
+    let mut skipped_without_listing = Vec::new();
+    let mut passed = 0;
+    for c in suite("run") {
+        let name = c[0].as_str().unwrap();
+        let (context, experiment) = (&c[1], &c[2]);
+        let listed = RUN_SKIPS.iter().find(|(n, _)| *n == name);
+        if let Some(reason) = unsupported(context, experiment) {
+            if listed.map(|(_, r)| *r) != Some(reason.as_str()) {
+                skipped_without_listing.push(format!("(\"{name}\", \"{reason}\"),"));
+            }
+            continue;
+        }
+        let variations = experiment["variations"].as_array().unwrap();
+        let attribute = experiment["hashAttribute"].as_str().unwrap_or("id");
+        let id = match &context["attributes"][attribute] {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        let mut exp = serde_json::json!({
+            "key": experiment["key"].as_str().unwrap().to_lowercase(),
+            "algorithm": "growthbook",
+            "seed": experiment.get("seed").cloned().unwrap_or(experiment["key"].clone()),
+            "hash_version": experiment.get("hashVersion").cloned().unwrap_or(Value::from(1)),
+            "variants": (0..variations.len()).map(|i| {
+                let mut v = serde_json::json!({"name": format!("v{i}")});
+                if let Some(w) = experiment["weights"].get(i) { v["weight"] = w.clone(); }
+                v
+            }).collect::<Vec<_>>(),
+        });
+        for (from, to) in [("coverage", "coverage"), ("namespace", "namespace")] {
+            if let Some(v) = experiment.get(from) {
+                exp[to] = v.clone();
+            }
+        }
+        if experiment.get("active") == Some(&Value::Bool(false)) {
+            exp["status"] = Value::from("paused");
+        }
+        let config =
+            serde_json::json!({"units": {"id": [{"header": "x-gb-id"}]}, "experiments": [exp]});
+        let outcome = match Config::parse(config.to_string().as_bytes()) {
+            Err(e) => Err(format!("refused: {}", e.errors.join("; "))),
+            Ok(config) => {
+                let headers = [("x-gb-id", id.as_str())];
+                let eval = evaluate(&config, &RequestView::new(&headers), 0);
+                Ok(eval.assignments.first().map(|a| a.variant))
+            }
+        };
+        let (want_value, want_in) = (&c[3], c[4].as_bool().unwrap());
+        let ok = match &outcome {
+            Ok(Some(v)) => want_in && &variations[*v] == want_value,
+            Ok(None) => !want_in && &variations[0] == want_value,
+            Err(_) => false,
+        };
+        match (ok, listed) {
+            (true, None) => passed += 1,
+            (true, Some(_)) => failures.push(format!("{name}: passes but is in RUN_SKIPS")),
+            (false, Some(_)) => {}
+            (false, None) => failures.push(format!(
+                "{name}: got {outcome:?}, want {want_value} (in experiment: {want_in})"
+            )),
+        }
+    }
+    assert!(
+        skipped_without_listing.is_empty(),
+        "unlisted skips:\n{}",
+        skipped_without_listing.join("\n")
+    );
+    assert!(
+        failures.is_empty(),
+        "{} passed; failures:\n{}",
+        passed,
+        failures.join("\n")
+    );
+    assert!(passed >= 40, "only {passed} run cases passed");
+}
