@@ -31,6 +31,7 @@ pub mod flagd;
 pub mod growthbook;
 pub mod guard;
 pub mod hash;
+pub mod import;
 pub mod metrics;
 pub mod plan;
 mod reader;

@@ -31,6 +31,12 @@ usage:
       SRM p < 0.001, or when a variant's 5xx ratio is significantly worse than control by more
       than POINTS percentage points (default 0.5: the 95% interval of the increase lies above it).
 
+  abmesh import growthbook|flagd FILE [--allow-partial]
+      Translate a GrowthBook SDK payload (features with experiment rules) or a flagd flag file
+      (flags whose targeting is a fractional) into an abmesh configuration that assigns
+      identically, printed on standard output. What cannot be expressed at the mesh is listed on
+      standard error with the reason; then the command exits 1 unless --allow-partial.
+
   abmesh --help | --version
 
 exit codes: 0 success (guard: healthy), 1 invalid configuration or unreadable file,
@@ -199,6 +205,65 @@ fn fetch(url: &str) -> Result<String, String> {
     Ok(out)
 }
 
+fn import(args: &[OsString]) -> ExitCode {
+    let allow_partial = args.iter().any(|a| a == "--allow-partial");
+    let rest: Vec<&OsString> = args.iter().filter(|a| *a != "--allow-partial").collect();
+    let (Some(kind), Some(path), None) = (
+        rest.first().and_then(|k| k.to_str()),
+        rest.get(1),
+        rest.get(2),
+    ) else {
+        return usage_error("import needs growthbook|flagd and a FILE");
+    };
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("abmesh: cannot read {}: {e}", path.to_string_lossy());
+            return ExitCode::from(1);
+        }
+    };
+    let source: serde_json::Value = match serde_json::from_slice(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!(
+                "abmesh: {}: invalid JSON at line {}, column {}",
+                path.to_string_lossy(),
+                e.line(),
+                e.column()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let imported = match kind {
+        "growthbook" => abmesh::import::growthbook(&source),
+        "flagd" => abmesh::import::flagd(&source),
+        other => return usage_error(&format!("import knows growthbook and flagd, not '{other}'")),
+    };
+    let config = serde_json::to_string_pretty(&imported.config).unwrap_or_default();
+    if let Err(err) = Config::parse(config.as_bytes()) {
+        for e in &err.errors {
+            eprintln!("abmesh: the imported configuration is invalid: {e}");
+        }
+        return ExitCode::from(1);
+    }
+    out(&format!("{config}\n"));
+    for u in &imported.units {
+        eprintln!("abmesh: carry the unit to the proxy as {u}");
+    }
+    for u in &imported.unsupported {
+        eprintln!("abmesh: not imported: {u}");
+    }
+    if imported.unsupported.is_empty() || allow_partial {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "abmesh: {} item(s) not imported; use --allow-partial to accept",
+            imported.unsupported.len()
+        );
+        ExitCode::from(1)
+    }
+}
+
 fn guard(args: &[OsString]) -> ExitCode {
     let (mut config, mut stats, mut json, mut max_points) = (None, None, false, 0.5f64);
     let mut rest = args.iter();
@@ -320,6 +385,7 @@ fn main() -> ExitCode {
         },
         Some("assign") => assign(&args[1..]),
         Some("guard") => guard(&args[1..]),
+        Some("import") => import(&args[1..]),
         Some(other) => usage_error(&format!("unknown command '{other}'")),
     }
 }

@@ -149,6 +149,7 @@ fn help_documents_every_command() {
     assert!(help.contains(
         "abmesh guard --config CONFIG --stats URL_OR_FILE [--json] [--max-error-increase POINTS]"
     ));
+    assert!(help.contains("abmesh import growthbook|flagd FILE [--allow-partial]"));
     assert!(help.contains(
         "exit codes: 0 success (guard: healthy), 1 invalid configuration or unreadable file,\n2 usage error, 3 guardrail breached"
     ));
