@@ -64,3 +64,26 @@ fn every_flagd_vector_assigns_the_same_variant() {
         );
     }
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn flagd_settings_are_validated_in_the_usual_words() {
+    let errors = Config::parse(
+        br#"{"units": {"user": [{"header": "u"}]}, "experiments": [
+          {"key": "f", "algorithm": "flagd", "traffic_percent": 50, "salt": "s", "coverage": 0.5,
+           "variants": [{"name": "a", "weight": 1.5}]},
+          {"key": "g", "flag_key": "x", "variants": [{"name": "a", "weight": 1}]}]}"#,
+    )
+    .unwrap_err()
+    .errors;
+    assert_eq!(
+        errors,
+        vec![
+            "experiments[0].traffic_percent: is not used by algorithm \"flagd\" (flagd assigns every unit)",
+            "experiments[0].salt: is not used by algorithm \"flagd\" (use bucket_by_seed)",
+            "experiments[0].coverage: is only used with \"algorithm\": \"growthbook\"",
+            "experiments[0].variants[0].weight: must be a non-negative integer, found 1.5",
+            "experiments[1].flag_key: is only used with \"algorithm\": \"flagd\"",
+        ]
+    );
+}
