@@ -839,64 +839,26 @@ fn compile_growthbook(o: &Obj, key: &str, errors: &mut Errors) -> (Vec<Variant>,
             }
         }
     });
-    let path = o.path_of("variants");
-    let list = match o.get("variants") {
-        None => {
-            errors.push(&path, "is required (at least one variant)");
-            Vec::new()
-        }
-        Some(l) => crate::reader::list(l, &path, errors)
-            .cloned()
-            .unwrap_or_default(),
-    };
-    if list.len() > MAX_VARIANTS {
-        errors.push(
-            &path,
-            format!(
-                "at most {MAX_VARIANTS} variants are allowed, found {}",
-                list.len()
-            ),
-        );
-    }
-    let mut names: Vec<String> = Vec::new();
-    let mut weights: Vec<Option<f64>> = Vec::new();
-    for (i, v) in list.iter().enumerate() {
-        let vpath = index_path(&path, i);
-        let Some(vo) = Obj::new(v, &vpath, &["name", "weight"], errors) else {
-            continue;
-        };
-        let name = vo.required_string("name", errors).unwrap_or("");
-        if vo.get("name").is_some_and(Value::is_string) && !is_valid_variant(name) {
-            errors.push(&vo.path_of("name"), format!("\"{name}\" {VARIANT_RULE}"));
-        } else if let Some(first) = names.iter().position(|n| n == name) {
-            errors.push(
-                &vo.path_of("name"),
-                format!(
-                    "duplicate variant \"{name}\" (first used at {})",
-                    index_path(&path, first)
-                ),
-            );
-        }
-        names.push(name.to_string());
-        weights.push(
-            vo.get("weight")
-                .and_then(|w| fraction(w, &vo.path_of("weight"), errors)),
-        );
-    }
-    if list.is_empty() && o.get("variants").is_some() {
-        errors.push(&path, "must have at least one variant");
-    }
+    // Float weights: absent (equal weights) or a fraction; an invalid one is reported here.
+    let (path, read, _) = read_variants(o, errors, |w, path, errors| match w {
+        None => (false, None),
+        Some(w) => (true, fraction(w, path, errors)),
+    });
+    let names: Vec<String> = read.iter().map(|(n, _)| n.clone()).collect();
     // GrowthBook itself falls back to equal weights when they are missing or do not sum to 1;
     // a configuration says what it means, so: all weights or none, summing to 1 (± 0.01).
-    let given: Vec<f64> = weights.iter().flatten().copied().collect();
-    let weights = if given.is_empty() {
+    let present = read.iter().filter(|(_, (p, _))| *p).count();
+    let given: Vec<f64> = read.iter().filter_map(|(_, (_, w))| *w).collect();
+    let weights = if present == 0 {
         None
-    } else if given.len() != weights.len() {
+    } else if present != read.len() {
         errors.push(
             &path,
             "give every variant a weight, or none (equal weights)",
         );
         None
+    } else if given.len() != present {
+        None // an invalid weight, already reported
     } else {
         let total: f64 = given.iter().sum();
         if !(0.99..=1.01).contains(&total) {
@@ -960,14 +922,21 @@ fn layer_buckets(v: &Value, path: &str, errors: &mut Errors) -> Option<(u32, u32
     }
 }
 
-fn compile_variants(o: &Obj, traffic_bp: u32, errors: &mut Errors) -> Vec<Variant> {
+/// The `variants` of `o`, with the rules every algorithm shares (a non-empty list of at most
+/// MAX_VARIANTS, valid unique names); `weight` reads each variant's weight its own way. Returns
+/// the list's path, `(name, weight)` per readable variant, and whether every element was one.
+fn read_variants<W>(
+    o: &Obj,
+    errors: &mut Errors,
+    mut weight: impl FnMut(Option<&Value>, &str, &mut Errors) -> W,
+) -> (String, Vec<(String, W)>, bool) {
     let path = o.path_of("variants");
     let Some(list) = o.get("variants") else {
         errors.push(&path, "is required (at least one variant)");
-        return Vec::new();
+        return (path, Vec::new(), false);
     };
     let Some(list) = crate::reader::list(list, &path, errors) else {
-        return Vec::new();
+        return (path, Vec::new(), false);
     };
     if list.is_empty() {
         errors.push(&path, "must have at least one variant");
@@ -981,20 +950,19 @@ fn compile_variants(o: &Obj, traffic_bp: u32, errors: &mut Errors) -> Vec<Varian
             ),
         );
     }
-    let mut names: Vec<String> = Vec::new();
-    let mut weights = Vec::new();
-    let mut ok = true;
+    let mut out: Vec<(String, W)> = Vec::new();
+    let mut complete = !list.is_empty();
     for (i, v) in list.iter().enumerate() {
         let vpath = index_path(&path, i);
         let Some(vo) = Obj::new(v, &vpath, &["name", "weight"], errors) else {
-            ok = false;
+            complete = false;
             continue;
         };
         let name = vo.required_string("name", errors).unwrap_or("");
         if vo.get("name").is_some_and(Value::is_string) {
             if !is_valid_variant(name) {
                 errors.push(&vo.path_of("name"), format!("\"{name}\" {VARIANT_RULE}"));
-            } else if let Some(first) = names.iter().position(|n| n == name) {
+            } else if let Some(first) = out.iter().position(|(n, _)| n == name) {
                 errors.push(
                     &vo.path_of("name"),
                     format!(
@@ -1004,27 +972,30 @@ fn compile_variants(o: &Obj, traffic_bp: u32, errors: &mut Errors) -> Vec<Varian
                 );
             }
         }
-        let weight = match vo.get("weight") {
-            None => {
-                errors.push(&vo.path_of("weight"), "is required");
-                None
-            }
-            Some(w) => {
-                let n = w.as_u64();
-                if n.is_none() {
-                    errors.push(
-                        &vo.path_of("weight"),
-                        format!("must be a non-negative integer, found {w}"),
-                    );
-                }
-                n
-            }
-        };
-        ok &= weight.is_some();
-        names.push(name.to_string());
-        weights.push(weight.unwrap_or(0));
+        let w = weight(vo.get("weight"), &vo.path_of("weight"), errors);
+        out.push((name.to_string(), w));
     }
-    if ok && !list.is_empty() && weights.iter().all(|&w| w == 0) {
+    (path, out, complete)
+}
+
+fn compile_variants(o: &Obj, traffic_bp: u32, errors: &mut Errors) -> Vec<Variant> {
+    let (path, read, complete) = read_variants(o, errors, |w, path, errors| match w {
+        None => {
+            errors.push(path, "is required");
+            None
+        }
+        Some(w) => {
+            let n = w.as_u64();
+            if n.is_none() {
+                errors.push(path, format!("must be a non-negative integer, found {w}"));
+            }
+            n
+        }
+    });
+    let ok = complete && read.iter().all(|(_, w)| w.is_some());
+    let (names, weights): (Vec<String>, Vec<u64>) =
+        read.into_iter().map(|(n, w)| (n, w.unwrap_or(0))).unzip();
+    if ok && weights.iter().all(|&w| w == 0) {
         errors.push(&path, "weights must not all be zero");
     }
     let ranges = variant_ranges(&weights, traffic_bp);
