@@ -199,6 +199,8 @@ const TOP_FIELDS: &[&str] = &[
     "exposure",
     "overrides",
 ];
+const GROWTHBOOK_FIELDS: &[&str] = &["hash_version", "seed", "coverage", "namespace"];
+const FLAGD_FIELDS: &[&str] = &["flag_key", "bucket_by_seed"];
 const EXPERIMENT_FIELDS: &[&str] = &[
     "key",
     "algorithm",
@@ -660,7 +662,7 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
         Kind::Abmesh => ("abmesh", &[], &[]),
         Kind::GrowthBook => (
             "growthbook",
-            &["hash_version", "seed", "coverage", "namespace"],
+            GROWTHBOOK_FIELDS,
             &[
                 ("traffic_percent", "use coverage"),
                 ("salt", "use seed"),
@@ -669,7 +671,7 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
         ),
         Kind::Flagd => (
             "flagd",
-            &["flag_key", "bucket_by_seed"],
+            FLAGD_FIELDS,
             &[
                 ("traffic_percent", "flagd assigns every unit"),
                 ("salt", "use bucket_by_seed"),
@@ -685,16 +687,9 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
             );
         }
     }
-    for field in [
-        "hash_version",
-        "seed",
-        "coverage",
-        "namespace",
-        "flag_key",
-        "bucket_by_seed",
-    ] {
+    for &field in GROWTHBOOK_FIELDS.iter().chain(FLAGD_FIELDS) {
         if o.get(field).is_some() && !own.contains(&field) {
-            let owner = if ["flag_key", "bucket_by_seed"].contains(&field) {
+            let owner = if FLAGD_FIELDS.contains(&field) {
                 "flagd"
             } else {
                 "growthbook"

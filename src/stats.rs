@@ -25,6 +25,16 @@ pub fn ln_gamma(x: f64) -> f64 {
     0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + s.ln()
 }
 
+/// Keeps a continued-fraction term away from zero (Lentz's method).
+fn not_tiny(x: f64) -> f64 {
+    const TINY: f64 = 1e-300;
+    if x.abs() < TINY {
+        TINY
+    } else {
+        x
+    }
+}
+
 /// The regularized upper incomplete gamma function Q(a, x).
 pub fn gamma_q(a: f64, x: f64) -> f64 {
     if x <= 0.0 {
@@ -44,18 +54,17 @@ pub fn gamma_q(a: f64, x: f64) -> f64 {
         (1.0 - sum * prefix).max(0.0)
     } else {
         // Lentz's continued fraction.
-        let tiny = 1e-300;
         let mut b = x + 1.0 - a;
-        let mut c = 1.0 / tiny;
+        let mut c = 1.0 / not_tiny(0.0);
         let mut d = 1.0 / b;
         let mut h = d;
         for i in 1..100_000 {
             let an = -(i as f64) * (i as f64 - a);
             b += 2.0;
             d = an * d + b;
-            d = if d.abs() < tiny { tiny } else { d };
+            d = not_tiny(d);
             c = b + an / c;
-            c = if c.abs() < tiny { tiny } else { c };
+            c = not_tiny(c);
             d = 1.0 / d;
             let delta = d * c;
             h *= delta;
@@ -102,11 +111,10 @@ pub fn beta_inc(a: f64, b: f64, x: f64) -> f64 {
 }
 
 fn beta_cf(a: f64, b: f64, x: f64) -> f64 {
-    let tiny = 1e-300;
     let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
     let mut c = 1.0;
     let mut d = 1.0 - qab * x / qap;
-    d = if d.abs() < tiny { tiny } else { d };
+    d = not_tiny(d);
     d = 1.0 / d;
     let mut h = d;
     for m in 1..100_000 {
@@ -114,16 +122,16 @@ fn beta_cf(a: f64, b: f64, x: f64) -> f64 {
         let m2 = 2.0 * m;
         let aa = m * (b - m) * x / ((qam + m2) * (a + m2));
         d = 1.0 + aa * d;
-        d = if d.abs() < tiny { tiny } else { d };
+        d = not_tiny(d);
         c = 1.0 + aa / c;
-        c = if c.abs() < tiny { tiny } else { c };
+        c = not_tiny(c);
         d = 1.0 / d;
         h *= d * c;
         let aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
         d = 1.0 + aa * d;
-        d = if d.abs() < tiny { tiny } else { d };
+        d = not_tiny(d);
         c = 1.0 + aa / c;
-        c = if c.abs() < tiny { tiny } else { c };
+        c = not_tiny(c);
         d = 1.0 / d;
         let delta = d * c;
         h *= delta;
