@@ -87,6 +87,9 @@ enum Series {
 struct Sli {
     responses: [Counter; CLASSES.len()],
     buckets: [Counter; DURATION_BOUNDS_MS.len() + 1],
+    /// Requests per bucket since the last publication, not cumulative: a request adds one
+    /// here, and publishing turns them into the cumulative `le` counts.
+    recent: [u64; DURATION_BOUNDS_MS.len() + 1],
     sum: Counter,
     count: Counter,
     sum_squares: Counter,
@@ -109,6 +112,8 @@ struct Metrics {
     slis: Vec<Vec<Sli>>,
     /// Counters with a pending count, so publishing never scans every series.
     touched: Vec<Series>,
+    /// Variants with `recent` durations to fold into their buckets.
+    recent: Vec<(usize, usize)>,
 }
 
 impl Metrics {
@@ -131,6 +136,7 @@ impl Metrics {
                 .map(|e| vec![Sli::default(); e.variants.len()])
                 .collect(),
             touched: Vec::new(),
+            recent: Vec::new(),
         }
     }
 
@@ -166,8 +172,12 @@ impl Metrics {
         let first = first_bucket(duration_ms);
         for &(e, v) in assigned {
             self.add(Series::Response(e, v, class));
-            for b in first..=DURATION_BOUNDS_MS.len() {
-                self.add(Series::Bucket(e, v, b));
+            if let Some(sli) = self.sli(e, v) {
+                let fresh = sli.recent.iter().all(|&n| n == 0);
+                sli.recent[first] += 1;
+                if fresh {
+                    self.recent.push((e, v));
+                }
             }
             self.add_n(Series::DurationSum(e, v), duration_ms);
             self.add(Series::DurationCount(e, v));
@@ -203,6 +213,15 @@ impl Metrics {
     /// Publishes pending counts: defines each metric on first use, then one increment per
     /// touched series.
     fn publish(&mut self, config: &Config) {
+        for (e, v) in std::mem::take(&mut self.recent) {
+            let Some(sli) = self.sli(e, v) else { continue };
+            let recent = std::mem::take(&mut sli.recent);
+            let mut cumulative = 0;
+            for (b, n) in recent.iter().enumerate() {
+                cumulative += n;
+                self.add_n(Series::Bucket(e, v, b), cumulative);
+            }
+        }
         for s in std::mem::take(&mut self.touched) {
             let Some(c) = self.counter(s) else { continue };
             let pending = std::mem::take(&mut c.pending);

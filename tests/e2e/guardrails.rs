@@ -75,7 +75,26 @@ fn a_failing_treatment_shows_in_the_series_and_guard_exits_3_naming_it() {
         "every failed request is a treatment 5xx"
     );
     assert!(c_ok > 1500 && t_ok > 1200);
-    assert!(prom.contains("abmesh_request_duration_milliseconds_bucket{experiment=\"checkout-v2\",variant=\"treatment\",le=\"+Inf\"}"));
+    // Buckets are cumulative: non-decreasing in `le`, and `+Inf` equals `_count`.
+    let labels = "experiment=\"checkout-v2\",variant=\"treatment\"";
+    let les = [
+        "1", "2", "5", "10", "25", "50", "100", "250", "500", "1000", "2500", "5000", "10000",
+        "+Inf",
+    ];
+    let buckets: Vec<u64> = les
+        .iter()
+        .map(|le| {
+            metric(
+                &prom,
+                "abmesh_request_duration_milliseconds_bucket",
+                &format!("{labels},le=\"{le}\""),
+            )
+        })
+        .collect();
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    let count = metric(&prom, "abmesh_request_duration_milliseconds_count", labels);
+    assert_eq!(buckets[13], count);
+    assert_eq!(count, t_ok + t_err);
 
     let (code, out) = guard(&envoy);
     println!("{out}");
