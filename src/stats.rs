@@ -35,6 +35,14 @@ fn not_tiny(x: f64) -> f64 {
     }
 }
 
+/// One step of the modified Lentz method for a continued fraction with terms a/(b + …):
+/// returns the new `(c, d)` and the factor by which the running value changes.
+fn lentz_step(c: f64, d: f64, a: f64, b: f64) -> (f64, f64, f64) {
+    let d = 1.0 / not_tiny(b + a * d);
+    let c = not_tiny(b + a / c);
+    (c, d, c * d)
+}
+
 /// The regularized upper incomplete gamma function Q(a, x).
 pub fn gamma_q(a: f64, x: f64) -> f64 {
     if x <= 0.0 {
@@ -61,12 +69,8 @@ pub fn gamma_q(a: f64, x: f64) -> f64 {
         for i in 1..100_000 {
             let an = -(i as f64) * (i as f64 - a);
             b += 2.0;
-            d = an * d + b;
-            d = not_tiny(d);
-            c = b + an / c;
-            c = not_tiny(c);
-            d = 1.0 / d;
-            let delta = d * c;
+            let delta;
+            (c, d, delta) = lentz_step(c, d, an, b);
             h *= delta;
             if (delta - 1.0).abs() < 1e-16 {
                 break;
@@ -121,19 +125,12 @@ fn beta_cf(a: f64, b: f64, x: f64) -> f64 {
         let m = m as f64;
         let m2 = 2.0 * m;
         let aa = m * (b - m) * x / ((qam + m2) * (a + m2));
-        d = 1.0 + aa * d;
-        d = not_tiny(d);
-        c = 1.0 + aa / c;
-        c = not_tiny(c);
-        d = 1.0 / d;
-        h *= d * c;
+        let even;
+        (c, d, even) = lentz_step(c, d, aa, 1.0);
+        h *= even;
         let aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
-        d = 1.0 + aa * d;
-        d = not_tiny(d);
-        c = 1.0 + aa / c;
-        c = not_tiny(c);
-        d = 1.0 / d;
-        let delta = d * c;
+        let delta;
+        (c, d, delta) = lentz_step(c, d, aa, 1.0);
         h *= delta;
         if (delta - 1.0).abs() < 1e-16 {
             break;
