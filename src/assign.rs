@@ -66,6 +66,8 @@ pub struct Evaluation<'a> {
     pub not_assigned: Vec<(usize, Reason)>,
     /// Each unit type's id for this request, if it has one (indexed like `Config::units`).
     pub units: Vec<Option<Cow<'a, [u8]>>>,
+    /// Unit types whose id was minted for this request (see `crate::mint`).
+    pub minted: Vec<usize>,
 }
 
 impl Evaluation<'_> {
@@ -88,21 +90,26 @@ pub fn resolve_unit<'a>(sources: &[Source], req: &RequestView<'a>) -> Option<Cow
     })
 }
 
+/// Whether the request carries one of the configured QA tokens.
+pub fn has_valid_token(config: &Config, req: &RequestView) -> bool {
+    let o = &config.overrides;
+    if o.token_sha256.is_empty() {
+        return false;
+    }
+    let Some(token) = req.header(o.token_header.as_bytes()) else {
+        return false;
+    };
+    let digest: [u8; 32] = Sha256::digest(token).into();
+    o.token_sha256.contains(&digest)
+}
+
 /// Overrides from the request, if its token is one of the configured ones: `(experiment,
 /// variant)` pairs. Unknown experiments and variants are ignored.
 pub fn forced_variants(config: &Config, req: &RequestView) -> Vec<(usize, usize)> {
-    let o = &config.overrides;
-    if o.token_sha256.is_empty() {
-        return Vec::new();
-    }
-    let (Some(token), Some(dict)) = (
-        req.header(o.token_header.as_bytes()),
-        req.header(o.header.as_bytes()),
-    ) else {
+    let Some(dict) = req.header(config.overrides.header.as_bytes()) else {
         return Vec::new();
     };
-    let digest: [u8; 32] = Sha256::digest(token).into();
-    if !o.token_sha256.contains(&digest) {
+    if !has_valid_token(config, req) {
         return Vec::new();
     }
     parse_dictionary(dict)
@@ -138,11 +145,25 @@ fn hasher_for<'h>(
 
 /// Evaluates every experiment for one request at time `now_ms` (Unix milliseconds).
 pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Evaluation<'a> {
-    let units: Vec<Option<Cow<'a, [u8]>>> = config
+    evaluate_units(config, req, resolve_units(config, req), now_ms)
+}
+
+/// Each unit type's id in the request (indexed like `Config::units`).
+pub fn resolve_units<'a>(config: &Config, req: &RequestView<'a>) -> Vec<Option<Cow<'a, [u8]>>> {
+    config
         .units
         .iter()
         .map(|u| resolve_unit(&u.sources, req))
-        .collect();
+        .collect()
+}
+
+/// As [`evaluate`], with the unit ids already resolved (some of them perhaps minted).
+pub fn evaluate_units<'a>(
+    config: &Config,
+    req: &RequestView<'a>,
+    units: Vec<Option<Cow<'a, [u8]>>>,
+    now_ms: i64,
+) -> Evaluation<'a> {
     let forced = forced_variants(config, req);
     let mut hashers: Vec<Option<Hasher>> = (0..units.len()).map(|_| None).collect();
     let max_salt = config.max_salt_len;
@@ -157,6 +178,7 @@ pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Eval
         assignments: Vec::with_capacity(config.experiments.len()),
         not_assigned: Vec::with_capacity(config.experiments.len()),
         units: Vec::new(),
+        minted: Vec::new(),
     };
     'experiments: for (i, e) in config.experiments.iter().enumerate() {
         let mut assign = |variant: usize, forced: bool, rollout: bool| {

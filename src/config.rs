@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::hash::{variant_ranges, BUCKETS};
+use crate::mint::Mint;
 use crate::reader::{
     field_path, index_path, json_syntax_error, percent_basis_points, string_list, Errors, Obj,
 };
@@ -28,12 +29,25 @@ pub struct Config {
     pub output: Output,
     pub exposure: ExposureConfig,
     pub overrides: Overrides,
+    pub inbound: Inbound,
+}
+
+/// What an instance does with assignments that arrive with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// Remove them (the edge: a client must never choose its variant).
+    Strip,
+    /// Keep those for experiments this instance does not define (an internal tier behind an
+    /// abmesh edge, never reachable by clients).
+    Trust,
 }
 
 #[derive(Debug, Clone)]
 pub struct UnitType {
     pub name: String,
+    /// The mint cookie, when not listed, is read last.
     pub sources: Vec<Source>,
+    pub mint: Option<Mint>,
 }
 
 /// Where a unit id is read from. Names are stored lower-case for headers.
@@ -138,6 +152,8 @@ pub struct Output {
     pub header: String,
     pub route_header_prefix: String,
     pub response_header: Option<String>,
+    /// Also carry the assignments as the `abmesh` member of W3C `baggage`.
+    pub baggage: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +214,7 @@ const TOP_FIELDS: &[&str] = &[
     "output",
     "exposure",
     "overrides",
+    "inbound",
 ];
 const GROWTHBOOK_FIELDS: &[&str] = &["hash_version", "seed", "coverage", "namespace"];
 const FLAGD_FIELDS: &[&str] = &["flag_key", "bucket_by_seed"];
@@ -265,7 +282,7 @@ impl Config {
     /// assert_eq!(config.experiments[0].key, "demo");
     /// let err = abmesh::Config::parse(br#"{"experimnts": []}"#).unwrap_err();
     /// assert_eq!(err.errors[0], "config: unknown field \"experimnts\"; expected one of: \
-    ///     units, holdout, layers, experiments, output, exposure, overrides");
+    ///     units, holdout, layers, experiments, output, exposure, overrides, inbound");
     /// ```
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         let mut errors = Errors::default();
@@ -382,6 +399,17 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
     let output = compile_output(&top, errors);
     let exposure = compile_exposure(&top, errors);
     let overrides = compile_overrides(&top, errors);
+    let inbound = match top.string("inbound", errors) {
+        None | Some("strip") => Inbound::Strip,
+        Some("trust") => Inbound::Trust,
+        Some(other) => {
+            errors.push(
+                "inbound",
+                format!("must be \"strip\" (an edge) or \"trust\" (an internal tier), found \"{other}\""),
+            );
+            Inbound::Strip
+        }
+    };
 
     let mut experiments: Vec<Experiment> = experiments.into_iter().map(|(_, e)| e).collect();
     // Everything a request needs that the configuration decides is rendered here, once.
@@ -415,6 +443,7 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
         output,
         exposure,
         overrides,
+        inbound,
     })
 }
 
@@ -428,7 +457,23 @@ fn compile_units(top: &Obj, errors: &mut Errors) -> Vec<UnitType> {
         if !is_valid_key(name) {
             errors.push(&path, format!("unit type name {KEY_RULE}"));
         }
-        let Some(list) = crate::reader::list(v, &path, errors) else {
+        // A list of sources, or `{"sources": [...], "mint": {...}}`.
+        let (list, mint, list_path) = if v.is_object() {
+            let Some(o) = Obj::new(v, &path, &["sources", "mint"], errors) else {
+                continue;
+            };
+            let mint = o
+                .get("mint")
+                .and_then(|m| crate::mint::compile(m, &o.path_of("mint"), errors));
+            if o.get("sources").is_none() {
+                errors.push(&o.path_of("sources"), "is required");
+            }
+            (o.list("sources", errors), mint, o.path_of("sources"))
+        } else {
+            (crate::reader::list(v, &path, errors), None, path.clone())
+        };
+        let path = list_path;
+        let Some(list) = list else {
             continue;
         };
         if list.is_empty() {
@@ -480,9 +525,28 @@ fn compile_units(top: &Obj, errors: &mut Errors) -> Vec<UnitType> {
             };
             sources.extend(source);
         }
+        if let Some(m) = &mint {
+            let own = Source::Cookie(m.cookie.clone());
+            if !sources.contains(&own) {
+                sources.push(own);
+            }
+            if let Some(other) = units
+                .iter()
+                .find(|u: &&UnitType| u.mint.as_ref().is_some_and(|o| o.cookie == m.cookie))
+            {
+                errors.push(
+                    &field_path(&field_path("units", name), "mint.cookie"),
+                    format!(
+                        "cookie \"{}\" is already minted by unit type \"{}\"",
+                        m.cookie, other.name
+                    ),
+                );
+            }
+        }
         units.push(UnitType {
             name: name.clone(),
             sources,
+            mint,
         });
     }
     units
@@ -1140,10 +1204,16 @@ fn compile_output(top: &Obj, errors: &mut Errors) -> Output {
         header: "x-experiments".into(),
         route_header_prefix: "x-exp-".into(),
         response_header: None,
+        baggage: false,
     };
     let Some(o) = top.section(
         "output",
-        &["header", "route_header_prefix", "response_header"],
+        &[
+            "header",
+            "route_header_prefix",
+            "response_header",
+            "baggage",
+        ],
         errors,
     ) else {
         return out;
@@ -1162,6 +1232,7 @@ fn compile_output(top: &Obj, errors: &mut Errors) -> Output {
         }
     }
     out.response_header = header_field(&o, "response_header", errors);
+    out.baggage = o.bool("baggage", errors).unwrap_or(false);
     out
 }
 

@@ -82,7 +82,22 @@ pub fn exposure_line(
             }
         }
     }
-    out.push_str("},\"assignments\":[");
+    out.push('}');
+    // A minted id is the visitor's first request: analyses can tell new visitors apart.
+    let mut minted = eval.minted.iter().filter(|&&u| {
+        eval.exposures()
+            .any(|a| config.experiments[a.experiment].unit == u)
+    });
+    if let Some(&first) = minted.next() {
+        out.push_str(",\"minted\":[");
+        push_json_str(&mut out, &config.units[first].name);
+        for &u in minted {
+            out.push(',');
+            push_json_str(&mut out, &config.units[u].name);
+        }
+        out.push(']');
+    }
+    out.push_str(",\"assignments\":[");
     for (n, a) in exposures.enumerate() {
         if n > 0 {
             out.push(',');

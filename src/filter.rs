@@ -23,6 +23,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 use crate::request::parse_header_map;
 
 use crate::assign::{Evaluation, Reason};
+use crate::baggage::Rewrite;
 use crate::config::{Config, LogLevel as ExposureLevel};
 use crate::metrics::{
     bucket_label, first_bucket, stat_name, status_class, ErrorKind, ASSIGNMENTS, CLASSES, DURATION,
@@ -377,10 +378,12 @@ impl RootContext for Root {
         self.retired.retain(|c| Rc::strong_count(c) > 1);
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Request {
             compiled: self.compiled.clone(),
+            context_id,
             response: None,
+            set_cookies: Vec::new(),
             assigned: Vec::new(),
             start_ms: 0,
             status: None,
@@ -394,8 +397,11 @@ impl RootContext for Root {
 
 struct Request {
     compiled: Option<Rc<Compiled>>,
+    context_id: u32,
     /// The assignments to echo on the response, copied during the request callback.
     response: Option<String>,
+    /// `Set-Cookie` values for ids minted for this request.
+    set_cookies: Vec<String>,
     /// What the response and log callbacks need, copied during the request callback (request
     /// data is never read after it): the `(experiment, variant)` assignments, the start time,
     /// and the response status once seen.
@@ -445,6 +451,14 @@ impl HttpContext for Request {
             ))
             .is_ok();
         }
+        for value in std::mem::take(&mut self.set_cookies) {
+            ok &= host!(hostcalls::add_map_value_bytes(
+                MapType::HttpResponseHeaders,
+                "set-cookie",
+                value.as_bytes()
+            ))
+            .is_ok();
+        }
         if !ok {
             compiled
                 .metrics
@@ -465,8 +479,9 @@ impl HttpContext for Request {
             return;
         }
         let mut metrics = compiled.metrics.borrow_mut();
-        match now_ms() {
+        match now_ns() {
             Ok(now) => {
+                let now = (now / 1_000_000) as i64;
                 let duration = u64::try_from(now - self.start_ms).unwrap_or(0);
                 metrics.record_response(&self.assigned, status_class(self.status), duration);
             }
@@ -552,10 +567,10 @@ fn request_header_buffer() -> Result<Vec<u8>, HostError> {
     }
 }
 
-fn now_ms() -> Result<i64, HostError> {
+fn now_ns() -> Result<u64, HostError> {
     let t = host!(hostcalls::get_current_time()).map_err(|_| HostError)?;
     let d = t.duration_since(UNIX_EPOCH).map_err(|_| HostError)?;
-    Ok(d.as_millis() as i64)
+    Ok(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn handle_request(compiled: &Compiled, ctx: &mut Request) -> Result<(), HostError> {
@@ -567,10 +582,16 @@ fn handle_request(compiled: &Compiled, ctx: &mut Request) -> Result<(), HostErro
         // A deliberate VM trap, standing in for any bug that could crash the VM.
         core::arch::wasm32::unreachable();
     }
-    let now = now_ms()?;
-    let (plan, eval) = Plan::new(config, &req, now);
-    compiled.metrics.borrow_mut().count(&eval);
-    ctx.start_ms = now;
+    let now_ns = now_ns()?;
+    let (plan, eval) = Plan::at(config, &req, now_ns, ctx.context_id);
+    let mut metrics = compiled.metrics.borrow_mut();
+    metrics.count(&eval);
+    if plan.baggage_full {
+        metrics.add(Series::Error(ErrorKind::Baggage as usize));
+    }
+    drop(metrics);
+    ctx.start_ms = (now_ns / 1_000_000) as i64;
+    ctx.set_cookies = plan.set_cookies.clone();
     ctx.assigned = eval
         .assignments
         .iter()
@@ -594,6 +615,14 @@ fn handle_request(compiled: &Compiled, ctx: &mut Request) -> Result<(), HostErro
     }
     for (name, variant) in &plan.route {
         ok &= set(name, Some(variant.as_bytes()));
+    }
+    if let Some(cookie) = &plan.cookie {
+        ok &= set("cookie", Some(cookie));
+    }
+    match &plan.baggage {
+        Rewrite::Unchanged => {}
+        Rewrite::Remove => ok &= set("baggage", None),
+        Rewrite::Set(value) => ok &= set("baggage", Some(value)),
     }
     if plan.response_header.is_some() {
         ctx.response.clone_from(&plan.assignments);

@@ -23,6 +23,7 @@
 //! ```
 
 pub mod assign;
+pub mod baggage;
 pub mod config;
 pub mod exposure;
 #[cfg(all(feature = "filter", target_arch = "wasm32"))]
@@ -33,6 +34,7 @@ pub mod guard;
 pub mod hash;
 pub mod import;
 pub mod metrics;
+pub mod mint;
 pub mod plan;
 mod reader;
 pub mod request;

@@ -71,15 +71,19 @@ pub fn stat_name(metric: &str, tags: &[(&str, &str)]) -> String {
 pub enum ErrorKind {
     /// A host call failed while reading or changing the request or its response.
     Host,
+    /// The assignments were left out of `baggage`: adding them would have exceeded the W3C
+    /// limit of 8,192 bytes (they still travel in `output.header`).
+    Baggage,
 }
 
 impl ErrorKind {
-    pub const COUNT: usize = 1;
-    pub const ALL: [ErrorKind; Self::COUNT] = [ErrorKind::Host];
+    pub const COUNT: usize = 2;
+    pub const ALL: [ErrorKind; Self::COUNT] = [ErrorKind::Host, ErrorKind::Baggage];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Host => "host",
+            ErrorKind::Baggage => "baggage_full",
         }
     }
 }

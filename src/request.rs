@@ -85,6 +85,14 @@ impl<'a> RequestView<'a> {
             .map(|(_, v)| *v)
     }
 
+    /// Every header with this name (case-insensitive), in order.
+    pub fn headers_all<'s>(&'s self, name: &'s [u8]) -> impl Iterator<Item = &'a [u8]> + 's {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+
     /// The first cookie with this name across all `cookie` headers; surrounding double quotes
     /// are removed from the value. Malformed pairs (no `=`) are skipped.
     pub fn cookie(&self, name: &[u8]) -> Option<&'a [u8]> {

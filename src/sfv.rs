@@ -7,15 +7,30 @@
 /// The `(key, value)` members of a dictionary, in order; a later duplicate key wins, as in
 /// RFC 8941. Never fails: malformed members are skipped.
 pub fn parse_dictionary(input: &[u8]) -> Vec<(&[u8], &[u8])> {
-    let mut out: Vec<(&[u8], &[u8])> = Vec::new();
+    parse_members(input)
+        .into_iter()
+        .map(|m| (m.key, m.value))
+        .collect()
+}
+
+/// One dictionary member: `key=value`, and whether it carries the `forced` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub forced: bool,
+}
+
+/// As [`parse_dictionary`], keeping whether each member is marked `;forced`.
+pub fn parse_members(input: &[u8]) -> Vec<Member<'_>> {
+    let mut out: Vec<Member> = Vec::new();
     for member in split_members(input) {
         let member = trim(member);
         let Some(eq) = member.iter().position(|&c| c == b'=') else {
             continue;
         };
         let key = &member[..eq];
-        // Parameters (`;a=b`) are allowed by RFC 8941 and ignored here.
-        let value = trim_params(&member[eq + 1..]);
+        let (value, params) = split_params(&member[eq + 1..]);
         let value = if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
             &value[1..value.len() - 1]
         } else {
@@ -24,8 +39,13 @@ pub fn parse_dictionary(input: &[u8]) -> Vec<(&[u8], &[u8])> {
         if !is_key(key) || !is_token_like(value) {
             continue;
         }
-        out.retain(|(k, _)| *k != key);
-        out.push((key, value));
+        // `;forced` or `;forced=?1` (an RFC 8941 boolean true).
+        let forced = params
+            .split(|&c| c == b';')
+            .map(trim)
+            .any(|p| p == b"forced" || p == b"forced=?1");
+        out.retain(|m| m.key != key);
+        out.push(Member { key, value, forced });
     }
     out
 }
@@ -61,13 +81,19 @@ fn trim(s: &[u8]) -> &[u8] {
     &s[start..end]
 }
 
-fn trim_params(s: &[u8]) -> &[u8] {
-    if s.first() == Some(&b'"') {
-        return s;
-    }
-    match s.iter().position(|&c| c == b';') {
-        Some(i) => &s[..i],
-        None => s,
+/// The value and its parameters (`;a=b;c`), a quoted string kept whole.
+fn split_params(s: &[u8]) -> (&[u8], &[u8]) {
+    let from = if s.first() == Some(&b'"') {
+        s.iter()
+            .skip(1)
+            .position(|&c| c == b'"')
+            .map_or(s.len(), |i| i + 2)
+    } else {
+        0
+    };
+    match s[from.min(s.len())..].iter().position(|&c| c == b';') {
+        Some(i) => (&s[..from + i], &s[from + i + 1..]),
+        None => (s, &b""[..]),
     }
 }
 
@@ -118,6 +144,22 @@ mod tests {
     #[test]
     fn later_duplicates_win_and_keep_their_position() {
         assert_eq!(parsed(b"a=x, b=y, a=z"), pairs(&[("b", "y"), ("a", "z")]));
+    }
+
+    #[test]
+    fn members_remember_the_forced_parameter() {
+        let m = parse_members(b"a=x;forced, b=\"y\";forced=?1, c=z;other, d=w;forced=?0");
+        let forced: Vec<(&[u8], bool)> = m.iter().map(|m| (m.key, m.forced)).collect();
+        assert_eq!(
+            forced,
+            [
+                (&b"a"[..], true),
+                (&b"b"[..], true),
+                (&b"c"[..], false),
+                (&b"d"[..], false)
+            ]
+        );
+        assert_eq!(m[1].value, b"y");
     }
 
     #[test]

@@ -63,7 +63,7 @@ fn unknown_fields_are_named_wherever_they_are() {
     );
     assert_eq!(
         one_error(r#"{"output": {"headers": "x"}}"#),
-        "output: unknown field \"headers\"; expected one of: header, route_header_prefix, response_header"
+        "output: unknown field \"headers\"; expected one of: header, route_header_prefix, response_header, baggage"
     );
 }
 
