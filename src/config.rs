@@ -447,6 +447,8 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
     })
 }
 
+static EMPTY: Vec<Value> = Vec::new();
+
 fn compile_units(top: &Obj, errors: &mut Errors) -> Vec<UnitType> {
     let mut units = Vec::new();
     let Some(map) = top.object_map("units", errors) else {
@@ -465,10 +467,13 @@ fn compile_units(top: &Obj, errors: &mut Errors) -> Vec<UnitType> {
             let mint = o
                 .get("mint")
                 .and_then(|m| crate::mint::compile(m, &o.path_of("mint"), errors));
-            if o.get("sources").is_none() {
+            // With a mint, the mint cookie alone may be the source.
+            let none = o.get("mint").is_some().then_some(&EMPTY);
+            if o.get("sources").is_none() && none.is_none() {
                 errors.push(&o.path_of("sources"), "is required");
             }
-            (o.list("sources", errors), mint, o.path_of("sources"))
+            let sources = o.list("sources", errors).or(none);
+            (sources, mint, o.path_of("sources"))
         } else {
             (crate::reader::list(v, &path, errors), None, path.clone())
         };
@@ -476,7 +481,7 @@ fn compile_units(top: &Obj, errors: &mut Errors) -> Vec<UnitType> {
         let Some(list) = list else {
             continue;
         };
-        if list.is_empty() {
+        if list.is_empty() && mint.is_none() {
             errors.push(&path, "must list at least one source ({\"header\": ...}, {\"cookie\": ...} or {\"query\": ...})");
         }
         let mut sources = Vec::new();

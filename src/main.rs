@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::process::ExitCode;
 
+use abmesh::baggage::Rewrite;
 use abmesh::plan::Plan;
 use abmesh::{Config, RequestView};
 
@@ -341,11 +342,31 @@ fn render(config: &Config, plan: &Plan, eval: &abmesh::Evaluation) -> String {
     for (n, v) in plan.set() {
         out.push_str(&format!("set request header: {n}: {v}\n"));
     }
+    if plan.set().is_empty() {
+        out.push_str("set request header: none (no assignments)\n");
+    }
+    if let Some(c) = &plan.cookie {
+        out.push_str(&format!(
+            "set request header: cookie: {}\n",
+            String::from_utf8_lossy(c)
+        ));
+    }
+    match &plan.baggage {
+        Rewrite::Unchanged => {}
+        Rewrite::Remove => out.push_str("remove request header: baggage\n"),
+        Rewrite::Set(v) => out.push_str(&format!(
+            "set request header: baggage: {}\n",
+            String::from_utf8_lossy(v)
+        )),
+    }
+    if plan.baggage_full {
+        out.push_str("baggage: assignments left out (the header would exceed 8192 bytes)\n");
+    }
     if let Some((n, v)) = plan.response() {
         out.push_str(&format!("set response header: {n}: {v}\n"));
     }
-    if plan.set().is_empty() {
-        out.push_str("set request header: none (no assignments)\n");
+    for c in &plan.set_cookies {
+        out.push_str(&format!("add response header: set-cookie: {c}\n"));
     }
     for (e, reason) in &eval.not_assigned {
         out.push_str(&format!(

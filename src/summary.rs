@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::config::{Config, Source, Status};
+use crate::config::{Config, Inbound, Source, Status};
 use crate::hash::BUCKETS;
 use crate::targeting::{Condition, When};
 use crate::time::format_rfc3339;
@@ -54,7 +54,15 @@ pub fn describe(config: &Config) -> String {
                     Source::Query(n) => format!("query {n}"),
                 })
                 .collect();
-            let _ = writeln!(out, "  {}: {}", u.name, sources.join(", then "));
+            let _ = write!(out, "  {}: {}", u.name, sources.join(", then "));
+            if let Some(m) = &u.mint {
+                let _ = write!(
+                    out,
+                    "; else minted and set as cookie {}{}",
+                    m.cookie, m.attributes
+                );
+            }
+            out.push('\n');
         }
     }
     if let Some(h) = &config.holdout {
@@ -159,6 +167,13 @@ pub fn describe(config: &Config) -> String {
             .as_ref()
             .map_or(String::new(), |h| format!(", echoed on responses as {h}"))
     );
+    if config.output.baggage {
+        out.push_str("baggage: assignments also in the W3C baggage member \"abmesh\"\n");
+    }
+    out.push_str(match config.inbound {
+        Inbound::Strip => "inbound: strip (an edge: assignments sent by clients are removed)\n",
+        Inbound::Trust => "inbound: trust (an internal tier: received assignments for experiments not defined here are kept)\n",
+    });
     out
 }
 

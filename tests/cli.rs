@@ -66,6 +66,7 @@ experiments:
     control: weight 1, buckets [0, 5000)
     treatment: weight 1, buckets [5000, 10000)
 output: x-experiments (route headers x-exp-*)
+inbound: strip (an edge: assignments sent by clients are removed)
 "
     );
 }

@@ -205,13 +205,22 @@ fn base_id() -> u32 {
     (std::process::id() % 100_000) * 100 + NEXT.fetch_add(1, Ordering::SeqCst) % 100
 }
 
+#[derive(Clone, Copy)]
+enum Upstream {
+    /// Spawn the echo upstream, its treatment cluster failing this fraction of requests.
+    Echo(f64),
+    /// Forward to this port.
+    Port(u16),
+}
+
 /// A running Envoy and its echo upstream; both are killed on drop, and if the test is
 /// failing, Envoy's log and access log are printed first.
 pub struct Envoy {
     pub ports: Ports,
     pub dir: PathBuf,
     envoy: Child,
-    echo: Child,
+    /// The echo upstream, unless this Envoy forwards to another (`start_in_front_of`).
+    echo: Option<Child>,
 }
 
 impl Envoy {
@@ -228,25 +237,42 @@ impl Envoy {
         concurrency: u32,
         treatment_fail: f64,
     ) -> Envoy {
+        Self::start_with(plugin_config, concurrency, Upstream::Echo(treatment_fail))
+    }
+
+    /// An Envoy whose two clusters both forward to `port` (another Envoy: a tier in front of
+    /// it), with no echo upstream of its own.
+    pub fn start_in_front_of(plugin_config: Option<&str>, port: u16) -> Envoy {
+        Self::start_with(plugin_config, 1, Upstream::Port(port))
+    }
+
+    fn start_with(plugin_config: Option<&str>, concurrency: u32, upstream: Upstream) -> Envoy {
         for _ in 0..2 {
-            match Self::try_start(plugin_config, concurrency, treatment_fail) {
+            match Self::try_start(plugin_config, concurrency, upstream) {
                 Ok(e) => return e,
                 Err(log) if log.contains("Address already in use") => continue,
                 Err(log) => panic!("Envoy exited during start-up\n{log}"),
             }
         }
-        Self::try_start(plugin_config, concurrency, treatment_fail)
+        Self::try_start(plugin_config, concurrency, upstream)
             .unwrap_or_else(|log| panic!("Envoy exited during start-up\n{log}"))
     }
 
     fn try_start(
         plugin_config: Option<&str>,
         concurrency: u32,
-        treatment_fail: f64,
+        upstream: Upstream,
     ) -> Result<Envoy, String> {
         let dir = scratch_dir("envoy");
-        let ports = Ports::free();
-        let echo = spawn_echo(&ports, treatment_fail);
+        let mut ports = Ports::free();
+        let echo = match upstream {
+            Upstream::Echo(fail) => Some(spawn_echo(&ports, fail)),
+            Upstream::Port(p) => {
+                ports.control = p;
+                ports.treatment = p;
+                None
+            }
+        };
         let yaml = render(&ports, &dir.join("access.log"), plugin_config);
         std::fs::write(dir.join("envoy.yaml"), yaml).unwrap();
         let envoy = spawn_envoy(&dir.join("envoy.yaml"), concurrency, &dir.join("envoy.log"));
@@ -273,7 +299,7 @@ impl Envoy {
             if let Ok(Some(status)) = self.envoy.try_wait() {
                 return Err(format!("({status})\n{}", self.logs()));
             }
-            if let Ok(Some(status)) = self.echo.try_wait() {
+            if let Some(Ok(Some(status))) = self.echo.as_mut().map(Child::try_wait) {
                 // Its only way to fail is a port taken since we chose it.
                 return Err(format!(
                     "the echo upstream exited ({status}): Address already in use"
@@ -346,9 +372,11 @@ impl Drop for Envoy {
             eprintln!("{}", self.logs());
         }
         let _ = self.envoy.kill();
-        let _ = self.echo.kill();
         let _ = self.envoy.wait();
-        let _ = self.echo.wait();
+        if let Some(echo) = &mut self.echo {
+            let _ = echo.kill();
+            let _ = echo.wait();
+        }
     }
 }
 

@@ -9,6 +9,7 @@ mod hostile;
 mod http;
 mod load;
 mod reload;
+mod tiers;
 
 use std::collections::BTreeMap;
 
