@@ -11,6 +11,8 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 
 const CONFIG: &str = include_str!("../seeds/fuzz-config.json");
+/// The same experiments at a trusting tier that mints device ids and writes baggage.
+const TIERS: &str = include_str!("../seeds/fuzz-config-tiers.json");
 const TOKEN: &[u8] = b"demo-qa-token";
 
 #[derive(Arbitrary, Debug)]
@@ -24,12 +26,20 @@ struct Input {
     valid_token: bool,
     other_token: Option<Vec<u8>>,
     extra: Vec<(Vec<u8>, Vec<u8>)>,
+    experiments: Option<Vec<u8>>,
+    baggage: Vec<Vec<u8>>,
+    tiers: bool,
     now_ms: i64,
 }
 
-fn config() -> &'static Config {
+fn config(tiers: bool) -> &'static Config {
     static C: OnceLock<Config> = OnceLock::new();
-    C.get_or_init(|| Config::parse(CONFIG.as_bytes()).expect("the fuzz configuration is valid"))
+    static T: OnceLock<Config> = OnceLock::new();
+    if tiers {
+        T.get_or_init(|| Config::parse(TIERS.as_bytes()).expect("the tiers configuration is valid"))
+    } else {
+        C.get_or_init(|| Config::parse(CONFIG.as_bytes()).expect("the fuzz configuration is valid"))
+    }
 }
 
 fuzz_target!(|input: Input| {
@@ -46,8 +56,14 @@ fuzz_target!(|input: Input| {
         let token = if input.valid_token { TOKEN.to_vec() } else { input.other_token.unwrap_or_default() };
         headers.push((b"x-abmesh-token".to_vec(), token));
     }
+    if let Some(x) = input.experiments {
+        headers.push((b"x-experiments".to_vec(), x));
+    }
+    for b in input.baggage {
+        headers.push((b"baggage".to_vec(), b));
+    }
     headers.extend(input.extra);
-    let config = config();
+    let config = config(input.tiers);
     let (plan, eval) = Plan::new(config, &RequestView::new(&headers), input.now_ms);
     assert_eq!(eval.assignments.len() + eval.not_assigned.len(), config.experiments.len());
     if let Some(record) = plan.exposure() {
@@ -57,5 +73,14 @@ fuzz_target!(|input: Input| {
     for (name, value) in plan.set() {
         assert!(name.bytes().all(|c| c.is_ascii_graphic()), "{name:?}");
         assert!(value.bytes().all(|c| c == b' ' || c.is_ascii_graphic()), "{value:?}");
+    }
+    if let abmesh::baggage::Rewrite::Set(b) = &plan.baggage {
+        // Only what the client sent may be unprintable; abmesh's own member never is.
+        if let Some(i) = b.windows(7).rposition(|w| w == b"abmesh=") {
+            assert!(b[i..].iter().all(|c| c.is_ascii_graphic()), "{b:?}");
+        }
+    }
+    for c in &plan.set_cookies {
+        assert!(c.bytes().all(|c| c == b' ' || c.is_ascii_graphic()), "{c:?}");
     }
 });
