@@ -43,6 +43,18 @@ for doc in docs["examples/istio/virtualservice.yaml"]:
                 if name not in route_headers or cond["exact"] not in route_headers[name]:
                     fail(f"VirtualService matches {name}: {cond}, which the WasmPlugin never sets")
 
+# The internal tier trusts, so it must be reachable only through the edge.
+internal, policy = docs["examples/istio/wasmplugin-internal.yaml"]
+if internal["spec"]["pluginConfig"].get("inbound") != "trust" or config.get("inbound", "strip") != "strip":
+    fail("the gateway must strip and the internal tier must trust")
+if policy["kind"] != "AuthorizationPolicy" or policy["spec"]["selector"] != internal["spec"]["selector"]:
+    fail("the trusting tier needs an AuthorizationPolicy on the same workloads")
+if policy["spec"]["action"] != "ALLOW" or [s["source"]["principals"] for r in policy["spec"]["rules"] for s in r["from"]] != [["cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"]]:
+    fail("the trusting tier must admit the ingress gateway's identity only")
+ours = {e["key"] for e in internal["spec"]["pluginConfig"]["experiments"]}
+if ours & {e["key"] for e in config["experiments"]}:
+    fail("the tiers must run different experiments")
+
 mesh = docs["examples/istio/istio-operator.yaml"][0]["spec"]["meshConfig"]
 if mesh["defaultConfig"]["extraStatTags"] != TAGS:
     fail(f"extraStatTags must be {TAGS}")
