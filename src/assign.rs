@@ -256,10 +256,7 @@ pub fn evaluate_units<'a>(
                             break 'decide Reason::Layer;
                         }
                     }
-                    let b = h.bucket(e.salt.as_bytes());
-                    e.variants
-                        .iter()
-                        .position(|v| v.range.0 <= b && b < v.range.1)
+                    e.variant_at(h.bucket(e.salt.as_bytes()), now_ms)
                 }
             };
             match chosen {

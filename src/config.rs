@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::hash::{variant_ranges, BUCKETS};
 use crate::mint::Mint;
+use crate::ramp::RampStep;
 use crate::reader::{
     field_path, index_path, json_syntax_error, percent_basis_points, string_list, Errors, Obj,
 };
@@ -125,6 +126,25 @@ pub struct Experiment {
     /// The full route header name (`x-exp-<key>`) when `route_header` is true.
     pub route_header: Option<String>,
     pub winner: Option<usize>,
+    /// Scheduled traffic steps; when given, `traffic_bp` and the variants' ranges are those of
+    /// the last step.
+    pub ramp: Vec<RampStep>,
+}
+
+impl Experiment {
+    /// The variant whose range holds `bucket` at `now_ms` (ramps read the clock).
+    pub fn variant_at(&self, bucket: u32, now_ms: i64) -> Option<usize> {
+        if self.ramp.is_empty() {
+            return self
+                .variants
+                .iter()
+                .position(|v| v.range.0 <= bucket && bucket < v.range.1);
+        }
+        crate::ramp::current(&self.ramp, now_ms)?
+            .ranges
+            .iter()
+            .position(|r| r.0 <= bucket && bucket < r.1)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -231,6 +251,7 @@ const EXPERIMENT_FIELDS: &[&str] = &[
     "salt",
     "status",
     "traffic_percent",
+    "ramp",
     "variants",
     "layer",
     "when",
@@ -734,6 +755,7 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
             GROWTHBOOK_FIELDS,
             &[
                 ("traffic_percent", "use coverage"),
+                ("ramp", "use coverage"),
                 ("salt", "use seed"),
                 ("layer", "use namespace"),
             ],
@@ -743,6 +765,7 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
             FLAGD_FIELDS,
             &[
                 ("traffic_percent", "flagd assigns every unit"),
+                ("ramp", "flagd assigns every unit"),
                 ("salt", "use bucket_by_seed"),
                 ("layer", "not supported"),
             ],
@@ -787,6 +810,28 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
             )
         }
         Kind::Abmesh => (compile_variants(&o, traffic_bp, errors), Algorithm::Abmesh),
+    };
+    let mut traffic_bp = traffic_bp;
+    let mut variants = variants;
+    let ramp = match (o.get("ramp"), kind) {
+        (Some(r), Kind::Abmesh) => {
+            if o.get("traffic_percent").is_some() {
+                errors.push(
+                    &o.path_of("ramp"),
+                    "cannot be combined with traffic_percent (the ramp sets the traffic)",
+                );
+            }
+            let weights: Vec<u64> = variants.iter().map(|v| v.weight).collect();
+            let ramp = crate::ramp::compile(r, &o.path_of("ramp"), &weights, errors);
+            if let Some(last) = ramp.last() {
+                traffic_bp = last.traffic_bp;
+                for (v, range) in variants.iter_mut().zip(&last.ranges) {
+                    v.range = *range;
+                }
+            }
+            ramp
+        }
+        _ => Vec::new(),
     };
     let winner = match o.string("winner", errors) {
         Some(w) => {
@@ -852,6 +897,7 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
         end_ms,
         route_header: route_header.then(String::new),
         winner,
+        ramp,
     })
 }
 

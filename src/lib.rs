@@ -36,6 +36,7 @@ pub mod import;
 pub mod metrics;
 pub mod mint;
 pub mod plan;
+pub mod ramp;
 mod reader;
 pub mod request;
 pub mod sfv;

@@ -12,10 +12,11 @@ const HELP: &str = "\
 abmesh — online experiments (A/B tests) at the service mesh
 
 usage:
-  abmesh check CONFIG
+  abmesh check CONFIG [--time RFC3339]
       Validate a plugin configuration (JSON; '-' reads standard input). Prints a summary
-      (experiments with their variants and bucket ranges, layers with their bucket maps,
-      holdout) and exits 0, or prints every error, one per line as 'path: rule', and exits 1.
+      (experiments with their variants and bucket ranges, ramps and the step in force at
+      --time (default now), layers with their bucket maps, holdout) and exits 0, or prints
+      every error, one per line as 'path: rule', and exits 1.
 
   abmesh assign CONFIG [--header NAME=VALUE]... [--cookie NAME=VALUE]... [--query QUERY]
                        [--path PATH] [--method METHOD] [--host HOST] [--time RFC3339]
@@ -394,16 +395,30 @@ fn main() -> ExitCode {
             out(&format!("abmesh {}\n", env!("CARGO_PKG_VERSION")));
             ExitCode::SUCCESS
         }
-        Some("check") => match args.get(1..) {
-            Some([path]) => match read_config(path) {
+        Some("check") => {
+            let (path, time) = match args.get(1..) {
+                Some([path]) => (path, None),
+                Some([path, flag, t]) if flag == "--time" => {
+                    match t.to_str().and_then(abmesh::time::parse_rfc3339) {
+                        Some(t) => (path, Some(t)),
+                        None => {
+                            return usage_error(
+                                "--time needs an RFC 3339 time such as 2026-11-01T00:00:00Z",
+                            )
+                        }
+                    }
+                }
+                _ => return usage_error("check needs exactly one CONFIG file [--time RFC3339]"),
+            };
+            match read_config(path) {
                 Ok(config) => {
-                    out(&abmesh::summary::describe(&config));
+                    let now = time.unwrap_or_else(now_ms);
+                    out(&abmesh::summary::describe_at(&config, Some(now)));
                     ExitCode::SUCCESS
                 }
                 Err(code) => code,
-            },
-            _ => usage_error("check needs exactly one CONFIG file"),
-        },
+            }
+        }
         Some("assign") => assign(&args[1..]),
         Some("guard") => guard(&args[1..]),
         Some("import") => import(&args[1..]),

@@ -40,6 +40,11 @@ pub fn one_line(config: &Config) -> String {
 }
 
 pub fn describe(config: &Config) -> String {
+    describe_at(config, None)
+}
+
+/// As [`describe`], also saying where each ramp stands at `now_ms`.
+pub fn describe_at(config: &Config, now_ms: Option<i64>) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "ok: {}", one_line(config));
     if !config.units.is_empty() {
@@ -112,10 +117,11 @@ pub fn describe(config: &Config) -> String {
     for e in &config.experiments {
         let _ = write!(
             out,
-            "  {}: {}, unit {}, traffic {}",
+            "  {}: {}, unit {}, traffic {}{}",
             e.key,
             e.status.as_str(),
             config.units[e.unit].name,
+            if e.ramp.is_empty() { "" } else { "ramped to " },
             percent(e.traffic_bp)
         );
         if e.salt != e.key {
@@ -140,6 +146,32 @@ pub fn describe(config: &Config) -> String {
                 "    {}: weight {}, buckets [{}, {}){winner}",
                 v.name, v.weight, v.range.0, v.range.1
             );
+        }
+        if !e.ramp.is_empty() {
+            let steps: Vec<String> = e
+                .ramp
+                .iter()
+                .map(|s| format!("{} from {}", percent(s.traffic_bp), format_rfc3339(s.at_ms)))
+                .collect();
+            let _ = writeln!(out, "    ramp: {} (0% before)", steps.join(", "));
+            if let Some(now) = now_ms {
+                let i = e.ramp.iter().take_while(|s| s.at_ms <= now).count();
+                let current = match i {
+                    0 => "0% (not started)".to_string(),
+                    i => format!(
+                        "{} (step {i} of {})",
+                        percent(e.ramp[i - 1].traffic_bp),
+                        e.ramp.len()
+                    ),
+                };
+                let next = e
+                    .ramp
+                    .get(i)
+                    .map_or("none (fully ramped)".to_string(), |s| {
+                        format!("{} at {}", percent(s.traffic_bp), format_rfc3339(s.at_ms))
+                    });
+                let _ = writeln!(out, "    ramp now: {current}; next: {next}");
+            }
         }
         if !e.when.is_empty() {
             let _ = writeln!(out, "    when: {}", describe_when(&e.when));

@@ -109,7 +109,14 @@ fn usage_errors_exit_2_and_say_what_is_wrong() {
     for (args, msg) in [
         (vec![], "missing command (check or assign)"),
         (vec!["frobnicate"], "unknown command 'frobnicate'"),
-        (vec!["check"], "check needs exactly one CONFIG file"),
+        (
+            vec!["check"],
+            "check needs exactly one CONFIG file [--time RFC3339]",
+        ),
+        (
+            vec!["check", "examples/ramp.json", "--time", "now"],
+            "--time needs an RFC 3339 time such as 2026-11-01T00:00:00Z",
+        ),
         (vec!["assign"], "assign needs a CONFIG file"),
         (
             vec!["assign", "examples/basic-ab.json", "--colour", "x"],
@@ -255,4 +262,64 @@ fn a_closed_output_pipe_is_not_a_crash() {
         "ok: 1000 experiments (1000 running), 2 unit types, 1 layers, holdout 2%\n"
     );
     assert_eq!(stderr(&out), "");
+}
+
+#[test]
+fn check_prints_the_ramp_and_the_step_in_force_and_assign_follows_it() {
+    let out = abmesh(&[
+        "check",
+        "examples/ramp.json",
+        "--time",
+        "2026-11-25T12:00:00Z",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.contains(
+        "  new-search: running, unit user, traffic ramped to 100%\n\
+         \x20   control: weight 1, buckets [0, 5000)\n\
+         \x20   treatment: weight 1, buckets [5000, 10000)\n\
+         \x20   ramp: 1% from 2026-11-01T00:00:00Z, 5% from 2026-11-03T00:00:00Z, 25% from 2026-11-10T00:00:00Z, 50% from 2026-11-24T00:00:00Z, 100% from 2026-12-08T00:00:00Z (0% before)\n\
+         \x20   ramp now: 50% (step 4 of 5); next: 100% at 2026-12-08T00:00:00Z\n"
+    ), "{text}");
+    let before = stdout(&abmesh(&[
+        "check",
+        "examples/ramp.json",
+        "--time",
+        "2026-10-01T00:00:00Z",
+    ]));
+    assert!(
+        before.contains("    ramp now: 0% (not started); next: 1% at 2026-11-01T00:00:00Z\n"),
+        "{before}"
+    );
+    let after = stdout(&abmesh(&[
+        "check",
+        "examples/ramp.json",
+        "--time",
+        "2027-01-01T00:00:00Z",
+    ]));
+    assert!(
+        after.contains("    ramp now: 100% (step 5 of 5); next: none (fully ramped)\n"),
+        "{after}"
+    );
+    // user-1's new-search bucket is in treatment's range only once the ramp reaches 50%.
+    let assign = |t: &str| {
+        stdout(&abmesh(&[
+            "assign",
+            "examples/ramp.json",
+            "--header",
+            "x-user-id=user-1",
+            "--time",
+            t,
+        ]))
+    };
+    let early = assign("2026-11-12T00:00:00Z");
+    let late = assign("2026-11-25T00:00:00Z");
+    assert!(
+        early.contains("not assigned: new-search (traffic)\n"),
+        "{early}"
+    );
+    assert!(
+        late.contains("set request header: x-exp-new-search: "),
+        "{late}"
+    );
 }

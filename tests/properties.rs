@@ -94,6 +94,43 @@ proptest! {
     }
 
     #[test]
+    fn along_any_ramp_a_unit_included_at_t1_keeps_its_variant_at_every_later_t2(
+        weights in prop::collection::vec(0u64..20, 1..6)
+            .prop_filter("weights must not all be zero", |w| w.iter().any(|&x| x > 0)),
+        // Distinct step traffics (basis points, sorted below) and gaps between steps in hours.
+        traffics in prop::collection::btree_set(1u32..=10_000, 1..6),
+        gaps in prop::collection::vec(1i64..1000, 6),
+        times in prop::collection::vec(0i64..6000, 2),
+        ids in prop::collection::vec("[a-z0-9]{1,12}", 64),
+    ) {
+        let start = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z
+        let mut at = start;
+        let steps: Vec<String> = traffics.iter().zip(&gaps).map(|(t, gap)| {
+            at += gap * 3_600_000;
+            format!(r#"{{"at": "{}", "traffic_percent": {}.{:02}}}"#,
+                abmesh::time::format_rfc3339(at), t / 100, t % 100)
+        }).collect();
+        let variants: Vec<String> = weights.iter().enumerate()
+            .map(|(i, w)| format!(r#"{{"name": "v{i}", "weight": {w}}}"#)).collect();
+        let config = Config::parse(format!(
+            r#"{{"units": {{"u": [{{"header": "x-id"}}]}},
+                "experiments": [{{"key": "e", "ramp": [{}], "variants": [{}]}}]}}"#,
+            steps.join(","), variants.join(",")).as_bytes()).unwrap();
+        let (t1, t2) = (times[0].min(times[1]), times[0].max(times[1]));
+        let (t1, t2) = (start + t1 * 3_600_000, start + t2 * 3_600_000 + 1);
+        for id in &ids {
+            let headers = [("x-id", id.as_str())];
+            let req = RequestView::new(&headers);
+            let before = evaluate(&config, &req, t1).assignments;
+            let after = evaluate(&config, &req, t2).assignments;
+            if let Some(a) = before.first() {
+                prop_assert_eq!(after.first().map(|x| x.variant), Some(a.variant),
+                    "unit {} moved between {} and {}", id, t1, t2);
+            }
+        }
+    }
+
+    #[test]
     fn disjoint_layer_ranges_never_share_a_unit(
         cuts in prop::collection::btree_set(1u32..10_000, 1..8),
         ids in prop::collection::vec("[a-z0-9]{1,20}", 200)
