@@ -5,6 +5,7 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use abmesh::baggage::Rewrite;
+use abmesh::guard::Rollback;
 use abmesh::plan::Plan;
 use abmesh::{Config, RequestView};
 
@@ -41,8 +42,14 @@ usage:
 
   abmesh --help | --version
 
+  abmesh guard ... --write-config OUT.json [--rollback-to paused|control]
+      Also write the configuration with every experiment that breached a guardrail or shows
+      SRM set to 'paused' (default) or, with --rollback-to control, 'rolled_out' with its
+      control (first) variant as the winner; every other experiment, ramps included, is kept.
+      Each change is printed with its reasons. Exits 0 when nothing changed, 3 when it did.
+
 exit codes: 0 success (guard: healthy), 1 invalid configuration or unreadable file,
-2 usage error, 3 guardrail breached
+2 usage error, 3 guardrail breached (guard --write-config: the written configuration changed)
 ";
 
 /// Writes to standard output; a closed pipe (`abmesh check x | head`) is not an error.
@@ -57,6 +64,11 @@ fn usage_error(msg: &str) -> ExitCode {
 }
 
 fn read_config(path: &OsString) -> Result<Config, ExitCode> {
+    read_config_bytes(path).map(|(_, c)| c)
+}
+
+/// The configuration file's bytes and its compiled form.
+fn read_config_bytes(path: &OsString) -> Result<(Vec<u8>, Config), ExitCode> {
     let bytes = if path == "-" {
         let mut b = Vec::new();
         std::io::stdin().read_to_end(&mut b).map(|_| b)
@@ -67,7 +79,7 @@ fn read_config(path: &OsString) -> Result<Config, ExitCode> {
         eprintln!("abmesh: cannot read {}: {e}", path.to_string_lossy());
         ExitCode::from(1)
     })?;
-    Config::parse(&bytes).map_err(|err| {
+    let config = Config::parse(&bytes).map_err(|err| {
         for e in &err.errors {
             out(&format!("{e}\n"));
         }
@@ -77,7 +89,8 @@ fn read_config(path: &OsString) -> Result<Config, ExitCode> {
             path.to_string_lossy()
         );
         ExitCode::from(1)
-    })
+    })?;
+    Ok((bytes, config))
 }
 
 fn split_pair(arg: &OsString) -> Option<(Vec<u8>, Vec<u8>)> {
@@ -161,6 +174,71 @@ fn assign(args: &[OsString]) -> ExitCode {
     let (plan, eval) = Plan::new(&config, &req, time.unwrap_or_else(now_ms));
     out(&render(&config, &plan, &eval));
     ExitCode::SUCCESS
+}
+
+/// `guard --write-config`: the configuration with breached experiments paused or rolled back,
+/// each change printed with its reasons (on standard error with `--json`, whose standard output
+/// is the report). Exit 0 when nothing changed, 3 when something did, 1 on error.
+fn write_rolled_back(
+    bytes: &[u8],
+    report: &abmesh::guard::Report,
+    how: Rollback,
+    path: &OsString,
+    json: bool,
+) -> ExitCode {
+    let document: serde_json::Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("abmesh: cannot re-read the configuration: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (written, changes) = abmesh::guard::rollback(&document, report, how);
+    let text = match serde_json::to_string_pretty(&written) {
+        Ok(t) => t + "\n",
+        Err(e) => {
+            eprintln!("abmesh: cannot write the configuration: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // Never hand a pipeline a configuration the filter would refuse.
+    if let Err(err) = Config::parse(text.as_bytes()) {
+        eprintln!("abmesh: the rolled-back configuration is invalid:\n{err}");
+        return ExitCode::from(1);
+    }
+    if let Err(e) = std::fs::write(path, &text) {
+        eprintln!("abmesh: cannot write {}: {e}", path.to_string_lossy());
+        return ExitCode::from(1);
+    }
+    let mut notes = String::new();
+    for c in &changes {
+        notes.push_str(&format!(
+            "change: {} {}: {}\n",
+            c.path, c.experiment, c.what
+        ));
+        for why in &c.why {
+            notes.push_str(&format!("  because {why}\n"));
+        }
+    }
+    notes.push_str(&format!(
+        "wrote {}: {}\n",
+        path.to_string_lossy(),
+        match changes.len() {
+            0 => "no change".to_string(),
+            1 => "1 experiment changed".to_string(),
+            n => format!("{n} experiments changed"),
+        }
+    ));
+    if json {
+        eprint!("{notes}");
+    } else {
+        out(&notes);
+    }
+    if changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
 }
 
 /// The Prometheus text at an `http://host:port/path` URL.
@@ -268,17 +346,32 @@ fn import(args: &[OsString]) -> ExitCode {
 
 fn guard(args: &[OsString]) -> ExitCode {
     let (mut config, mut stats, mut json, mut max_points) = (None, None, false, 0.5f64);
+    let (mut write_config, mut how) = (None, Rollback::Pause);
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         match flag.to_str() {
             Some("--json") => json = true,
-            Some(f @ ("--config" | "--stats" | "--max-error-increase")) => {
+            Some(
+                f @ ("--config"
+                | "--stats"
+                | "--max-error-increase"
+                | "--write-config"
+                | "--rollback-to"),
+            ) => {
                 let Some(value) = rest.next() else {
                     return usage_error(&format!("{f} needs a value"));
                 };
                 match f {
                     "--config" => config = Some(value.clone()),
                     "--stats" => stats = Some(value.to_string_lossy().into_owned()),
+                    "--write-config" => write_config = Some(value.clone()),
+                    "--rollback-to" => {
+                        how = match value.to_str() {
+                            Some("paused") => Rollback::Pause,
+                            Some("control") => Rollback::Control,
+                            _ => return usage_error("--rollback-to needs paused or control"),
+                        }
+                    }
                     _ => match value
                         .to_str()
                         .and_then(|v| v.parse::<f64>().ok())
@@ -299,7 +392,7 @@ fn guard(args: &[OsString]) -> ExitCode {
     let (Some(config_path), Some(stats)) = (config, stats) else {
         return usage_error("guard needs --config CONFIG and --stats URL_OR_FILE");
     };
-    let config = match read_config(&config_path) {
+    let (bytes, config) = match read_config_bytes(&config_path) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -324,6 +417,9 @@ fn guard(args: &[OsString]) -> ExitCode {
         out(&format!("{}\n", abmesh::guard::render_json(&report)));
     } else {
         out(&abmesh::guard::render_text(&report));
+    }
+    if let Some(path) = write_config {
+        return write_rolled_back(&bytes, &report, how, &path, json);
     }
     if report.healthy() {
         ExitCode::SUCCESS

@@ -175,3 +175,119 @@ fn guard_reports_usage_and_read_errors() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .starts_with("abmesh: cannot read stats from http://127.0.0.1:1/stats: "));
 }
+
+const RAMPED: &str = r#"{"units": {"user": [{"header": "x-user-id"}]},
+  "experiments": [{"key": "checkout-v2", "variants": [{"name": "control", "weight": 50}, {"name": "treatment", "weight": 50}]},
+                  {"key": "ranker", "ramp": [{"at": "2026-01-01T00:00:00Z", "traffic_percent": 10}, {"at": "2027-01-01T00:00:00Z", "traffic_percent": 40}],
+                   "variants": [{"name": "control", "weight": 2}, {"name": "neural", "weight": 1}]}],
+  "output": {"baggage": true}}"#;
+
+fn failing_treatment_stats() -> String {
+    let mut stats = split_stats(RAMPED, 4_000);
+    stats += &sli("checkout-v2", "control", 2_000, 4, 20.0, 5.0);
+    stats += &sli("checkout-v2", "treatment", 2_000, 400, 26.0, 6.0);
+    stats += &sli("ranker", "control", 300, 1, 20.0, 5.0);
+    stats += &sli("ranker", "neural", 150, 0, 20.0, 5.0);
+    stats
+}
+
+#[test]
+fn write_config_pauses_a_breached_experiment_and_keeps_the_healthy_ones_ramp() {
+    let out_path = dir().join("written-pause.json");
+    let (code, out) = guard(
+        RAMPED,
+        &failing_treatment_stats(),
+        &["--write-config", out_path.to_str().unwrap()],
+    );
+    assert_eq!(code, 3, "{out}");
+    let notes = out.split("guardrail breached\n").nth(1).unwrap();
+    assert!(
+        notes.starts_with(
+            "change: experiments[0] checkout-v2: status running -> paused\n  because variant treatment: 5xx ratio 20.00% against control 0.20%"
+        ),
+        "{notes}"
+    );
+    assert!(
+        notes.ends_with(&format!(
+            "wrote {}: 1 experiment changed\n",
+            out_path.display()
+        )),
+        "{notes}"
+    );
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    let mut expected: serde_json::Value = serde_json::from_str(RAMPED).unwrap();
+    expected["experiments"][0]["status"] = "paused".into();
+    assert_eq!(
+        written, expected,
+        "only the breached experiment's status changes"
+    );
+    // The next run judges only what still runs: healthy, nothing to change.
+    let written_text = std::fs::read_to_string(&out_path).unwrap();
+    let again = dir().join("written-again.json");
+    let (code, out) = guard(
+        &written_text,
+        &failing_treatment_stats(),
+        &["--write-config", again.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.ends_with(&format!("wrote {}: no change\n", again.display())),
+        "{out}"
+    );
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&again).unwrap()).unwrap();
+    assert_eq!(again, expected);
+}
+
+#[test]
+fn write_config_can_roll_back_to_control_and_reports_changes_on_stderr_with_json() {
+    let out_path = dir().join("written-control.json");
+    let d = dir();
+    std::fs::write(d.join("ramped.json"), RAMPED).unwrap();
+    std::fs::write(d.join("failing.txt"), failing_treatment_stats()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_abmesh"))
+        .args(["guard", "--config"])
+        .arg(d.join("ramped.json"))
+        .arg("--stats")
+        .arg(d.join("failing.txt"))
+        .args(["--json", "--rollback-to", "control", "--write-config"])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["healthy"], false);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with(
+            "change: experiments[0] checkout-v2: status running -> rolled_out (winner control)\n"
+        ),
+        "{stderr}"
+    );
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    assert_eq!(written["experiments"][0]["status"], "rolled_out");
+    assert_eq!(written["experiments"][0]["winner"], "control");
+    assert_eq!(
+        written["experiments"][1],
+        serde_json::from_str::<serde_json::Value>(RAMPED).unwrap()["experiments"][1]
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_abmesh"))
+        .args([
+            "guard",
+            "--config",
+            "x",
+            "--stats",
+            "y",
+            "--rollback-to",
+            "treatment",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "abmesh: --rollback-to needs paused or control\nrun 'abmesh --help' for usage\n"
+    );
+}
