@@ -17,7 +17,7 @@ def fail(msg):
 
 
 docs = {}
-for path in sorted(glob.glob(f"{ROOT}/examples/**/*.yaml", recursive=True) + glob.glob(f"{ROOT}/envoy/*.yaml")):
+for path in sorted(glob.glob(f"{ROOT}/examples/**/*.yaml", recursive=True) + glob.glob(f"{ROOT}/examples/**/*.yml", recursive=True) + glob.glob(f"{ROOT}/envoy/*.yaml")):
     try:
         docs[os.path.relpath(path, ROOT)] = [d for d in yaml.safe_load_all(open(path)) if d is not None]
     except yaml.YAMLError as e:
@@ -54,6 +54,18 @@ if policy["spec"]["action"] != "ALLOW" or [s["source"]["principals"] for r in po
 ours = {e["key"] for e in internal["spec"]["pluginConfig"]["experiments"]}
 if ours & {e["key"] for e in config["experiments"]}:
     fail("the tiers must run different experiments")
+
+# The CI example: the workflow runs the script with a template that has the placeholder.
+workflow = docs["examples/ci/github-actions.yml"][0]
+steps = workflow["jobs"]["guard"]["steps"]
+guard_step = next(s for s in steps if s.get("id") == "guard")
+if "examples/ci/abmesh-guard.sh run" not in guard_step["run"] or guard_step["env"]["ABMESH_APPLY"] != "istio":
+    fail("the workflow must run examples/ci/abmesh-guard.sh with ABMESH_APPLY=istio")
+if not os.access(f"{ROOT}/examples/ci/abmesh-guard.sh", os.X_OK):
+    fail("examples/ci/abmesh-guard.sh must be executable")
+template = docs["examples/ci/wasmplugin.template.yaml"][0]
+if template["spec"]["pluginConfig"] != "ABMESH_PLUGIN_CONFIG" or template["spec"]["selector"] != plugin["spec"]["selector"]:
+    fail("the CI template must deploy the gateway's WasmPlugin with the ABMESH_PLUGIN_CONFIG placeholder")
 
 mesh = docs["examples/istio/istio-operator.yaml"][0]["spec"]["meshConfig"]
 if mesh["defaultConfig"]["extraStatTags"] != TAGS:

@@ -8,6 +8,7 @@ mod harness;
 mod hostile;
 mod http;
 mod load;
+mod progressive;
 mod reload;
 mod tiers;
 
@@ -260,8 +261,13 @@ fn client_sent_experiment_and_override_headers_never_reach_the_upstream() {
 }
 
 fn exposure_records(envoy: &Envoy) -> Vec<Value> {
-    envoy
-        .log()
+    exposure_records_in(&envoy.dir.join("envoy.log"))
+}
+
+/// The exposure records logged to an Envoy log file, in order.
+fn exposure_records_in(log: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
         .lines()
         .filter_map(|l| {
             l.split_once("abmesh.exposure ")
@@ -722,7 +728,23 @@ fn every_example_and_shipped_envoy_config_is_valid() {
                 continue;
             }
             let name = path.to_string_lossy().to_string();
-            let body = std::fs::read_to_string(&path).unwrap();
+            let mut body = std::fs::read_to_string(&path).unwrap();
+            if name.contains(".template.") {
+                // A deployment template: check what the CI script renders from it.
+                let rendered =
+                    std::process::Command::new(repo().join("examples/ci/abmesh-guard.sh"))
+                        .arg("render")
+                        .arg(repo().join("examples/ramp.json"))
+                        .arg(&path)
+                        .output()
+                        .unwrap();
+                assert!(
+                    rendered.status.success(),
+                    "{name}: {}",
+                    String::from_utf8_lossy(&rendered.stderr)
+                );
+                body = String::from_utf8(rendered.stdout).unwrap();
+            }
             let file = if name.ends_with(".json") {
                 path.clone()
             } else if body.contains("kind: WasmPlugin") {

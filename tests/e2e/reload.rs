@@ -11,7 +11,7 @@ use crate::{header, text, upstream, MULTI};
 
 /// `envoy/envoy.yaml` split into a bootstrap (admin, stats, clusters, LDS from `lds`) and the
 /// listener as an LDS resource file.
-fn split(yaml: &str, lds: &Path) -> (String, String) {
+pub(crate) fn split(yaml: &str, lds: &Path) -> (String, String) {
     let start = yaml.find("  listeners:\n").unwrap();
     let end = yaml.find("\n  clusters:\n").unwrap();
     let listener: Vec<String> = yaml[start + "  listeners:\n".len()..end]
@@ -45,7 +45,7 @@ fn push(dir: &Path, lds: &Path, resource: &str) {
     std::fs::rename(&tmp, lds).unwrap();
 }
 
-fn stat(admin: u16, name: &str) -> u64 {
+pub(crate) fn stat(admin: u16, name: &str) -> u64 {
     let (_, body) =
         get_text(admin, &format!("/stats?filter=^{name}$")).unwrap_or((0, String::new()));
     body.lines()
@@ -54,7 +54,7 @@ fn stat(admin: u16, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn wait_stat(admin: u16, name: &str, at_least: u64, log: &Path) {
+pub(crate) fn wait_stat(admin: u16, name: &str, at_least: u64, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while stat(admin, name) < at_least {
         assert!(
