@@ -114,7 +114,7 @@ mod tests {
                 {"at": "2026-11-08T00:00:00Z", "traffic_percent": 50}]"#,
         )
         .unwrap();
-        let nov1 = 1_761_955_200_000;
+        let nov1 = 1_793_491_200_000; // 2026-11-01T00:00:00Z
         assert_eq!(current(&r, nov1 - 1), None);
         assert_eq!(current(&r, nov1).map(|s| s.traffic_bp), Some(500));
         assert_eq!(
