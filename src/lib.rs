@@ -24,6 +24,7 @@
 
 pub mod assign;
 pub mod baggage;
+pub mod bayes;
 pub mod config;
 pub mod exposure;
 #[cfg(all(feature = "filter", target_arch = "wasm32"))]
@@ -36,9 +37,11 @@ pub mod import;
 pub mod metrics;
 pub mod mint;
 pub mod plan;
+pub mod power;
 pub mod ramp;
 mod reader;
 pub mod request;
+pub mod sequential;
 pub mod sfv;
 pub mod stats;
 pub mod summary;

@@ -347,10 +347,32 @@ fn import(args: &[OsString]) -> ExitCode {
 fn guard(args: &[OsString]) -> ExitCode {
     let (mut config, mut stats, mut json, mut max_points) = (None, None, false, 0.5f64);
     let (mut write_config, mut how) = (None, Rollback::Pause);
+    let mut options = abmesh::guard::Options::default();
+    let mut fixed = false;
+    let mut mixing = abmesh::sequential::DEFAULT_MIXING;
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         match flag.to_str() {
             Some("--json") => json = true,
+            Some("--fixed-horizon") => fixed = true,
+            Some(f @ ("--alpha" | "--mixing" | "--max-latency-increase")) => {
+                let Some(value) = rest.next() else {
+                    return usage_error(&format!("{f} needs a value"));
+                };
+                let v = value.to_str().and_then(|v| v.parse::<f64>().ok());
+                match (f, v) {
+                    ("--alpha", Some(a)) if a > 0.0 && a < 1.0 => options.alpha = a,
+                    ("--alpha", _) => return usage_error("--alpha needs a number between 0 and 1"),
+                    ("--mixing", Some(m)) if m > 0.0 && m.is_finite() => mixing = m,
+                    ("--mixing", _) => return usage_error("--mixing needs a positive number"),
+                    (_, Some(ms)) if ms >= 0.0 && ms.is_finite() => {
+                        options.max_latency_increase = Some(ms)
+                    }
+                    _ => {
+                        return usage_error("--max-latency-increase needs milliseconds, 0 or more")
+                    }
+                }
+            }
             Some(
                 f @ ("--config"
                 | "--stats"
@@ -408,11 +430,13 @@ fn guard(args: &[OsString]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let report = abmesh::guard::judge(
-        &config,
-        &abmesh::guard::parse_prometheus(&text),
-        max_points / 100.0,
-    );
+    options.max_error_increase = max_points / 100.0;
+    options.mode = if fixed {
+        abmesh::guard::Mode::FixedHorizon
+    } else {
+        abmesh::guard::Mode::Sequential { mixing }
+    };
+    let report = abmesh::guard::judge(&config, &abmesh::guard::parse_prometheus(&text), &options);
     if json {
         out(&format!("{}\n", abmesh::guard::render_json(&report)));
     } else {

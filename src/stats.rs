@@ -96,6 +96,20 @@ pub fn normal_sf(z: f64) -> f64 {
     }
 }
 
+/// z such that P(Z ≥ z) = p, for 0 < p < 1 (bisection on [`normal_sf`]).
+pub fn normal_isf(p: f64) -> f64 {
+    let (mut lo, mut hi) = (-40.0f64, 40.0f64);
+    for _ in 0..200 {
+        let mid = (lo + hi) / 2.0;
+        if normal_sf(mid) > p {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    (lo + hi) / 2.0
+}
+
 /// The regularized incomplete beta function I_x(a, b).
 pub fn beta_inc(a: f64, b: f64, x: f64) -> f64 {
     if x <= 0.0 {
@@ -301,6 +315,10 @@ mod tests {
         assert!(close(normal_sf(1.5), 0.066_807_201_268_858_07, 1e-9)); // norm.sf(1.5)
         assert!(close(normal_sf(3.2), 0.000_687_137_937_915_847_1, 1e-9)); // norm.sf(3.2)
         assert!(close(normal_sf(-1.5), 1.0 - 0.066_807_201_268_858_07, 1e-9));
+        assert!(close(normal_isf(0.025), 1.959_963_984_540_054_5, 1e-10)); // norm.isf(0.025)
+        assert!(close(normal_isf(0.2), 0.841_621_233_572_914_2, 1e-10)); // norm.isf(0.2)
+        assert!(close(normal_isf(1e-6), 4.753_424_308_822_899, 1e-10)); // norm.isf(1e-6)
+        assert!(close(normal_isf(0.9), -1.281_551_565_544_600_4, 1e-10)); // norm.isf(0.9)
         assert!(close(
             student_t_sf(2.1, 7.5),
             0.035_618_535_729_039_044,

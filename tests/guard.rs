@@ -85,10 +85,17 @@ fn a_correct_split_of_10000_units_is_not_flagged() {
     let (code, out) = guard(CONFIG, &split_stats(CONFIG, 10_000), &[]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("checkout-v2 [ok]  SRM chi-square") && out.ends_with("healthy\n"),
+        out.starts_with("mode: sequential (always-valid p-values, 95% CS confidence sequences; mixing 0.1), Holm-adjusted at alpha 0.05\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("checkout-v2 [ok]  SRM always-valid p = ") && out.ends_with("healthy\n"),
         "{out}"
     );
     assert!(out.contains("ranker [ok]"), "{out}");
+    let (code, out) = guard(CONFIG, &split_stats(CONFIG, 10_000), &["--fixed-horizon"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("checkout-v2 [ok]  SRM chi-square "), "{out}");
 }
 
 #[test]
@@ -98,22 +105,33 @@ fn a_split_against_other_weights_is_flagged_as_srm() {
         r#""weight": 50}, {"name": "treatment", "weight": 50}"#,
         r#""weight": 60}, {"name": "treatment", "weight": 40}"#,
     );
-    let (code, out) = guard(&told, &split_stats(CONFIG, 10_000), &["--json"]);
-    assert_eq!(code, 3, "{out}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["healthy"], false);
-    let e = &v["experiments"][0];
-    assert_eq!(e["experiment"], "checkout-v2");
-    assert!(e["srm"]["p_value"].as_f64().unwrap() < 0.001, "{e}");
-    assert_eq!(e["srm"]["flagged"], true);
-    assert!(
-        e["breaches"][0]
-            .as_str()
-            .unwrap()
-            .starts_with("sample ratio mismatch: chi-square "),
-        "{e}"
-    );
-    assert_eq!(v["experiments"][1]["breaches"], serde_json::json!([]));
+    for (mode, breach) in [
+        (None, "sample ratio mismatch: always-valid p = "),
+        (
+            Some("--fixed-horizon"),
+            "sample ratio mismatch: chi-square ",
+        ),
+    ] {
+        let mut args = vec!["--json"];
+        args.extend(mode);
+        let (code, out) = guard(&told, &split_stats(CONFIG, 10_000), &args);
+        assert_eq!(code, 3, "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["healthy"], false);
+        assert_eq!(v["multiple_testing"], "holm");
+        let e = &v["experiments"][0];
+        assert_eq!(e["experiment"], "checkout-v2");
+        assert!(
+            e["srm"]["holm_adjusted_p_value"].as_f64().unwrap() < 0.001,
+            "{e}"
+        );
+        assert_eq!(e["srm"]["flagged"], true);
+        assert!(
+            e["breaches"][0].as_str().unwrap().starts_with(breach),
+            "{e}"
+        );
+        assert_eq!(v["experiments"][1]["breaches"], serde_json::json!([]));
+    }
 }
 
 #[test]
@@ -142,10 +160,79 @@ fn a_variant_with_more_errors_than_allowed_breaches_and_names_the_experiment() {
     let mut stats = split_stats(CONFIG, 4_000);
     stats += &sli("checkout-v2", "control", 2_000, 4, 20.0, 5.0);
     stats += &sli("checkout-v2", "treatment", 2_000, 20, 20.0, 5.0);
-    // +0.8 points, significant (p < 0.05), but the 95% interval (+0.32 to +1.28) reaches below
-    // the default allowance of 0.5 points: not a breach.
-    assert_eq!(guard(CONFIG, &stats, &[]).0, 0);
-    assert_eq!(guard(CONFIG, &stats, &["--max-error-increase", "0.1"]).0, 3);
+    // +0.8 points, significant at one look (p < 0.05), but the 95% interval (+0.32 to +1.28)
+    // reaches below the default allowance of 0.5 points: not a breach.
+    let fixed = |extra: &[&str]| {
+        let mut args = vec!["--fixed-horizon"];
+        args.extend_from_slice(extra);
+        guard(CONFIG, &stats, &args).0
+    };
+    assert_eq!(fixed(&[]), 0);
+    assert_eq!(fixed(&["--max-error-increase", "0.1"]), 3);
+    // Sequentially, 2,000 requests per arm are not enough evidence for that: the confidence
+    // sequence is wider than the one-look interval, the price of looking as often as wanted.
+    assert_eq!(guard(CONFIG, &stats, &["--max-error-increase", "0.1"]).0, 0);
+    // Ten times the data at the same rates is.
+    let mut stats = split_stats(CONFIG, 4_000);
+    stats += &sli("checkout-v2", "control", 20_000, 40, 20.0, 5.0);
+    stats += &sli("checkout-v2", "treatment", 20_000, 200, 20.0, 5.0);
+    let (code, out) = guard(CONFIG, &stats, &[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("(95% CS 0.55 to 1.05)"), "{out}");
+}
+
+#[test]
+fn holm_adjusts_every_decision_of_the_run_and_latency_can_be_a_guardrail() {
+    // Two comparisons (treatment and neural), each just significant on its own.
+    let config = CONFIG.replace(r#""traffic_percent": 40, "#, "");
+    let mut stats = split_stats(&config, 4_000);
+    stats += &sli("checkout-v2", "control", 2_000, 4, 20.0, 5.0);
+    stats += &sli("checkout-v2", "treatment", 2_000, 40, 20.5, 5.0);
+    stats += &sli("ranker", "control", 2_000, 4, 20.0, 5.0);
+    stats += &sli("ranker", "neural", 2_000, 4, 20.0, 5.0);
+    let (_, out) = guard(
+        &config,
+        &stats,
+        &["--json", "--fixed-horizon", "--max-latency-increase", "0"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let cmp = |e: usize, metric: &str| v["experiments"][e]["variants"][1][metric].clone();
+    let p: Vec<f64> = [
+        (0, "errors_vs_control"),
+        (0, "latency_vs_control"),
+        (1, "errors_vs_control"),
+        (1, "latency_vs_control"),
+    ]
+    .iter()
+    .map(|(e, m)| cmp(*e, m)["guardrail_p_value"].as_f64().unwrap())
+    .collect();
+    let adjusted: Vec<f64> = [
+        (0, "errors_vs_control"),
+        (0, "latency_vs_control"),
+        (1, "errors_vs_control"),
+        (1, "latency_vs_control"),
+    ]
+    .iter()
+    .map(|(e, m)| cmp(*e, m)["holm_adjusted_p_value"].as_f64().unwrap())
+    .collect();
+    assert_eq!(adjusted, abmesh::sequential::holm(&p), "{out}");
+    // Four decisions: the smallest p is multiplied by 4, the next by 3, ...
+    let min = p.iter().cloned().fold(f64::INFINITY, f64::min);
+    assert!(
+        adjusted.contains(&(min * 4.0).min(1.0)),
+        "{p:?} {adjusted:?}"
+    );
+    // The latency guardrail breaches (+0.5 ms over an allowance of 0, n = 2,000 per arm).
+    let breaches = v["experiments"][0]["breaches"].as_array().unwrap();
+    assert!(
+        breaches.iter().any(|b| b.as_str().unwrap().starts_with(
+            "variant treatment: mean latency 20.50 ms against control 20.00 ms, +0.50 ms (95% CI "
+        )),
+        "{out}"
+    );
+    // The Bayesian summary is reported beside the tests.
+    let better = cmp(0, "errors_vs_control")["prob_better"].as_f64().unwrap();
+    assert!(better < 0.001, "{better}");
 }
 
 #[test]

@@ -1,0 +1,337 @@
+//! `abmesh plan`: how many units an experiment needs, and for how long.
+//!
+//! Fixed horizon (one planned look), per variant, for a two-sided test at `α'`:
+//! - proportions: `n = ((z(α'/2) · sqrt(2 p̄ q̄) + z(β) · sqrt(p₁q₁ + p₀q₀)) / δ)²` with the
+//!   pooled rate `p̄` under the null and the unpooled variance under the alternative (as
+//!   statsmodels' `samplesize_proportions_2indep_onetail` and R's `power.prop.test`);
+//! - means: `n = 2 ((z(α'/2) + z(β)) σ / δ)²`.
+//!
+//! Several variants are each compared with control: `α' = α / (variants − 1)` (Bonferroni,
+//! conservative; `abmesh guard` adjusts with Holm, which is never less powerful).
+//!
+//! Sequential monitoring (`abmesh guard`'s default, always valid however often it looks) needs
+//! more: the smallest `n` at which the mSPRT's rejection boundary (`crate::sequential`, with the
+//! same mixing) is crossed with the planned power by the look at `n` alone — a conservative
+//! figure, since earlier looks can only add detections.
+
+use crate::sequential::half_width;
+use crate::stats::{normal_isf, normal_sf};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Metric {
+    /// A rate (conversion, error ratio) with its baseline.
+    Proportion { baseline: f64 },
+    /// A mean (latency, revenue) with the per-unit standard deviation.
+    Mean { sd: f64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Effect {
+    /// In the metric's units (0.02 = two percentage points for a rate).
+    Absolute(f64),
+    /// A fraction of the baseline (0.1 = +10%); proportions only.
+    Relative(f64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Input {
+    pub metric: Metric,
+    pub effect: Effect,
+    pub alpha: f64,
+    pub power: f64,
+    pub variants: usize,
+    pub mixing: f64,
+    pub daily_units: Option<f64>,
+    pub traffic_percent: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plan {
+    /// The effect in the metric's units.
+    pub delta: f64,
+    pub comparisons: usize,
+    pub alpha_per_comparison: f64,
+    /// Units per variant, unrounded.
+    pub n_fixed: f64,
+    pub n_sequential: f64,
+    /// Days until every variant has its units, if the daily units are known.
+    pub days_fixed: Option<f64>,
+    pub days_sequential: Option<f64>,
+}
+
+impl Plan {
+    pub fn per_variant_fixed(&self) -> u64 {
+        self.n_fixed.ceil() as u64
+    }
+    pub fn per_variant_sequential(&self) -> u64 {
+        self.n_sequential.ceil() as u64
+    }
+    pub fn inflation(&self) -> f64 {
+        self.n_sequential / self.n_fixed
+    }
+}
+
+/// The variances the tests use at `n` units per variant: (under no difference, under the
+/// effect), and the mixing variance τ².
+fn variances(metric: Metric, delta: f64, mixing: f64, n: f64) -> (f64, f64, f64) {
+    match metric {
+        Metric::Proportion { baseline } => {
+            let p1 = baseline + delta;
+            let pooled = (baseline + p1) / 2.0;
+            let sigma2 = pooled * (1.0 - pooled);
+            (
+                2.0 * sigma2 / n,
+                (p1 * (1.0 - p1) + baseline * (1.0 - baseline)) / n,
+                mixing * mixing * sigma2,
+            )
+        }
+        Metric::Mean { sd } => (
+            2.0 * sd * sd / n,
+            2.0 * sd * sd / n,
+            mixing * mixing * sd * sd,
+        ),
+    }
+}
+
+/// The probability that the mSPRT at level `alpha` rejects at the look with `n` per variant.
+pub fn sequential_power(metric: Metric, delta: f64, alpha: f64, mixing: f64, n: f64) -> f64 {
+    let (v0, v1, tau2) = variances(metric, delta, mixing, n);
+    normal_sf((half_width(v0, tau2, alpha) - delta.abs()) / v1.sqrt())
+}
+
+pub fn plan(input: &Input) -> Result<Plan, String> {
+    let Input {
+        metric,
+        effect,
+        alpha,
+        power,
+        variants,
+        mixing,
+        daily_units,
+        traffic_percent,
+    } = *input;
+    if !(alpha > 0.0 && alpha < 1.0) {
+        return Err(format!("alpha must be between 0 and 1, found {alpha}"));
+    }
+    if !(power > 0.0 && power < 1.0) {
+        return Err(format!("power must be between 0 and 1, found {power}"));
+    }
+    if variants < 2 {
+        return Err(format!(
+            "an experiment needs at least 2 variants (control and one more), found {variants}"
+        ));
+    }
+    if !(mixing > 0.0 && mixing.is_finite()) {
+        return Err(format!("mixing must be a positive number, found {mixing}"));
+    }
+    if !(traffic_percent > 0.0 && traffic_percent <= 100.0) {
+        return Err(format!(
+            "traffic percent must be above 0 and at most 100, found {traffic_percent}"
+        ));
+    }
+    if daily_units.is_some_and(|d| d.is_nan() || d <= 0.0) {
+        return Err("daily units must be a positive number".into());
+    }
+    let delta = match (metric, effect) {
+        (_, Effect::Absolute(d)) => d,
+        (Metric::Proportion { baseline }, Effect::Relative(r)) => baseline * r,
+        (Metric::Mean { .. }, Effect::Relative(_)) => {
+            return Err(
+                "a relative effect needs a baseline rate; give a mean's effect in its units".into(),
+            )
+        }
+    };
+    if delta == 0.0 || !delta.is_finite() {
+        return Err("the minimum detectable effect must not be zero".into());
+    }
+    match metric {
+        Metric::Proportion { baseline } => {
+            if !(baseline > 0.0 && baseline < 1.0) {
+                return Err(format!(
+                    "the baseline rate must be between 0 and 1, found {baseline}"
+                ));
+            }
+            let p1 = baseline + delta;
+            if !(p1 > 0.0 && p1 < 1.0) {
+                return Err(format!(
+                    "baseline {baseline} plus the effect {delta} is {p1}, outside 0 to 1"
+                ));
+            }
+        }
+        Metric::Mean { sd } => {
+            if !(sd > 0.0 && sd.is_finite()) {
+                return Err(format!(
+                    "the standard deviation must be positive, found {sd}"
+                ));
+            }
+        }
+    }
+    let comparisons = variants - 1;
+    let a = alpha / comparisons as f64;
+    let (z_a, z_b) = (normal_isf(a / 2.0), normal_isf(1.0 - power));
+    let n_fixed = match metric {
+        Metric::Proportion { baseline } => {
+            let p1 = baseline + delta;
+            let pooled = (baseline + p1) / 2.0;
+            let std_null = (2.0 * pooled * (1.0 - pooled)).sqrt();
+            let std_alt = (p1 * (1.0 - p1) + baseline * (1.0 - baseline)).sqrt();
+            ((z_a * std_null + z_b * std_alt) / delta).powi(2)
+        }
+        Metric::Mean { sd } => 2.0 * ((z_a + z_b) * sd / delta).powi(2),
+    };
+    // Double until the look at n has the power, then bisect to within one unit.
+    let reaches = |n: f64| sequential_power(metric, delta, a, mixing, n) >= power;
+    let mut hi = n_fixed.max(2.0);
+    let mut steps = 0;
+    while !reaches(hi) {
+        hi *= 2.0;
+        steps += 1;
+        if steps > 60 {
+            return Err("no sample size reaches that power".into());
+        }
+    }
+    let mut lo = hi / 2.0;
+    while hi - lo > 0.5 {
+        let mid = (lo + hi) / 2.0;
+        if reaches(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    let n_sequential = hi.max(n_fixed);
+    let days = |n: f64| {
+        daily_units.map(|d| (n.ceil() * variants as f64 / (traffic_percent / 100.0) / d).ceil())
+    };
+    Ok(Plan {
+        delta,
+        comparisons,
+        alpha_per_comparison: a,
+        n_fixed,
+        n_sequential,
+        days_fixed: days(n_fixed),
+        days_sequential: days(n_sequential),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(metric: Metric, effect: Effect, alpha: f64, power: f64) -> Input {
+        Input {
+            metric,
+            effect,
+            alpha,
+            power,
+            variants: 2,
+            mixing: 0.1,
+            daily_units: None,
+            traffic_percent: 100.0,
+        }
+    }
+
+    // statsmodels 0.15.0, statsmodels.stats.proportion.samplesize_proportions_2indep_onetail(
+    //   diff, prop2, power, alpha=alpha) and statsmodels.stats.power.NormalIndPower().solve_power(
+    //   effect_size=delta/sd, alpha=alpha, power=power, ratio=1).
+    #[test]
+    fn fixed_horizon_sizes_match_statsmodels() {
+        let p = |baseline, d, alpha, power| {
+            plan(&input(
+                Metric::Proportion { baseline },
+                Effect::Absolute(d),
+                alpha,
+                power,
+            ))
+            .unwrap()
+            .n_fixed
+        };
+        for (got, want) in [
+            (p(0.05, 0.02, 0.05, 0.8), 2_212.204_782_367_206),
+            (p(0.10, 0.01, 0.05, 0.9), 19_746.624_475_776_527),
+            (p(0.02, 0.005, 0.025, 0.8), 16_722.814_716_941_502),
+            (p(0.30, -0.03, 0.05, 0.8), 3_553.055_208_438_042),
+        ] {
+            assert!((got - want).abs() < 1e-6 * want, "{got} instead of {want}");
+        }
+        let m = |sd, d, alpha, power| {
+            plan(&input(
+                Metric::Mean { sd },
+                Effect::Absolute(d),
+                alpha,
+                power,
+            ))
+            .unwrap()
+            .n_fixed
+        };
+        // The closed form leaves out the far tail, which solve_power includes: < 0.001 units.
+        assert!((m(10.0, 2.0, 0.05, 0.8) - 392.443_023_257_788_5).abs() < 0.01);
+        assert!((m(40.0, 5.0, 0.025, 0.9) - 1_588.634_469_975_815_4).abs() < 0.01);
+    }
+
+    #[test]
+    fn variants_split_alpha_and_duration_counts_every_variant_and_the_traffic() {
+        let mut i = input(
+            Metric::Proportion { baseline: 0.05 },
+            Effect::Relative(0.4),
+            0.05,
+            0.8,
+        );
+        i.variants = 3;
+        i.daily_units = Some(1_000.0);
+        i.traffic_percent = 50.0;
+        let p = plan(&i).unwrap();
+        assert_eq!(p.comparisons, 2);
+        assert!((p.alpha_per_comparison - 0.025).abs() < 1e-15);
+        assert!((p.delta - 0.02).abs() < 1e-15);
+        // statsmodels at alpha 0.025: samplesize_proportions_2indep_onetail(0.02, 0.05, 0.8,
+        // alpha=0.025) = 2679.122574471982.
+        assert!((p.n_fixed - 2_679.122_574_471_982).abs() < 1e-6);
+        let n = p.per_variant_fixed() as f64;
+        assert_eq!(p.days_fixed, Some((n * 3.0 / 0.5 / 1_000.0).ceil()));
+        assert!(p.inflation() > 1.0 && p.days_sequential >= p.days_fixed);
+        assert!(sequential_power(i.metric, p.delta, 0.025, 0.1, p.n_sequential) >= 0.8);
+        assert!(sequential_power(i.metric, p.delta, 0.025, 0.1, p.n_sequential - 1.0) < 0.8);
+    }
+
+    #[test]
+    fn impossible_plans_say_why() {
+        let e = |i: Input| plan(&i).unwrap_err();
+        assert_eq!(
+            e(input(
+                Metric::Proportion { baseline: 0.99 },
+                Effect::Absolute(0.02),
+                0.05,
+                0.8
+            )),
+            "baseline 0.99 plus the effect 0.02 is 1.01, outside 0 to 1"
+        );
+        assert_eq!(
+            e(input(
+                Metric::Mean { sd: 10.0 },
+                Effect::Relative(0.1),
+                0.05,
+                0.8
+            )),
+            "a relative effect needs a baseline rate; give a mean's effect in its units"
+        );
+        assert_eq!(
+            e(input(
+                Metric::Proportion { baseline: 0.1 },
+                Effect::Absolute(0.0),
+                0.05,
+                0.8
+            )),
+            "the minimum detectable effect must not be zero"
+        );
+        assert_eq!(
+            e(input(
+                Metric::Proportion { baseline: 0.1 },
+                Effect::Absolute(0.01),
+                1.5,
+                0.8
+            )),
+            "alpha must be between 0 and 1, found 1.5"
+        );
+    }
+}
