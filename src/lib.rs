@@ -43,6 +43,7 @@ mod reader;
 pub mod request;
 pub mod sequential;
 pub mod sfv;
+pub mod simulate;
 pub mod stats;
 pub mod summary;
 pub mod targeting;

@@ -40,6 +40,14 @@ usage:
       identically, printed on standard output. What cannot be expressed at the mesh is listed on
       standard error with the reason; then the command exits 1 unless --allow-partial.
 
+  abmesh plan (--baseline-rate RATE | --sd SD) (--mde EFFECT | --mde-relative FRACTION)
+              [--alpha 0.05] [--power 0.8] [--variants 2] [--daily-units N]
+              [--traffic-percent 100] [--mixing 0.1] [--json]
+      Sample size per variant and duration: for a rate (baseline as a fraction, effect in the
+      same units, or relative to the baseline) or a mean (standard deviation, effect in its
+      units); several variants are each compared with control (Bonferroni). Gives the
+      fixed-horizon size and the larger size sequential monitoring needs (guard's default).
+
   abmesh --help | --version
 
   abmesh guard ... --write-config OUT.json [--rollback-to paused|control]
@@ -239,6 +247,146 @@ fn write_rolled_back(
     } else {
         ExitCode::from(3)
     }
+}
+
+/// `abmesh plan`: sample size and duration.
+fn plan(args: &[OsString]) -> ExitCode {
+    use abmesh::power::{Effect, Input, Metric};
+    let mut input = Input {
+        metric: Metric::Proportion { baseline: 0.0 },
+        effect: Effect::Absolute(0.0),
+        alpha: 0.05,
+        power: 0.8,
+        variants: 2,
+        mixing: abmesh::sequential::DEFAULT_MIXING,
+        daily_units: None,
+        traffic_percent: 100.0,
+    };
+    let (mut metric, mut effect, mut json) = (None, None, false);
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let Some(flag) = flag.to_str() else {
+            return usage_error("arguments must be flags");
+        };
+        if flag == "--json" {
+            json = true;
+            continue;
+        }
+        let Some(value) = rest.next() else {
+            return usage_error(&format!("{flag} needs a value"));
+        };
+        let Some(v) = value.to_str().and_then(|v| v.parse::<f64>().ok()) else {
+            return usage_error(&format!("{flag} needs a number"));
+        };
+        match flag {
+            "--baseline-rate" => metric = Some(Metric::Proportion { baseline: v }),
+            "--sd" => metric = Some(Metric::Mean { sd: v }),
+            "--mde" => effect = Some(Effect::Absolute(v)),
+            "--mde-relative" => effect = Some(Effect::Relative(v)),
+            "--alpha" => input.alpha = v,
+            "--power" => input.power = v,
+            "--variants" if v >= 0.0 && v.fract() == 0.0 => input.variants = v as usize,
+            "--variants" => return usage_error("--variants needs a whole number"),
+            "--mixing" => input.mixing = v,
+            "--daily-units" => input.daily_units = Some(v),
+            "--traffic-percent" => input.traffic_percent = v,
+            other => return usage_error(&format!("unknown option {other}")),
+        }
+    }
+    let (Some(m), Some(e)) = (metric, effect) else {
+        return usage_error(
+            "plan needs --baseline-rate RATE or --sd SD, and --mde EFFECT or --mde-relative FRACTION",
+        );
+    };
+    input.metric = m;
+    input.effect = e;
+    let p = match abmesh::power::plan(&input) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("abmesh: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let k = input.variants as u64;
+    if json {
+        let v = serde_json::json!({
+            "metric": match m { Metric::Proportion { .. } => "proportion", Metric::Mean { .. } => "mean" },
+            "baseline_rate": match m { Metric::Proportion { baseline } => Some(baseline), _ => None },
+            "sd": match m { Metric::Mean { sd } => Some(sd), _ => None },
+            "mde": p.delta, "alpha": input.alpha, "power": input.power, "variants": input.variants,
+            "comparisons": p.comparisons, "alpha_per_comparison": p.alpha_per_comparison,
+            "correction": "bonferroni", "mixing": input.mixing,
+            "fixed_horizon": {"per_variant": p.per_variant_fixed(), "total": p.per_variant_fixed() * k, "days": p.days_fixed},
+            "sequential": {"per_variant": p.per_variant_sequential(), "total": p.per_variant_sequential() * k, "days": p.days_sequential},
+            "sequential_inflation": p.inflation(),
+            "daily_units": input.daily_units, "traffic_percent": input.traffic_percent,
+        });
+        out(&format!("{v}\n"));
+        return ExitCode::SUCCESS;
+    }
+    let mut text = match m {
+        Metric::Proportion { baseline } => format!(
+            "metric: a rate, baseline {:.2}%; minimum detectable effect {:+.2} points ({:.2}% against {:.2}%)\n",
+            baseline * 100.0,
+            p.delta * 100.0,
+            (baseline + p.delta) * 100.0,
+            baseline * 100.0
+        ),
+        Metric::Mean { sd } => format!(
+            "metric: a mean, standard deviation {sd}; minimum detectable effect {:+} ({:+.3} standard deviations)\n",
+            p.delta,
+            p.delta / sd
+        ),
+    };
+    text.push_str(&format!(
+        "{} variants: {} comparison{} against control at alpha {} each (alpha {} / {}, Bonferroni), power {}%\n",
+        input.variants,
+        p.comparisons,
+        if p.comparisons == 1 { "" } else { "s" },
+        p.alpha_per_comparison,
+        input.alpha,
+        p.comparisons,
+        input.power * 100.0
+    ));
+    let thousands = |n: u64| {
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    };
+    if let Some(d) = input.daily_units {
+        text.push_str(&format!(
+            "days at {} units a day, {}% of them in the experiment\n",
+            thousands(d.round() as u64),
+            input.traffic_percent
+        ));
+    }
+    let days = |d: Option<f64>| {
+        d.map_or(String::new(), |d| {
+            format!(", {d} day{}", if d == 1.0 { "" } else { "s" })
+        })
+    };
+    text.push_str(&format!(
+        "fixed horizon (one look):        {} per variant, {} in total{}\n",
+        thousands(p.per_variant_fixed()),
+        thousands(p.per_variant_fixed() * k),
+        days(p.days_fixed)
+    ));
+    text.push_str(&format!(
+        "sequential (guard's default):    {} per variant, {} in total{} ({:.2}x; mixing {})\n",
+        thousands(p.per_variant_sequential()),
+        thousands(p.per_variant_sequential() * k),
+        days(p.days_sequential),
+        p.inflation(),
+        input.mixing
+    ));
+    out(&text);
+    ExitCode::SUCCESS
 }
 
 /// The Prometheus text at an `http://host:port/path` URL.
@@ -542,6 +690,7 @@ fn main() -> ExitCode {
         Some("assign") => assign(&args[1..]),
         Some("guard") => guard(&args[1..]),
         Some("import") => import(&args[1..]),
+        Some("plan") => plan(&args[1..]),
         Some(other) => usage_error(&format!("unknown command '{other}'")),
     }
 }

@@ -323,3 +323,50 @@ fn check_prints_the_ramp_and_the_step_in_force_and_assign_follows_it() {
         "{late}"
     );
 }
+
+#[test]
+fn plan_prints_fixed_and_sequential_sizes_and_durations() {
+    let out = abmesh(&[
+        "plan",
+        "--baseline-rate",
+        "0.05",
+        "--mde-relative",
+        "0.1",
+        "--variants",
+        "3",
+        "--daily-units",
+        "50000",
+        "--traffic-percent",
+        "20",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        "metric: a rate, baseline 5.00%; minimum detectable effect +0.50 points (5.50% against 5.00%)\n\
+         3 variants: 2 comparisons against control at alpha 0.025 each (alpha 0.05 / 2, Bonferroni), power 80%\n\
+         days at 50,000 units a day, 20% of them in the experiment\n\
+         fixed horizon (one look):        37,824 per variant, 113,472 in total, 12 days\n\
+         sequential (guard's default):    80,731 per variant, 242,193 in total, 25 days (2.13x; mixing 0.1)\n"
+    );
+    // statsmodels 0.15.0: samplesize_proportions_2indep_onetail(0.005, 0.05, 0.8, alpha=0.025)
+    // = 37823.996…, rounded up; NormalIndPower().solve_power(effect_size=2/40, alpha=0.05,
+    // power=0.8) = 6279.09…, rounded up.
+    let out = abmesh(&["plan", "--sd", "40", "--mde", "2", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["metric"], "mean");
+    assert_eq!(v["fixed_horizon"]["per_variant"], 6280);
+    assert_eq!(v["correction"], "bonferroni");
+    assert!(v["sequential_inflation"].as_f64().unwrap() > 1.5);
+    let out = abmesh(&["plan", "--baseline-rate", "0.99", "--mde", "0.02"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "abmesh: baseline 0.99 plus the effect 0.02 is 1.01, outside 0 to 1\n"
+    );
+    let out = abmesh(&["plan", "--mde", "0.02"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "abmesh: plan needs --baseline-rate RATE or --sd SD, and --mde EFFECT or --mde-relative FRACTION\nrun 'abmesh --help' for usage\n"
+    );
+}
