@@ -6,6 +6,7 @@
 #   bench          native and in-Envoy benchmarks; writes BENCHMARKS.md and bench/plot.svg
 #   soak           200,000 requests through Envoy with exposure accounting (ABMESH_LOAD_REQUESTS)
 #   fuzz [SECS]    each fuzz target for SECS seconds (default 600)
+#   simulate       the simulation study of guard's statistics; writes bench/simulation.md
 #   test           every test: native unit + integration, clippy (native and wasm32), the core's
 #                  golden vectors on wasm32 under node, and end-to-end tests in a real Envoy
 # Installs what is missing on a fresh Debian machine, and is a no-op for what is already there.
@@ -234,12 +235,21 @@ soak() {
   ABMESH_LOAD_REQUESTS=$ABMESH_LOAD_REQUESTS cargo test --release --features e2e --test e2e under_load -- --nocapture
 }
 
+# The simulation study of guard's statistics at full size (SIM_RUNS, default 5,000 per row).
+simulate() {
+  ensure_rust
+  say "simulation study: ${SIM_RUNS:-5000} experiments per row, 50 looks each"
+  cargo bench --bench simulation | tee bench/simulation.md
+  say "wrote bench/simulation.md (the table in README.md, Statistics)"
+}
+
 case "${1:-build}" in
   build) build ;;
+  simulate) simulate ;;
   test) run_tests ;;
   demo) demo ;;
   bench) bench ;;
   soak) soak ;;
   fuzz) fuzz "${2:-600}" ;;
-  *) die "unknown command '$1' (expected: build, test, demo, bench, soak, fuzz [seconds])" ;;
+  *) die "unknown command '$1' (expected: build, test, demo, bench, simulate, soak, fuzz [seconds])" ;;
 esac

@@ -470,11 +470,16 @@ pub fn judge(config: &Config, samples: &[Sample], options: &Options) -> Report {
 
 /// "95% CS" (a confidence sequence, sequential mode) or "95% CI".
 fn interval_name(options: &Options) -> String {
-    let level = format!("{}%", ((1.0 - options.alpha) * 100.0 * 1e6).round() / 1e6);
+    let level = level(options);
     match options.mode {
-        Mode::Sequential { .. } => format!("{level} CS"),
-        Mode::FixedHorizon => format!("{level} CI"),
+        Mode::Sequential { .. } => format!("{level}% CS"),
+        Mode::FixedHorizon => format!("{level}% CI"),
     }
+}
+
+/// The confidence level in percent: 95 for alpha 0.05.
+fn level(options: &Options) -> f64 {
+    ((1.0 - options.alpha) * 100.0 * 1e6).round() / 1e6
 }
 
 fn pct(x: f64) -> String {
@@ -513,12 +518,12 @@ pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
     out.push_str(&match o.mode {
         Mode::Sequential { mixing } => format!(
-            "mode: sequential (always-valid p-values, {} confidence sequences; mixing {mixing}), Holm-adjusted at alpha {}\n",
-            interval_name(o), o.alpha
+            "mode: sequential (always-valid p-values, {}% confidence sequences \"CS\"; mixing {mixing}), Holm-adjusted at alpha {}\n",
+            level(o), o.alpha
         ),
         Mode::FixedHorizon => format!(
-            "mode: fixed horizon (one planned look; {} confidence intervals), Holm-adjusted at alpha {}\n",
-            interval_name(o), o.alpha
+            "mode: fixed horizon (one planned look; {}% confidence intervals \"CI\"), Holm-adjusted at alpha {}\n",
+            level(o), o.alpha
         ),
     });
     for e in &report.experiments {

@@ -27,12 +27,17 @@ usage:
       Header and cookie values are taken byte for byte (they may be any bytes).
 
   abmesh guard --config CONFIG --stats URL_OR_FILE [--json] [--max-error-increase POINTS]
-      Judge every running experiment from Envoy's /stats/prometheus text (an http:// URL or a
-      file): a chi-square sample-ratio-mismatch test of the split against the configured
-      weights, and per variant the 5xx ratio (two-proportion z-test) and mean latency (Welch
-      t-test) against control, with 95% confidence intervals and relative changes. Exits 3 when
-      SRM p < 0.001, or when a variant's 5xx ratio is significantly worse than control by more
-      than POINTS percentage points (default 0.5: the 95% interval of the increase lies above it).
+               [--max-latency-increase MS] [--alpha A] [--fixed-horizon | --mixing M]
+      Judge every running experiment from Prometheus text (Envoy's /stats/prometheus or a
+      Prometheus federation URL over http://, or a file): a sample-ratio-mismatch test of the
+      split against the configured weights, and per variant the 5xx ratio and mean latency
+      against control. Sequential by default: always-valid p-values and 95% confidence
+      sequences (mSPRT, mixing M = 0.1 standard deviations), valid however often guard runs;
+      --fixed-horizon uses the classic tests for one planned look. Every decision of the run
+      is Holm-adjusted at A (default 0.05); P(better) is the Bayesian probability that the
+      variant beats control (reported only). Exits 3 when SRM p < 0.001, or when a variant's
+      5xx ratio is worse than control by more than POINTS percentage points (default 0.5), or
+      its mean latency by more than MS when given.
 
   abmesh import growthbook|flagd FILE [--allow-partial]
       Translate a GrowthBook SDK payload (features with experiment rules) or a flagd flag file

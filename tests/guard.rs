@@ -85,7 +85,7 @@ fn a_correct_split_of_10000_units_is_not_flagged() {
     let (code, out) = guard(CONFIG, &split_stats(CONFIG, 10_000), &[]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.starts_with("mode: sequential (always-valid p-values, 95% CS confidence sequences; mixing 0.1), Holm-adjusted at alpha 0.05\n"),
+        out.starts_with("mode: sequential (always-valid p-values, 95% confidence sequences \"CS\"; mixing 0.1), Holm-adjusted at alpha 0.05\n"),
         "{out}"
     );
     assert!(

@@ -1,0 +1,57 @@
+//! The large simulation study of `abmesh guard`'s statistics (`./build.sh simulate`): prints
+//! the Markdown table the README shows. `tests/simulation.rs` runs a small version in CI.
+
+use abmesh::power::{plan, Effect, Input, Metric};
+use abmesh::simulate::{aa_means, aa_proportions, aa_srm, power_proportions};
+
+fn main() {
+    let runs: usize = std::env::var("SIM_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5_000);
+    let looks = 50;
+    let alpha = 0.05;
+    let se = |p: f64| (p * (1.0 - p) / runs as f64).sqrt();
+    println!("{runs} simulated experiments per row, each examined at {looks} evenly spaced looks; alpha {alpha}; mixing 0.1.\n");
+    println!("| A/A study (no true difference) | sequential false alarms | fixed-horizon false alarms (any of 50 looks) |");
+    println!("|---|---|---|");
+    let rows = [
+        ("5xx-style rate 10%, 200 more per arm per look", aa_proportions(runs, looks, 200, 0.1, alpha, 0.1, 11)),
+        ("rate 1%, 1,000 more per arm per look", aa_proportions(runs, looks, 1_000, 0.01, alpha, 0.1, 12)),
+        ("mean (sd 20), 100 more per arm per look", aa_means(runs, looks, 100, alpha, 0.1, 13)),
+        ("split 50/50 (SRM), 400 more units per look", aa_srm(runs, looks, 400, alpha, 14)),
+    ];
+    for (name, r) in rows {
+        println!(
+            "| {name} | {:.2}% ± {:.2} | {:.2}% ± {:.2} |",
+            r.sequential * 100.0,
+            se(r.sequential) * 100.0,
+            r.fixed_horizon * 100.0,
+            se(r.fixed_horizon) * 100.0
+        );
+    }
+    println!("\n| true effect of the planned size | planned power | fixed-horizon n per arm | sequential n per arm (`abmesh plan`) | detected by sequential mode within that n |");
+    println!("|---|---|---|---|---|");
+    for (baseline, delta, power) in [(0.05, 0.02, 0.8), (0.10, 0.02, 0.9), (0.01, 0.005, 0.8)] {
+        let input = Input {
+            metric: Metric::Proportion { baseline },
+            effect: Effect::Absolute(delta),
+            alpha,
+            power,
+            variants: 2,
+            mixing: 0.1,
+            daily_units: None,
+            traffic_percent: 100.0,
+        };
+        let fixed = plan(&input).map(|p| p.per_variant_fixed()).unwrap_or(0);
+        let (n, detected) = power_proportions(runs.min(2_000), looks, &input, 21);
+        println!(
+            "| {:.1}% → {:.1}% | {:.0}% | {fixed} | {n} | {:.1}% ± {:.1} |",
+            baseline * 100.0,
+            (baseline + delta) * 100.0,
+            power * 100.0,
+            detected * 100.0,
+            (detected * (1.0 - detected) / runs.min(2_000) as f64).sqrt() * 100.0
+        );
+    }
+}
