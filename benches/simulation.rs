@@ -16,10 +16,22 @@ fn main() {
     println!("| A/A study (no true difference) | sequential false alarms | fixed-horizon false alarms (any of 50 looks) |");
     println!("|---|---|---|");
     let rows = [
-        ("5xx-style rate 10%, 200 more per arm per look", aa_proportions(runs, looks, 200, 0.1, alpha, 0.1, 11)),
-        ("rate 1%, 1,000 more per arm per look", aa_proportions(runs, looks, 1_000, 0.01, alpha, 0.1, 12)),
-        ("mean (sd 20), 100 more per arm per look", aa_means(runs, looks, 100, alpha, 0.1, 13)),
-        ("split 50/50 (SRM), 400 more units per look", aa_srm(runs, looks, 400, alpha, 14)),
+        (
+            "5xx-style rate 10%, 200 more per arm per look",
+            aa_proportions(runs, looks, 200, 0.1, alpha, 0.1, 11),
+        ),
+        (
+            "rate 1%, 1,000 more per arm per look",
+            aa_proportions(runs, looks, 1_000, 0.01, alpha, 0.1, 12),
+        ),
+        (
+            "mean (sd 20), 100 more per arm per look",
+            aa_means(runs, looks, 100, alpha, 0.1, 13),
+        ),
+        (
+            "split 50/50 (SRM), 400 more units per look",
+            aa_srm(runs, looks, 400, alpha, 14),
+        ),
     ];
     for (name, r) in rows {
         println!(

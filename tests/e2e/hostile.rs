@@ -52,6 +52,14 @@ pub fn cases() -> Vec<Case> {
     let big = vec![b'u'; 60 * 1000];
     let id512 = vec![b'a'; 512];
     let id513 = vec![b'b'; 513];
+    let thousand_members: Vec<u8> = (0..1000)
+        .map(|i| format!("m{i}=v{i}"))
+        .chain(std::iter::once(
+            "abmesh=checkout-v2%3Dtreatment".to_string(),
+        ))
+        .collect::<Vec<_>>()
+        .join(",")
+        .into_bytes();
     let many_cookies: String =
         (0..200).map(|i| format!("c{i}=v{i}; ")).collect::<String>() + "uid=cookie-user";
     vec![
@@ -98,6 +106,10 @@ pub fn cases() -> Vec<Case> {
              b"/checkout", &[("X-USER-ID", b"u-7"), ("X-Experiments", b"checkout-v2=treatment"), ("X-Exp-Checkout-V2", b"treatment")], SameAsCore),
         case("percent-encoded path", "200; `path_prefix` matches the path as received: `/%63heckout` is not `/checkout` (targeting)",
              b"/%63heckout", &[("x-user-id", b"u-8"), ("x-country", b"US")], SameAsCore),
+        case("forged baggage member among 1,000", "200; the client's `abmesh` baggage member is removed, the 1,000 others pass in order",
+             b"/checkout", &[("x-user-id", b"u-9"), ("baggage", &thousand_members)], SameAsCore),
+        case("non-UTF-8 and malformed baggage", "200; members are split on commas as bytes; only a member keyed `abmesh` is removed",
+             b"/checkout", &[("x-user-id", b"u-10"), ("baggage", b"k=\xff\xfe,,=x, abmesh = forged ;p, noequals")], SameAsCore),
     ]
 }
 
@@ -146,6 +158,30 @@ fn hostile_requests_are_ordinary_input_and_the_next_requests_are_assigned() {
                     "case {:?}",
                     c.name
                 );
+                // An edge passes on what the core decides for the baggage header.
+                let sent_baggage = received.iter().any(|(n, _)| *n == "baggage");
+                let want_baggage = match &want.baggage {
+                    abmesh::baggage::Rewrite::Set(v) => Some(v.clone()),
+                    abmesh::baggage::Rewrite::Remove => None,
+                    abmesh::baggage::Rewrite::Unchanged => received
+                        .iter()
+                        .find(|(n, _)| *n == "baggage")
+                        .map(|(_, v)| v.to_vec()),
+                };
+                if sent_baggage {
+                    assert_eq!(
+                        header(&seen, "baggage").map(<[u8]>::to_vec),
+                        want_baggage,
+                        "case {:?}",
+                        c.name
+                    );
+                    assert!(
+                        !String::from_utf8_lossy(header(&seen, "baggage").unwrap_or_default())
+                            .contains("abmesh"),
+                        "case {:?}: a forged member passed",
+                        c.name
+                    );
+                }
                 for (name, _) in &seen {
                     assert!(
                         name != "x-abmesh-force" && name != "x-abmesh-token",
