@@ -7,6 +7,8 @@
 //! 8,192 bytes; abmesh then drops its own member (the assignments still travel in
 //! `x-experiments`), never somebody else's.
 
+use crate::sfv::trim_ows as trim;
+
 /// The list-member key abmesh writes (and, at an edge, removes from what clients send).
 pub const KEY: &str = "abmesh";
 
@@ -123,18 +125,6 @@ pub fn decode_value(v: &[u8]) -> Vec<u8> {
         }
     }
     out
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|c| !matches!(c, b' ' | b'\t'))
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|c| !matches!(c, b' ' | b'\t'))
-        .map_or(start, |e| e + 1);
-    &s[start..end]
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ pub struct Member<'a> {
 pub fn parse_members(input: &[u8]) -> Vec<Member<'_>> {
     let mut out: Vec<Member> = Vec::new();
     for member in split_members(input) {
-        let member = trim(member);
+        let member = trim_ows(member);
         let Some(eq) = member.iter().position(|&c| c == b'=') else {
             continue;
         };
@@ -42,7 +42,7 @@ pub fn parse_members(input: &[u8]) -> Vec<Member<'_>> {
         // `;forced` or `;forced=?1` (an RFC 8941 boolean true).
         let forced = params
             .split(|&c| c == b';')
-            .map(trim)
+            .map(trim_ows)
             .any(|p| p == b"forced" || p == b"forced=?1");
         out.retain(|m| m.key != key);
         out.push(Member { key, value, forced });
@@ -69,7 +69,9 @@ fn split_members(input: &[u8]) -> Vec<&[u8]> {
     members
 }
 
-fn trim(s: &[u8]) -> &[u8] {
+/// Without the optional whitespace (spaces and tabs) around it, as RFC 9110 and W3C Baggage
+/// allow between list members.
+pub(crate) fn trim_ows(s: &[u8]) -> &[u8] {
     let start = s
         .iter()
         .position(|c| !matches!(c, b' ' | b'\t'))

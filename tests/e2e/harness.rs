@@ -402,3 +402,26 @@ pub fn validate(config: &Path) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// Kills an Envoy and its upstream when dropped, printing Envoy's log first if the test is
+/// failing (for tests that start Envoy themselves, e.g. from a watched file).
+pub struct KillOnDrop<'a> {
+    pub envoy: &'a mut Child,
+    pub upstream: &'a mut Child,
+    pub log: &'a Path,
+}
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- envoy log ---\n{}",
+                std::fs::read_to_string(self.log).unwrap_or_default()
+            );
+        }
+        let _ = self.envoy.kill();
+        let _ = self.upstream.kill();
+        let _ = self.envoy.wait();
+        let _ = self.upstream.wait();
+    }
+}

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::harness::{render, scratch_dir, spawn_echo, spawn_envoy, Ports};
+use crate::harness::{render, scratch_dir, spawn_echo, spawn_envoy, KillOnDrop, Ports};
 use crate::http::{get_text, Client};
 use crate::{header, text, upstream, MULTI};
 
@@ -99,26 +99,11 @@ fn pushing_configurations_to_a_watched_file_keeps_assignments_and_refuses_bad_on
     std::fs::write(&lds, &first).unwrap();
     std::fs::write(dir.join("bootstrap.yaml"), bootstrap).unwrap();
     let mut envoy = spawn_envoy(&dir.join("bootstrap.yaml"), 2, &log);
-    struct Kill<'a>(
-        &'a mut std::process::Child,
-        &'a mut std::process::Child,
-        &'a Path,
-    );
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            if std::thread::panicking() {
-                eprintln!(
-                    "--- envoy log ---\n{}",
-                    std::fs::read_to_string(self.2).unwrap_or_default()
-                );
-            }
-            let _ = self.0.kill();
-            let _ = self.1.kill();
-            let _ = self.0.wait();
-            let _ = self.1.wait();
-        }
-    }
-    let _guard = Kill(&mut envoy, &mut echo, &log);
+    let _guard = KillOnDrop {
+        envoy: &mut envoy,
+        upstream: &mut echo,
+        log: &log,
+    };
     wait_stat(ports.admin, "listener_manager.lds.update_success", 1, &log);
     wait_stat(
         ports.admin,
