@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{render, repo, scratch_dir, spawn_echo, spawn_envoy, KillOnDrop, Ports};
 use crate::http::Client;
-use crate::reload::{split, stat, wait_stat};
+use crate::reload::{split, stat, wait_first_listener, wait_stat};
 use crate::{exposure_records_in, header, text, upstream};
 
 const CONFIG: &str = r#"{
@@ -117,13 +117,7 @@ fn the_ci_script_pauses_a_failing_experiment_through_a_watched_file_and_spares_t
         upstream: &mut echo,
         log: &log,
     };
-    wait_stat(ports.admin, "listener_manager.lds.update_success", 1, &log);
-    wait_stat(
-        ports.admin,
-        "listener_manager.total_listeners_active",
-        1,
-        &log,
-    );
+    wait_first_listener(ports.admin, &log);
 
     let before = assignments(ports.listener, 0, 1_000);
     assert!(before.iter().all(|d| member(d, "checkout-v2").is_some()));

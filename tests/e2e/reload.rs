@@ -66,6 +66,12 @@ pub(crate) fn wait_stat(admin: u16, name: &str, at_least: u64, log: &Path) {
     }
 }
 
+/// Waits until the listener from the LDS file is loaded and active.
+pub(crate) fn wait_first_listener(admin: u16, log: &Path) {
+    wait_stat(admin, "listener_manager.lds.update_success", 1, log);
+    wait_stat(admin, "listener_manager.total_listeners_active", 1, log);
+}
+
 /// The assignments dictionary for 1,000 units, as the upstream sees it.
 fn assignments(port: u16) -> Vec<Option<String>> {
     let mut client = Client::new(port);
@@ -104,13 +110,7 @@ fn pushing_configurations_to_a_watched_file_keeps_assignments_and_refuses_bad_on
         upstream: &mut echo,
         log: &log,
     };
-    wait_stat(ports.admin, "listener_manager.lds.update_success", 1, &log);
-    wait_stat(
-        ports.admin,
-        "listener_manager.total_listeners_active",
-        1,
-        &log,
-    );
+    wait_first_listener(ports.admin, &log);
     std::thread::sleep(Duration::from_millis(300));
     let before = assignments(ports.listener);
     assert!(before.iter().filter(|a| a.is_some()).count() > 500);
