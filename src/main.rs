@@ -39,6 +39,12 @@ usage:
       5xx ratio is worse than control by more than POINTS percentage points (default 0.5), or
       its mean latency by more than MS when given.
 
+  abmesh guard ... --write-config OUT.json [--rollback-to paused|control]
+      Also write the configuration with every experiment that breached a guardrail or shows
+      SRM set to 'paused' (default) or, with --rollback-to control, 'rolled_out' with its
+      control (first) variant as the winner; every other experiment, ramps included, is kept.
+      Each change is printed with its reasons. Exits 0 when nothing changed, 3 when it did.
+
   abmesh import growthbook|flagd FILE [--allow-partial]
       Translate a GrowthBook SDK payload (features with experiment rules) or a flagd flag file
       (flags whose targeting is a fractional) into an abmesh configuration that assigns
@@ -53,13 +59,7 @@ usage:
       units); several variants are each compared with control (Bonferroni). Gives the
       fixed-horizon size and the larger size sequential monitoring needs (guard's default).
 
-  abmesh --help | --version
-
-  abmesh guard ... --write-config OUT.json [--rollback-to paused|control]
-      Also write the configuration with every experiment that breached a guardrail or shows
-      SRM set to 'paused' (default) or, with --rollback-to control, 'rolled_out' with its
-      control (first) variant as the winner; every other experiment, ramps included, is kept.
-      Each change is printed with its reasons. Exits 0 when nothing changed, 3 when it did.
+  abmesh --help | --version        (also: abmesh COMMAND --help)
 
 exit codes: 0 success (guard: healthy), 1 invalid configuration or unreadable file,
 2 usage error, 3 guardrail breached (guard --write-config: the written configuration changed)
@@ -658,8 +658,13 @@ fn render(config: &Config, plan: &Plan, eval: &abmesh::Evaluation) -> String {
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    // `abmesh plan --help` is how people ask; it must not be read as a file or an option value.
+    if args.iter().skip(1).any(|a| a == "--help" || a == "-h") {
+        out(HELP);
+        return ExitCode::SUCCESS;
+    }
     match args.first().and_then(|a| a.to_str()) {
-        None => usage_error("missing command (check or assign)"),
+        None => usage_error("missing command (check, assign, guard, import or plan)"),
         Some("--help" | "-h" | "help") => {
             out(HELP);
             ExitCode::SUCCESS

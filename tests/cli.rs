@@ -107,7 +107,7 @@ experiments[0].variants[0].weight: must be a non-negative integer, found -2
 #[test]
 fn usage_errors_exit_2_and_say_what_is_wrong() {
     for (args, msg) in [
-        (vec![], "missing command (check or assign)"),
+        (vec![], "missing command (check, assign, guard, import or plan)"),
         (vec!["frobnicate"], "unknown command 'frobnicate'"),
         (
             vec!["check"],
@@ -158,6 +158,20 @@ fn help_documents_every_command() {
         "abmesh guard --config CONFIG --stats URL_OR_FILE [--json] [--max-error-increase POINTS]"
     ));
     assert!(help.contains("abmesh import growthbook|flagd FILE [--allow-partial]"));
+    assert!(help.contains("abmesh plan (--baseline-rate RATE | --sd SD)"));
+    assert!(help.contains("abmesh guard ... --write-config OUT.json"));
+    // Every command answers --help with the same text, wherever the flag stands.
+    for args in [
+        &["check", "--help"][..],
+        &["assign", "examples/basic-ab.json", "--help"],
+        &["guard", "-h"],
+        &["import", "--help"],
+        &["plan", "--baseline-rate", "--help"],
+    ] {
+        let sub = abmesh(args);
+        assert_eq!(sub.status.code(), Some(0), "{args:?}");
+        assert_eq!(stdout(&sub), help, "{args:?}");
+    }
     assert!(help.contains(
         "exit codes: 0 success (guard: healthy), 1 invalid configuration or unreadable file,\n2 usage error, 3 guardrail breached"
     ));
