@@ -146,6 +146,14 @@ ensure_venv() {
   .venv/bin/python3 -c "import yaml" 2>/dev/null || .venv/bin/pip install -q "pyyaml==6.*"
 }
 
+# SciPy and statsmodels in .venv/: the independent implementations the statistics are checked
+# against (tests/reference/).
+ensure_reference_python() {
+  ensure_venv
+  .venv/bin/python3 -c "import scipy, statsmodels" 2>/dev/null \
+    || .venv/bin/pip install -q "scipy==1.17.*" "statsmodels==0.15.*"
+}
+
 ensure_envoy() {
   ensure_venv
   if [ -n "${ENVOY_BIN:-}" ]; then
@@ -190,6 +198,10 @@ run_tests() {
   fi
   command -v python3 >/dev/null || die "python3 is missing (the demo upstream): apt-get install python3"
   cargo test --features e2e --test e2e
+  say "statistics against independent implementations (statsmodels, SciPy)"
+  ensure_reference_python
+  .venv/bin/python3 tests/reference/recorded_values.py
+  .venv/bin/python3 tests/reference/plan_check.py dist/abmesh
   fuzz 60
   say "all tests passed"
 }

@@ -56,6 +56,7 @@ mod tests {
     }
 
     // SciPy 1.17.1: integrate.quad(lambda x: beta.pdf(x, 1+xv, 1+nv-xv) * beta.sf(x, 1+xc, 1+nc-xc), ...)
+    // (recomputed by tests/reference/recorded_values.py)
     #[test]
     fn rates_match_numerical_integration() {
         for (args, want) in [

@@ -179,9 +179,10 @@ pub fn plan(input: &Input) -> Result<Plan, String> {
         }
         Metric::Mean { sd } => 2.0 * ((z_a + z_b) * sd / delta).powi(2),
     };
-    // Double until the look at n has the power, then bisect to within one unit.
+    // Double until the look at n has the power, then bisect on whole units: the answer is the
+    // smallest whole n whose look has the power (power grows with n).
     let reaches = |n: f64| sequential_power(metric, delta, a, mixing, n) >= power;
-    let mut hi = n_fixed.max(2.0);
+    let mut hi = n_fixed.max(2.0).ceil();
     let mut steps = 0;
     while !reaches(hi) {
         hi *= 2.0;
@@ -190,9 +191,10 @@ pub fn plan(input: &Input) -> Result<Plan, String> {
             return Err("no sample size reaches that power".into());
         }
     }
-    let mut lo = hi / 2.0;
-    while hi - lo > 0.5 {
-        let mid = (lo + hi) / 2.0;
+    // The last n that fell short (never less than the fixed-horizon size: see below).
+    let mut lo = if steps == 0 { hi - 1.0 } else { hi / 2.0 };
+    while hi - lo > 1.0 {
+        let mid = ((lo + hi) / 2.0).floor();
         if reaches(mid) {
             hi = mid;
         } else {
@@ -233,7 +235,9 @@ mod tests {
 
     // statsmodels 0.15.0, statsmodels.stats.proportion.samplesize_proportions_2indep_onetail(
     //   diff, prop2, power, alpha=alpha) and statsmodels.stats.power.NormalIndPower().solve_power(
-    //   effect_size=delta/sd, alpha=alpha, power=power, ratio=1).
+    //   effect_size=delta/sd, alpha=alpha, power=power, ratio=1). Recomputed by
+    //   tests/reference/recorded_values.py; tests/reference/plan_check.py compares the CLI
+    //   with statsmodels over 180 more plans.
     #[test]
     fn fixed_horizon_sizes_match_statsmodels() {
         let p = |baseline, d, alpha, power| {

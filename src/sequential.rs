@@ -184,7 +184,8 @@ mod tests {
     }
 
     // Reference values: an independent NumPy/SciPy 1.17.1 implementation of the formulas in
-    // the module documentation (scipy.special.gammaln for the Bayes factor), recorded here.
+    // the module documentation (scipy.special.gammaln for the Bayes factor), recorded here and
+    // recomputed by tests/reference/recorded_values.py in ./build.sh test.
     #[test]
     fn msprt_p_values_and_confidence_sequences_match_the_reference() {
         let s = proportions(60.0, 1000.0, 40.0, 1000.0, 0.05, 0.1).unwrap();
