@@ -19,6 +19,15 @@ impl Response {
             .map(|(_, v)| v.as_slice())
     }
 
+    /// Every value of a header that may repeat (`set-cookie`), in order.
+    pub fn all(&self, name: &str) -> Vec<&[u8]> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+            .collect()
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(

@@ -97,8 +97,13 @@ fn an_anonymous_visitor_gets_a_cookie_whose_replays_keep_the_first_requests_assi
     let mut first_request_ids = BTreeSet::new();
     let visitors = 10;
     for _ in 0..visitors {
-        let first = client.get(b"/", &[]);
-        let id = minted_id(first.header("set-cookie").unwrap(), ATTRIBUTES);
+        // The application sets a cookie of its own on the same response: both must arrive.
+        let app_cookie: &[u8] = b"session=app-1; Path=/; HttpOnly";
+        let first = client.get(b"/", &[("x-echo-set-cookie", app_cookie)]);
+        let cookies = first.all("set-cookie");
+        assert_eq!(cookies.len(), 2, "{cookies:?}");
+        assert_eq!(cookies[0], app_cookie, "the application's cookie is kept");
+        let id = minted_id(cookies[1], ATTRIBUTES);
         assert!(ids.insert(id.clone()), "two visitors got the same id {id}");
         let (_, seen) = upstream(&first);
         first_request_ids.insert(text(header(&seen, "x-request-id")).unwrap());
