@@ -107,7 +107,10 @@ experiments[0].variants[0].weight: must be a non-negative integer, found -2
 #[test]
 fn usage_errors_exit_2_and_say_what_is_wrong() {
     for (args, msg) in [
-        (vec![], "missing command (check, assign, guard, import or plan)"),
+        (
+            vec![],
+            "missing command (check, assign, guard, import or plan)",
+        ),
         (vec!["frobnicate"], "unknown command 'frobnicate'"),
         (
             vec!["check"],

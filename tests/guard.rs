@@ -378,3 +378,91 @@ fn write_config_can_roll_back_to_control_and_reports_changes_on_stderr_with_json
         "abmesh: --rollback-to needs paused or control\nrun 'abmesh --help' for usage\n"
     );
 }
+
+/// `examples/ci/abmesh-guard.sh run` with `ABMESH_APPLY=istio` and `kubectl` replaced by
+/// `kubectl_body` (a shell script that sees the real arguments).
+fn ci_script_to_istio(name: &str, kubectl_body: &str) -> (i32, String, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir().join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("config.json"), RAMPED).unwrap();
+    std::fs::write(d.join("stats.txt"), failing_treatment_stats()).unwrap();
+    let kubectl = d.join("kubectl");
+    std::fs::write(&kubectl, format!("#!/bin/sh\n{kubectl_body}\n")).unwrap();
+    std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(repo.join("examples/ci/abmesh-guard.sh"))
+        .arg("run")
+        .current_dir(&d)
+        .env("ABMESH", env!("CARGO_BIN_EXE_abmesh"))
+        .env("ABMESH_CONFIG", d.join("config.json"))
+        .env("ABMESH_STATS", d.join("stats.txt"))
+        .env(
+            "ABMESH_TEMPLATE",
+            repo.join("examples/ci/wasmplugin.template.yaml"),
+        )
+        .env("ABMESH_APPLY", "istio")
+        .env("KUBECTL", &kubectl)
+        .env("ABMESH_OUT_DIR", d.join("out"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap(), text, d)
+}
+
+#[test]
+fn the_ci_script_applies_the_paused_configuration_to_istio_with_kubectl() {
+    let (code, out, d) = ci_script_to_istio(
+        "istio-ok",
+        r#"echo "$@" > kubectl.args; cp "$3" applied.yaml"#,
+    );
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("abmesh-guard: applied "), "{out}");
+    let args = std::fs::read_to_string(d.join("kubectl.args")).unwrap();
+    assert_eq!(
+        args,
+        format!("apply -f {}\n", d.join("out/manifest.yaml").display())
+    );
+    // What kubectl received: the template's WasmPlugin with the written configuration.
+    let applied = std::fs::read_to_string(d.join("applied.yaml")).unwrap();
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/ci/wasmplugin.template.yaml"),
+    )
+    .unwrap();
+    let (head, _) = template.rsplit_once("ABMESH_PLUGIN_CONFIG").unwrap();
+    assert!(applied.starts_with(head), "{applied}");
+    let plugin_config = applied.strip_prefix(head).unwrap().trim_end();
+    let deployed: serde_json::Value = serde_json::from_str(plugin_config).unwrap();
+    let mut expected: serde_json::Value = serde_json::from_str(RAMPED).unwrap();
+    expected["experiments"][0]["status"] = "paused".into();
+    assert_eq!(deployed, expected);
+    // The next run starts from what is deployed.
+    let now: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
+    assert_eq!(now, expected);
+}
+
+#[test]
+fn a_failed_kubectl_apply_is_an_error_and_keeps_the_deployed_configuration() {
+    let (code, out, d) = ci_script_to_istio(
+        "istio-fails",
+        "echo 'error: the server has asked for the client to provide credentials' >&2; exit 1",
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.ends_with(&format!(
+            "error: the server has asked for the client to provide credentials\nabmesh-guard: kubectl apply failed; nothing applied, {} unchanged\n",
+            d.join("config.json").display()
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("config.json")).unwrap(),
+        RAMPED
+    );
+}

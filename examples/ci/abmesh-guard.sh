@@ -37,11 +37,15 @@ render() {
   python3 - "$config" "$template" <<'PY'
 import json, sys
 config = json.dumps(json.load(open(sys.argv[1])), separators=(",", ":"), sort_keys=True)
-template = open(sys.argv[2]).read()
-if "ABMESH_PLUGIN_CONFIG" not in template:
+lines = open(sys.argv[2]).read().splitlines(keepends=True)
+# Comment lines may name the placeholder; only the value is replaced.
+is_value = [not l.lstrip().startswith("#") and "ABMESH_PLUGIN_CONFIG" in l for l in lines]
+if not any(is_value):
     sys.exit("abmesh-guard: the template has no ABMESH_PLUGIN_CONFIG placeholder")
-sys.stdout.write(template.replace("ABMESH_PLUGIN_CONFIG_STRING", json.dumps(config))
-                         .replace("ABMESH_PLUGIN_CONFIG", config))
+sys.stdout.write("".join(
+    l.replace("ABMESH_PLUGIN_CONFIG_STRING", json.dumps(config)).replace("ABMESH_PLUGIN_CONFIG", config)
+    if v else l
+    for l, v in zip(lines, is_value)))
 PY
 }
 
@@ -49,12 +53,13 @@ apply() {
   local manifest=$1
   case "$ABMESH_APPLY" in
     istio)
-      "${KUBECTL:-kubectl}" apply -f "$manifest" ;;
+      "${KUBECTL:-kubectl}" apply -f "$manifest" \
+        || die "kubectl apply failed; nothing applied, $ABMESH_CONFIG unchanged" ;;
     file:*)
       local target=${ABMESH_APPLY#file:}
       # Envoy's file watcher reacts to a file moved into place: never a half-written file.
-      cp "$manifest" "$target.abmesh-tmp"
-      mv -f "$target.abmesh-tmp" "$target" ;;
+      { cp "$manifest" "$target.abmesh-tmp" && mv -f "$target.abmesh-tmp" "$target"; } \
+        || die "could not replace $target; nothing applied, $ABMESH_CONFIG unchanged" ;;
     *)
       die "ABMESH_APPLY must be istio or file:PATH, found '$ABMESH_APPLY'" ;;
   esac

@@ -77,7 +77,9 @@ fn baggage_member(b: &[u8], key: &str) -> Option<String> {
 /// last one longer to make up the length.
 fn members_of_length(len: usize) -> String {
     let k = len / 101;
-    let mut members: Vec<String> = (0..k).map(|i| format!("m{i:03}={}", "v".repeat(95))).collect();
+    let mut members: Vec<String> = (0..k)
+        .map(|i| format!("m{i:03}={}", "v".repeat(95)))
+        .collect();
     let short = len - (k * 101 - 1);
     members.last_mut().unwrap().push_str(&"v".repeat(short));
     let big = members.join(",");
@@ -256,7 +258,11 @@ fn baggage_carries_the_assignments_beside_every_existing_member_within_the_limit
         let big = members_of_length(size);
         let (_, seen) =
             upstream(&client.get(b"/", &[("cookie", b"abid=v1"), ("baggage", big.as_bytes())]));
-        assert_eq!(text(header(&seen, "baggage")), Some(big.clone()), "{size} bytes");
+        assert_eq!(
+            text(header(&seen, "baggage")),
+            Some(big.clone()),
+            "{size} bytes"
+        );
         assert_eq!(
             text(header(&seen, "x-experiments")),
             Some(expected.clone()),
@@ -264,7 +270,12 @@ fn baggage_carries_the_assignments_beside_every_existing_member_within_the_limit
         );
     }
     let drops = sizes.len() as u64;
-    let prom = wait_for_metric(&envoy, "abmesh_errors_total", "kind=\"baggage_full\"", drops);
+    let prom = wait_for_metric(
+        &envoy,
+        "abmesh_errors_total",
+        "kind=\"baggage_full\"",
+        drops,
+    );
     assert_eq!(
         metric(&prom, "abmesh_errors_total", "kind=\"baggage_full\""),
         drops
