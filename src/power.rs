@@ -191,7 +191,7 @@ pub fn plan(input: &Input) -> Result<Plan, String> {
             return Err("no sample size reaches that power".into());
         }
     }
-    // The last n that fell short (never less than the fixed-horizon size: see below).
+    // A whole n known to fall short: the previous doubling, or just below the first guess.
     let mut lo = if steps == 0 { hi - 1.0 } else { hi / 2.0 };
     while hi - lo > 1.0 {
         let mid = ((lo + hi) / 2.0).floor();

@@ -16,6 +16,8 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import samplesize_proportions_2indep_onetail as n_rates
 
+from msprt import half_width, p_value
+
 failures = []
 checked = 0
 
@@ -41,18 +43,6 @@ for (es, alpha, power), recorded in [((0.2, 0.05, 0.8), 392.4430232577885),
            NormalIndPower().solve_power(effect_size=es, alpha=alpha, power=power, ratio=1), recorded, 1e-12)
 
 # src/sequential.rs
-def ln_lambda(d, v, tau2):
-    return 0.5 * math.log(v / (v + tau2)) + tau2 * d * d / (2 * v * (v + tau2))
-
-
-def p_value(d, v, tau2, theta0=0.0):
-    return min(1.0, math.exp(-ln_lambda(d - theta0, v, tau2)))
-
-
-def half_width(v, tau2, alpha):
-    return math.sqrt(v * (v + tau2) / tau2 * (2 * math.log(1 / alpha) + math.log((v + tau2) / v)))
-
-
 def rates(x1, n1, x0, n0, alpha, mixing):
     p1, p0 = x1 / n1, x0 / n0
     pooled = (x1 + x0) / (n1 + n0)
