@@ -172,6 +172,7 @@ stats_config:
   stats_tags:
   - {tag_name: experiment, regex: '(experiment=\\.=(.+?);\\.;)'}
   - {tag_name: variant, regex: '(variant=\\.=(.+?);\\.;)'}
+  - {tag_name: replicate, regex: '(replicate=\\.=(.+?);\\.;)'}
   - {tag_name: reason, regex: '(reason=\\.=(.+?);\\.;)'}
   - {tag_name: kind, regex: '(kind=\\.=(.+?);\\.;)'}
   - {tag_name: class, regex: '(class=\\.=(.+?);\\.;)'}

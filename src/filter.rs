@@ -26,8 +26,9 @@ use crate::assign::{Evaluation, Reason};
 use crate::baggage::Rewrite;
 use crate::config::{Config, LogLevel as ExposureLevel};
 use crate::metrics::{
-    bucket_label, first_bucket, stat_name, status_class, ErrorKind, ASSIGNMENTS, CLASSES, DURATION,
-    DURATION_BOUNDS_MS, ERRORS, FORCED, NOT_ASSIGNED, RESPONSES,
+    bucket_label, first_bucket, replicated, stat_name, status_class, ErrorKind, ReplicateSeries,
+    ASSIGNMENTS, CLASSES, DURATION, DURATION_BOUNDS_MS, ERRORS, FORCED, NOT_ASSIGNED,
+    REPLICATE_METRICS, RESPONSES,
 };
 use crate::plan::Plan;
 use crate::summary::one_line;
@@ -81,6 +82,8 @@ enum Series {
     DurationSum(usize, usize),
     DurationCount(usize, usize),
     DurationSumSquares(usize, usize),
+    /// (experiment, variant, replicate, series)
+    Replicate(usize, usize, u16, ReplicateSeries),
 }
 
 /// One variant's service-level indicators.
@@ -111,6 +114,10 @@ struct Metrics {
     not_assigned: Vec<[Counter; 7]>,
     errors: [Counter; ErrorKind::COUNT],
     slis: Vec<Vec<Sli>>,
+    /// Per experiment and variant, the replicate series `[replicate][series]`; allocated on
+    /// the variant's first replicated request, so idle variants cost nothing.
+    replicates: Vec<Vec<Vec<[Counter; 4]>>>,
+    replicate_count: u16,
     /// Counters with a pending count, so publishing never scans every series.
     touched: Vec<Series>,
     /// Variants with `recent` durations to fold into their buckets.
@@ -136,6 +143,11 @@ impl Metrics {
                 .iter()
                 .map(|e| vec![Sli::default(); e.variants.len()])
                 .collect(),
+            replicates: per_variant()
+                .into_iter()
+                .map(|v: Vec<Counter>| v.iter().map(|_| Vec::new()).collect())
+                .collect(),
+            replicate_count: config.replicates,
             touched: Vec::new(),
             recent: Vec::new(),
         }
@@ -152,6 +164,14 @@ impl Metrics {
             Series::DurationSum(e, v) => Some(&mut self.sli(e, v)?.sum),
             Series::DurationCount(e, v) => Some(&mut self.sli(e, v)?.count),
             Series::DurationSumSquares(e, v) => Some(&mut self.sli(e, v)?.sum_squares),
+            Series::Replicate(e, v, r, k) => {
+                let count = usize::from(self.replicate_count);
+                let series = self.replicates.get_mut(e)?.get_mut(v)?;
+                if series.is_empty() {
+                    series.resize(count, [Counter::default(); 4]);
+                }
+                series.get_mut(usize::from(r))?.get_mut(k as usize)
+            }
         }
     }
 
@@ -168,8 +188,25 @@ impl Metrics {
         }
     }
 
-    /// One finished request: its status class and duration, for each of its assignments.
-    fn record_response(&mut self, assigned: &[(usize, usize)], class: usize, duration_ms: u64) {
+    /// One finished request: its status class and duration, for each of its assignments and
+    /// each of its replicated (hashed) assignments.
+    fn record_response(
+        &mut self,
+        assigned: &[(usize, usize)],
+        replicated: &[(usize, usize, u16)],
+        class: usize,
+        duration_ms: u64,
+    ) {
+        for &(e, v, r) in replicated {
+            self.add(Series::Replicate(e, v, r, ReplicateSeries::Responses));
+            if CLASSES.get(class) == Some(&"5xx") {
+                self.add(Series::Replicate(e, v, r, ReplicateSeries::Errors5xx));
+            }
+            self.add_n(
+                Series::Replicate(e, v, r, ReplicateSeries::DurationSum),
+                duration_ms,
+            );
+        }
         let first = first_bucket(duration_ms);
         for &(e, v) in assigned {
             self.add(Series::Response(e, v, class));
@@ -197,7 +234,10 @@ impl Metrics {
         }
     }
 
-    fn count(&mut self, eval: &Evaluation) {
+    fn count(&mut self, eval: &Evaluation, replicated: &[(usize, usize, u16)]) {
+        for &(e, v, r) in replicated {
+            self.add(Series::Replicate(e, v, r, ReplicateSeries::Assignments));
+        }
         for a in &eval.assignments {
             self.add(Series::Assigned(a.experiment, a.variant));
             if a.forced {
@@ -279,6 +319,17 @@ fn series_name(config: &Config, s: Series) -> String {
                     ("experiment", key),
                     ("variant", variant),
                     ("le", &bucket_label(b)),
+                ],
+            )
+        }
+        Series::Replicate(e, v, r, k) => {
+            let (key, variant) = names(config, e, v);
+            stat_name(
+                REPLICATE_METRICS[k as usize],
+                &[
+                    ("experiment", key),
+                    ("variant", variant),
+                    ("replicate", &r.to_string()),
                 ],
             )
         }
@@ -385,6 +436,7 @@ impl RootContext for Root {
             response: None,
             set_cookies: Vec::new(),
             assigned: Vec::new(),
+            replicated: Vec::new(),
             start_ms: 0,
             status: None,
         }))
@@ -406,6 +458,8 @@ struct Request {
     /// data is never read after it): the `(experiment, variant)` assignments, the start time,
     /// and the response status once seen.
     assigned: Vec<(usize, usize)>,
+    /// The hashed assignments with their replicate (`crate::metrics::replicated`).
+    replicated: Vec<(usize, usize, u16)>,
     start_ms: i64,
     status: Option<u16>,
 }
@@ -483,7 +537,12 @@ impl HttpContext for Request {
             Ok(now) => {
                 let now = (now / 1_000_000) as i64;
                 let duration = u64::try_from(now - self.start_ms).unwrap_or(0);
-                metrics.record_response(&self.assigned, status_class(self.status), duration);
+                metrics.record_response(
+                    &self.assigned,
+                    &self.replicated,
+                    status_class(self.status),
+                    duration,
+                );
             }
             Err(HostError) => metrics.add(Series::Error(ErrorKind::Host as usize)),
         }
@@ -584,14 +643,16 @@ fn handle_request(compiled: &Compiled, ctx: &mut Request) -> Result<(), HostErro
     }
     let now_ns = now_ns()?;
     let (plan, eval) = Plan::at(config, &req, now_ns, ctx.context_id);
+    let replicated = replicated(config, &eval);
     let mut metrics = compiled.metrics.borrow_mut();
-    metrics.count(&eval);
+    metrics.count(&eval, &replicated);
     if plan.baggage_full {
         metrics.add(Series::Error(ErrorKind::Baggage as usize));
     }
     drop(metrics);
     ctx.start_ms = (now_ns / 1_000_000) as i64;
     ctx.set_cookies = plan.set_cookies.clone();
+    ctx.replicated = replicated;
     ctx.assigned = eval
         .assignments
         .iter()

@@ -2,7 +2,7 @@
 //! bucket ranges each variant covers. Every implementation must agree with
 //! `tests/vectors/`; changing anything here re-randomizes every experiment.
 
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 /// Buckets per salt: allocation granularity is 0.01 %.
 pub const BUCKETS: u32 = 10_000;
@@ -93,6 +93,23 @@ pub fn variant_for_bucket(ranges: &[(u32, u32)], bucket: u32) -> Option<usize> {
     ranges
         .iter()
         .position(|&(start, end)| start <= bucket && bucket < end)
+}
+
+/// The seed of the replicate hash: the ASCII bytes `abmesh/r` read as a big-endian integer.
+/// Every assignment hash is `xxh3_64` with seed 0 over `salt:id`; a different seed makes the
+/// replicate hash a different function, so no choice of salt can correlate it with a bucket.
+pub const REPLICATE_SEED: u64 = 0x6162_6d65_7368_2f72;
+
+/// The replicate of a unit id: `xxh3_64_with_seed(id, REPLICATE_SEED) mod replicates`.
+/// All requests of one unit fall in one replicate, independently of its variants, so the
+/// replicate totals of a variant are independent, identically distributed observations.
+/// `replicates` is at least 1 (the configuration guarantees it when replicates are on).
+///
+/// ```
+/// assert_eq!(abmesh::hash::replicate(b"alice", 16), 5);
+/// ```
+pub fn replicate(id: &[u8], replicates: u16) -> u16 {
+    (xxh3_64_with_seed(id, REPLICATE_SEED) % u64::from(replicates.max(1))) as u16
 }
 
 /// Lower-case hex of `xxh3_64(id)`, for exposure records that must not carry raw ids.

@@ -41,6 +41,7 @@ pub mod power;
 pub mod ramp;
 mod reader;
 pub mod request;
+pub mod robust;
 pub mod sequential;
 pub mod sfv;
 pub mod simulate;

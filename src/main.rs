@@ -589,6 +589,7 @@ fn guard(args: &[OsString]) -> ExitCode {
     } else {
         abmesh::guard::Mode::Sequential { mixing }
     };
+    options.now_ms = now_ms();
     let report = abmesh::guard::judge(&config, &abmesh::guard::parse_prometheus(&text), &options);
     if json {
         out(&format!("{}\n", abmesh::guard::render_json(&report)));

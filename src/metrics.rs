@@ -4,6 +4,10 @@
 //! Envoy puts metrics defined by wasm under the `wasmcustom` namespace, which its Prometheus
 //! output drops.
 
+use crate::assign::Evaluation;
+use crate::config::Config;
+use crate::hash::replicate;
+
 pub const ASSIGNMENTS: &str = "abmesh_assignments_total";
 pub const FORCED: &str = "abmesh_forced_total";
 pub const NOT_ASSIGNED: &str = "abmesh_not_assigned_total";
@@ -14,6 +18,62 @@ pub const RESPONSES: &str = "abmesh_responses_total";
 /// VM can add up its requests and publish them once a second instead of one host call per
 /// request and experiment.
 pub const DURATION: &str = "abmesh_request_duration_milliseconds";
+
+/// Replicate series: per experiment, variant and `replicate` label, the totals guard computes
+/// its cluster-robust statistics from. Hashed assignments only: a forced (QA) assignment is not
+/// randomized, and a rollout is no experiment.
+pub const REPLICATE_ASSIGNMENTS: &str = "abmesh_replicate_assignments_total";
+/// Responses (every class, `reset` included) of the replicate's assigned requests.
+pub const REPLICATE_RESPONSES: &str = "abmesh_replicate_responses_total";
+/// 5xx responses of the replicate's assigned requests.
+pub const REPLICATE_5XX: &str = "abmesh_replicate_5xx_total";
+/// The summed duration (ms) of the replicate's assigned requests.
+pub const REPLICATE_DURATION_SUM: &str = "abmesh_replicate_duration_milliseconds_sum";
+/// The replicate series, in the order of [`ReplicateSeries`].
+pub const REPLICATE_METRICS: [&str; 4] = [
+    REPLICATE_ASSIGNMENTS,
+    REPLICATE_RESPONSES,
+    REPLICATE_5XX,
+    REPLICATE_DURATION_SUM,
+];
+
+/// Index into [`REPLICATE_METRICS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicateSeries {
+    Assignments = 0,
+    Responses = 1,
+    Errors5xx = 2,
+    DurationSum = 3,
+}
+
+/// The hashed assignments of a request with their replicate: `(experiment, variant,
+/// replicate)`. Empty when replicates are off. The replicate comes from the id of the
+/// experiment's own unit type, computed once per unit type.
+pub fn replicated(config: &Config, eval: &Evaluation) -> Vec<(usize, usize, u16)> {
+    if config.replicates == 0 {
+        return Vec::new();
+    }
+    let mut per_unit: Vec<Option<Option<u16>>> = vec![None; eval.units.len()];
+    let mut out = Vec::new();
+    for a in eval.assignments.iter().filter(|a| !a.forced && !a.rollout) {
+        let Some(unit) = config.experiments.get(a.experiment).map(|e| e.unit) else {
+            continue;
+        };
+        let Some(slot) = per_unit.get_mut(unit) else {
+            continue;
+        };
+        let r = *slot.get_or_insert_with(|| {
+            eval.units
+                .get(unit)
+                .and_then(|id| id.as_deref())
+                .map(|id| replicate(id, config.replicates))
+        });
+        if let Some(r) = r {
+            out.push((a.experiment, a.variant, r));
+        }
+    }
+    out
+}
 
 /// `class` label values of `abmesh_responses_total`: the status class, or `reset` for a
 /// request that ended without response headers.
@@ -51,7 +111,15 @@ pub fn first_bucket(duration_ms: u64) -> usize {
 }
 
 /// The tag names operators add to `extraStatTags` (Istio) or `stats_tags` (Envoy).
-pub const TAGS: [&str; 6] = ["experiment", "variant", "reason", "kind", "class", "le"];
+pub const TAGS: [&str; 7] = [
+    "experiment",
+    "variant",
+    "replicate",
+    "reason",
+    "kind",
+    "class",
+    "le",
+];
 
 /// `experiment=.=new-checkout;.;variant=.=treatment;.;abmesh_assignments_total`
 pub fn stat_name(metric: &str, tags: &[(&str, &str)]) -> String {

@@ -14,6 +14,7 @@ use wasm_bindgen_test::wasm_bindgen_test;
 
 const BUCKETS: &str = include_str!("vectors/buckets.json");
 const ASSIGNMENTS: &str = include_str!("vectors/assignments.json");
+const REPLICATES: &str = include_str!("vectors/replicates.json");
 
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len())
@@ -48,6 +49,23 @@ fn every_bucket_vector_matches_hash_spec_v1() {
             expected,
             "case {case}"
         );
+    }
+}
+
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+fn every_replicate_vector_matches_the_replicate_hash() {
+    let doc: Value = serde_json::from_str(REPLICATES).unwrap();
+    let cases = doc["cases"].as_array().unwrap();
+    assert!(cases.len() >= 200, "only {} replicate vectors", cases.len());
+    for case in cases {
+        let id = match case.get("id") {
+            Some(id) => id.as_str().unwrap().as_bytes().to_vec(),
+            None => hex(case["id_hex"].as_str().unwrap()),
+        };
+        let r = case["replicates"].as_u64().unwrap() as u16;
+        let expected = case["replicate"].as_u64().unwrap() as u16;
+        assert_eq!(abmesh::hash::replicate(&id, r), expected, "case {case}");
     }
 }
 

@@ -9,7 +9,7 @@ import sys
 import yaml
 
 ROOT = sys.argv[1]
-TAGS = ["experiment", "variant", "reason", "kind", "class", "le"]
+TAGS = ["experiment", "variant", "replicate", "reason", "kind", "class", "le"]
 
 
 def fail(msg):
