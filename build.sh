@@ -251,7 +251,7 @@ soak() {
 simulate() {
   ensure_rust
   say "simulation study: ${SIM_RUNS:-5000} experiments per row, 50 looks each"
-  cargo bench --bench simulation | tee bench/simulation.md
+  CARGO_PROFILE_RELEASE_PANIC=unwind cargo bench --bench simulation | tee bench/simulation.md
   say "wrote bench/simulation.md (the table in README.md, Statistics)"
 }
 

@@ -2,6 +2,7 @@
 //! the Markdown table the README shows. `tests/simulation.rs` runs a small version in CI.
 
 use abmesh::power::{plan, Effect, Input, Metric};
+use abmesh::simulate::clustered::{self, study, Population};
 use abmesh::simulate::{aa_means, aa_proportions, aa_srm, power_proportions};
 
 fn main() {
@@ -9,6 +10,7 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(5_000);
+    clustered_table(runs.min(2_000));
     let looks = 50;
     let alpha = 0.05;
     let se = |p: f64| (p * (1.0 - p) / runs as f64).sqrt();
@@ -54,6 +56,7 @@ fn main() {
             mixing: 0.1,
             daily_units: None,
             traffic_percent: 100.0,
+            per_request: None,
         };
         let fixed = plan(&input).map(|p| p.per_variant_fixed()).unwrap_or(0);
         let (n, detected) = power_proportions(runs.min(2_000), looks, &input, 21);
@@ -66,4 +69,40 @@ fn main() {
             (detected * (1.0 - detected) / runs.min(2_000) as f64).sqrt() * 100.0
         );
     }
+}
+
+/// The clustered study: A/A experiments on the population of issue 14, judged by guard
+/// itself per unit (replicates) and per request, side by side.
+fn clustered_table(runs: usize) {
+    let looks = 20;
+    let se = |p: f64| (p * (1.0 - p) / runs as f64).sqrt() * 100.0;
+    let cell = |p: f64| format!("{:.1}% ± {:.1}", p * 100.0, se(p));
+    let pop = Population::default();
+    println!("Clustered traffic: {runs} A/A experiments of {} users each (requests per user log-normal, mean {}, log-sd {}; {}% of users fail {}% of their requests, the rest {}%; a log-normal latency level per user times per-request noise), {looks} looks as users arrive. Sequential: alarm at any look; fixed horizon: the last look only. SRM at p < 0.001, the others at p < 0.05; \"paused\": guard's defaults would pause it.\n",
+        pop.units, pop.mean_requests, pop.requests_sigma, pop.bad_share * 100.0, pop.bad_rate * 100.0, pop.base_rate * 100.0);
+    println!("| guard judges | replicates R | paused | SRM (traffic share) | 5xx p < 0.05 | latency p < 0.05 |");
+    println!("|---|---|---|---|---|---|");
+    let mut per_request = None;
+    for r in [16u16, 32, 64] {
+        let s = study(runs, looks, &pop, clustered::Effect::default(), r, 51 + u64::from(r));
+        for (name, a) in [("per unit, sequential", s.replicates_sequential), ("per unit, fixed horizon", s.replicates_fixed)] {
+            println!("| {name} | {r} | {} | {} | {} | {} |", cell(a.paused), cell(a.srm), cell(a.errors), cell(a.latency));
+        }
+        if r == 32 {
+            per_request = Some(s);
+        }
+    }
+    if let Some(s) = per_request {
+        for (name, a) in [("per request (the old method), sequential", s.per_request_sequential), ("per request (the old method), fixed horizon", s.per_request_fixed)] {
+            println!("| {name} | - | {} | {} | {} | {} |", cell(a.paused), cell(a.srm), cell(a.errors), cell(a.latency));
+        }
+        println!("\nMeasured design effect of the 5xx ratio (replicate variance over binomial variance): {:.1}.\n", s.design_effect);
+    }
+    println!("| per-unit 5xx effect (+0.3 points for every treated user) | replicates R | detected, sequential (any look) | detected, fixed horizon |");
+    println!("|---|---|---|---|");
+    for r in [16u16, 32, 64] {
+        let s = study(runs.min(1_000), looks, &pop, clustered::Effect { error_increase: 0.003 }, r, 71 + u64::from(r));
+        println!("| 20,000 users | {r} | {} | {} |", cell(s.replicates_sequential.errors), cell(s.replicates_fixed.errors));
+    }
+    println!();
 }

@@ -54,10 +54,14 @@ usage:
   abmesh plan (--baseline-rate RATE | --sd SD) (--mde EFFECT | --mde-relative FRACTION)
               [--alpha 0.05] [--power 0.8] [--variants 2] [--daily-units N]
               [--traffic-percent 100] [--mixing 0.1] [--json]
+              [--requests-per-unit M --design-effect D]
       Sample size per variant and duration: for a rate (baseline as a fraction, effect in the
       same units, or relative to the baseline) or a mean (standard deviation, effect in its
       units); several variants are each compared with control (Bonferroni). Gives the
       fixed-horizon size and the larger size sequential monitoring needs (guard's default).
+      Sizes count units (the randomization unit), not requests. For a per-request metric (the
+      5xx ratio, mean latency) give the mean requests per unit M and the design effect D that
+      guard --json reports from the replicates: each unit then counts as M / D observations.
 
   abmesh --help | --version        (also: abmesh COMMAND --help)
 
@@ -266,8 +270,10 @@ fn plan(args: &[OsString]) -> ExitCode {
         mixing: abmesh::sequential::DEFAULT_MIXING,
         daily_units: None,
         traffic_percent: 100.0,
+        per_request: None,
     };
     let (mut metric, mut effect, mut json) = (None, None, false);
+    let (mut requests_per_unit, mut design_effect) = (None, None);
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         let Some(flag) = flag.to_str() else {
@@ -295,6 +301,8 @@ fn plan(args: &[OsString]) -> ExitCode {
             "--mixing" => input.mixing = v,
             "--daily-units" => input.daily_units = Some(v),
             "--traffic-percent" => input.traffic_percent = v,
+            "--requests-per-unit" => requests_per_unit = Some(v),
+            "--design-effect" => design_effect = Some(v),
             other => return usage_error(&format!("unknown option {other}")),
         }
     }
@@ -305,6 +313,18 @@ fn plan(args: &[OsString]) -> ExitCode {
     };
     input.metric = m;
     input.effect = e;
+    input.per_request = match (requests_per_unit, design_effect) {
+        (None, None) => None,
+        (Some(r), Some(d)) => Some(abmesh::power::PerRequest {
+            requests_per_unit: r,
+            design_effect: d,
+        }),
+        _ => {
+            return usage_error(
+                "--requests-per-unit and --design-effect go together (guard --json reports the design effect it measures)",
+            )
+        }
+    };
     let p = match abmesh::power::plan(&input) {
         Ok(p) => p,
         Err(e) => {
@@ -325,6 +345,9 @@ fn plan(args: &[OsString]) -> ExitCode {
             "sequential": {"per_variant": p.per_variant_sequential(), "total": p.per_variant_sequential() * k, "days": p.days_sequential},
             "sequential_inflation": p.inflation(),
             "daily_units": input.daily_units, "traffic_percent": input.traffic_percent,
+            "unit": "units (the randomization unit: users, devices…), not requests",
+            "requests_per_unit": input.per_request.map(|r| r.requests_per_unit),
+            "design_effect": input.per_request.map(|r| r.design_effect),
         });
         out(&format!("{v}\n"));
         return ExitCode::SUCCESS;
@@ -353,6 +376,15 @@ fn plan(args: &[OsString]) -> ExitCode {
         p.comparisons,
         input.power * 100.0
     ));
+    text.push_str(&match input.per_request {
+        None => "counted in units (the randomization unit: users, devices…), one observation each; for a per-request metric give --requests-per-unit and --design-effect\n".to_string(),
+        Some(r) => format!(
+            "counted in units (the randomization unit), not requests: a per-request metric at {} requests per unit with design effect {} (each unit worth {:.2} independent requests)\n",
+            r.requests_per_unit,
+            r.design_effect,
+            r.requests_per_unit / r.design_effect
+        ),
+    });
     let thousands = |n: u64| {
         let s = n.to_string();
         let mut out = String::new();

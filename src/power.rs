@@ -43,6 +43,21 @@ pub struct Input {
     pub mixing: f64,
     pub daily_units: Option<f64>,
     pub traffic_percent: f64,
+    /// For a per-request metric (the 5xx ratio, mean latency): how many requests a unit sends
+    /// and the design effect of their clustering. `None`: the metric is per unit (one
+    /// observation a unit, such as a conversion).
+    pub per_request: Option<PerRequest>,
+}
+
+/// A per-request metric of units that each send several requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PerRequest {
+    /// Mean requests per unit.
+    pub requests_per_unit: f64,
+    /// The variance of the metric's estimate over the variance it would have if requests were
+    /// independent (1 + (m − 1) ρ for m requests of intra-unit correlation ρ; `abmesh guard
+    /// --json` reports the one it measures from the replicates as `design_effect`).
+    pub design_effect: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -109,7 +124,22 @@ pub fn plan(input: &Input) -> Result<Plan, String> {
         mixing,
         daily_units,
         traffic_percent,
+        per_request,
     } = *input;
+    if let Some(r) = per_request {
+        if !(r.requests_per_unit >= 1.0 && r.requests_per_unit.is_finite()) {
+            return Err(format!(
+                "requests per unit must be at least 1, found {}",
+                r.requests_per_unit
+            ));
+        }
+        if !(r.design_effect >= 1.0 && r.design_effect.is_finite()) {
+            return Err(format!(
+                "the design effect must be at least 1, found {}",
+                r.design_effect
+            ));
+        }
+    }
     if !(alpha > 0.0 && alpha < 1.0) {
         return Err(format!("alpha must be between 0 and 1, found {alpha}"));
     }
@@ -202,6 +232,16 @@ pub fn plan(input: &Input) -> Result<Plan, String> {
         }
     }
     let n_sequential = hi.max(n_fixed);
+    // The sizes above count independent observations. Clustered requests are worth fewer:
+    // a unit's m requests count as m / design effect, for the test's variance and for the
+    // mixing alike (both scale with the per-request variance), so units = n · D / m.
+    let (n_fixed, n_sequential) = match per_request {
+        None => (n_fixed, n_sequential),
+        Some(r) => {
+            let to_units = |n: f64| (n * r.design_effect / r.requests_per_unit).ceil();
+            (to_units(n_fixed), to_units(n_sequential).max(to_units(n_fixed)))
+        }
+    };
     let days = |n: f64| {
         daily_units.map(|d| (n.ceil() * variants as f64 / (traffic_percent / 100.0) / d).ceil())
     };
@@ -230,6 +270,7 @@ mod tests {
             mixing: 0.1,
             daily_units: None,
             traffic_percent: 100.0,
+            per_request: None,
         }
     }
 

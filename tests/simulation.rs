@@ -54,11 +54,122 @@ fn a_true_effect_of_the_planned_size_is_found_within_the_planned_sequential_samp
         mixing: 0.1,
         daily_units: None,
         traffic_percent: 100.0,
+        per_request: None,
     };
     let (n, detected) = power_proportions(RUNS, LOOKS, &input, 4);
     eprintln!("5% -> 7%, planned power 80%: {detected} detected within {n} per arm");
     assert!(
         detected >= 0.8,
         "{detected} of runs detected the effect within {n} per arm"
+    );
+}
+
+// Clustered traffic, as real traffic is: heavy-tailed requests per user, 2% of users failing
+// 30% of their requests, a latency level per user. Units are randomized; guard judges every
+// look itself, with the replicate series and, for contrast, per request on the same data.
+
+use abmesh::power::{plan, PerRequest};
+use abmesh::simulate::clustered::{self, mean_requests, study, Population};
+
+const CLUSTERED_RUNS: usize = 300;
+const CLUSTERED_LOOKS: usize = 10;
+
+fn mc_bound(p: f64, runs: usize) -> f64 {
+    p + 3.0 * (p * (1.0 - p) / runs as f64).sqrt()
+}
+
+fn population(units: usize) -> Population {
+    Population {
+        units,
+        ..Population::default()
+    }
+}
+
+#[test]
+fn clustered_a_a_traffic_judged_per_unit_keeps_false_alarms_at_alpha_where_per_request_fails() {
+    let s = study(
+        CLUSTERED_RUNS,
+        CLUSTERED_LOOKS,
+        &population(5_000),
+        clustered::Effect::default(),
+        32,
+        31,
+    );
+    eprintln!("clustered A/A, 5,000 users, {CLUSTERED_LOOKS} looks: {s:#?}");
+    let n = CLUSTERED_RUNS;
+    for (name, a) in [
+        ("sequential", s.replicates_sequential),
+        ("fixed horizon", s.replicates_fixed),
+    ] {
+        assert!(a.srm <= mc_bound(0.001, n), "{name} traffic share: {a:?}");
+        assert!(a.errors <= mc_bound(ALPHA, n), "{name} 5xx: {a:?}");
+        assert!(a.latency <= mc_bound(ALPHA, n), "{name} latency: {a:?}");
+        assert!(a.paused <= mc_bound(ALPHA, n), "{name} paused: {a:?}");
+    }
+    // The same runs judged per request: the false alarms the issue measured.
+    for a in [s.per_request_sequential, s.per_request_fixed] {
+        assert!(a.srm > 0.2, "{a:?}");
+        assert!(a.errors > 0.2, "{a:?}");
+        assert!(a.latency > 0.2, "{a:?}");
+    }
+    assert!(s.design_effect > 3.0, "{s:?}");
+}
+
+#[test]
+fn a_per_unit_5xx_effect_is_found_with_the_units_plan_asks_for_given_the_measured_design_effect() {
+    let pop = population(5_000);
+    // What an operator does: read the design effect guard measured on an A/A (or the
+    // pre-period), and ask plan for units.
+    let pilot = study(40, 1, &pop, clustered::Effect::default(), 32, 41);
+    let m = mean_requests(&pop, 200_000, 42);
+    let baseline = pop.bad_share * pop.bad_rate + (1.0 - pop.bad_share) * pop.base_rate;
+    let input = Input {
+        metric: Metric::Proportion { baseline },
+        effect: Effect::Absolute(0.006),
+        alpha: ALPHA,
+        power: 0.8,
+        variants: 2,
+        mixing: 0.1,
+        daily_units: None,
+        traffic_percent: 100.0,
+        per_request: Some(PerRequest {
+            requests_per_unit: m,
+            design_effect: pilot.design_effect,
+        }),
+    };
+    let p = plan(&input).unwrap();
+    let effect = clustered::Effect {
+        error_increase: 0.006,
+    };
+    let runs = 200;
+    let fixed = study(
+        runs,
+        1,
+        &population(2 * p.per_variant_fixed() as usize),
+        effect,
+        32,
+        43,
+    );
+    let sequential = study(
+        runs,
+        CLUSTERED_LOOKS,
+        &population(2 * p.per_variant_sequential() as usize),
+        effect,
+        32,
+        44,
+    );
+    eprintln!(
+        "design effect {:.2}, {m:.2} requests per unit: fixed {} per arm -> {:?}; sequential {} per arm -> {:?}",
+        pilot.design_effect,
+        p.per_variant_fixed(),
+        fixed.replicates_fixed,
+        p.per_variant_sequential(),
+        sequential.replicates_sequential
+    );
+    let floor = 0.8 - 3.0 * (0.8 * 0.2 / runs as f64).sqrt();
+    assert!(fixed.replicates_fixed.errors >= floor, "{fixed:?}");
+    assert!(
+        sequential.replicates_sequential.errors >= floor,
+        "{sequential:?}"
     );
 }

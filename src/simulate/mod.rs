@@ -2,6 +2,8 @@
 //! looks, with the same test functions guard uses. `tests/simulation.rs` runs them small
 //! enough for CI; `./build.sh simulate` runs them large and prints the table in the README.
 
+pub mod clustered;
+
 use crate::power::{plan, Input, Metric};
 use crate::sequential::{self, srm_p_value};
 use crate::stats::{chi_square, two_proportion, welch, Moments};
