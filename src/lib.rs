@@ -45,6 +45,8 @@ pub mod robust;
 pub mod sequential;
 pub mod sfv;
 pub mod simulate;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod source;
 pub mod stats;
 pub mod summary;
 pub mod targeting;

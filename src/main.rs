@@ -26,12 +26,19 @@ usage:
       and why, and the exposure record. Defaults: --path /, --method GET, --time now.
       Header and cookie values are taken byte for byte (they may be any bytes).
 
-  abmesh guard --config CONFIG --stats URL_OR_FILE [--json] [--max-error-increase POINTS]
-               [--max-latency-increase MS] [--alpha A] [--fixed-horizon | --mixing M]
-      Judge every running experiment from Prometheus text (Envoy's /stats/prometheus or a
-      Prometheus federation URL over http://, or a file): a sample-ratio-mismatch test of the
-      split against the configured weights, and per variant the 5xx ratio and mean latency
-      against control. Sequential by default: always-valid p-values and 95% confidence
+  abmesh guard --config CONFIG (--stats URL_OR_FILE | --prometheus URL [--window 1h])
+               [--auth-env VAR | --auth-file FILE] [--cacert PEM] [--json]
+               [--max-error-increase POINTS] [--max-latency-increase MS] [--alpha A]
+               [--fixed-horizon | --mixing M] [--per-request]
+      Judge every running experiment in force: from Prometheus text (Envoy's
+      /stats/prometheus or a Prometheus federation URL over http:// or https://, or a file),
+      or from a Prometheus server's query API (--prometheus: sums over every proxy; --window:
+      the increase over that recent window). --auth-env/--auth-file: the Authorization value
+      (a bare token is sent as Bearer); never printed. --cacert: trust these CAs instead of
+      the system's. Per unit: with the filter's replicate series every variance is
+      cluster-robust (--per-request ignores them, and without them guard says its p-values
+      assume independent requests). Tests a traffic-share mismatch of the split against the
+      configured weights, and per variant the 5xx ratio and mean latency against control. Sequential by default: always-valid p-values and 95% confidence
       sequences (mSPRT, mixing M = 0.1 standard deviations), valid however often guard runs;
       --fixed-horizon uses the classic tests for one planned look. Every decision of the run
       is Holm-adjusted at A (default 0.05); P(better) is the Bayesian probability that the
@@ -65,8 +72,11 @@ usage:
 
   abmesh --help | --version        (also: abmesh COMMAND --help)
 
-exit codes: 0 success (guard: healthy), 1 invalid configuration or unreadable file,
-2 usage error, 3 guardrail breached (guard --write-config: the written configuration changed)
+exit codes: 0 success (guard: healthy, with evidence), 1 invalid configuration or unreadable
+input (guard: a source that fails, with its URL and HTTP status), 2 usage error, 3 guardrail
+breached (guard --write-config: the written configuration changed), 4 guard: no evidence (no
+samples, no abmesh series or labels, or a running experiment without assignments; nothing
+is written)
 ";
 
 /// Writes to standard output; a closed pipe (`abmesh check x | head`) is not an error.
@@ -426,50 +436,6 @@ fn plan(args: &[OsString]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The Prometheus text at an `http://host:port/path` URL.
-fn fetch(url: &str) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// URLs are supported")?;
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
-    let mut stream = std::net::TcpStream::connect(authority).map_err(|e| e.to_string())?;
-    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(30)));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or("malformed HTTP response")?;
-    let status = head.split(' ').nth(1).unwrap_or("");
-    if status != "200" {
-        return Err(format!("HTTP status {status}"));
-    }
-    if !head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return Ok(body.to_string());
-    }
-    let (mut rest, mut out) = (body, String::new());
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).map_err(|_| "malformed chunked body")?;
-        if size == 0 {
-            break;
-        }
-        out.push_str(after.get(..size).ok_or("truncated chunked body")?);
-        rest = after.get(size..).unwrap_or("").trim_start_matches("\r\n");
-    }
-    Ok(out)
-}
-
 fn import(args: &[OsString]) -> ExitCode {
     let allow_partial = args.iter().any(|a| a == "--allow-partial");
     let rest: Vec<&OsString> = args.iter().filter(|a| *a != "--allow-partial").collect();
@@ -530,8 +496,12 @@ fn import(args: &[OsString]) -> ExitCode {
 }
 
 fn guard(args: &[OsString]) -> ExitCode {
+    use abmesh::guard::Outcome;
+    use abmesh::source::{self, Http};
     let (mut config, mut stats, mut json, mut max_points) = (None, None, false, 0.5f64);
+    let (mut prometheus, mut window) = (None, None);
     let (mut write_config, mut how) = (None, Rollback::Pause);
+    let mut http = Http::default();
     let mut options = abmesh::guard::Options::default();
     let mut fixed = false;
     let mut mixing = abmesh::sequential::DEFAULT_MIXING;
@@ -540,6 +510,7 @@ fn guard(args: &[OsString]) -> ExitCode {
         match flag.to_str() {
             Some("--json") => json = true,
             Some("--fixed-horizon") => fixed = true,
+            Some("--per-request") => options.use_replicates = false,
             Some(f @ ("--alpha" | "--mixing" | "--max-latency-increase")) => {
                 let Some(value) = rest.next() else {
                     return usage_error(&format!("{f} needs a value"));
@@ -561,6 +532,11 @@ fn guard(args: &[OsString]) -> ExitCode {
             Some(
                 f @ ("--config"
                 | "--stats"
+                | "--prometheus"
+                | "--window"
+                | "--auth-env"
+                | "--auth-file"
+                | "--cacert"
                 | "--max-error-increase"
                 | "--write-config"
                 | "--rollback-to"),
@@ -571,6 +547,43 @@ fn guard(args: &[OsString]) -> ExitCode {
                 match f {
                     "--config" => config = Some(value.clone()),
                     "--stats" => stats = Some(value.to_string_lossy().into_owned()),
+                    "--prometheus" => prometheus = Some(value.to_string_lossy().into_owned()),
+                    "--window" => match value.to_str().filter(|w| source::is_duration(w)) {
+                        Some(w) => window = Some(w.to_string()),
+                        None => {
+                            return usage_error(
+                                "--window needs a Prometheus duration such as 1h, 30m or 1h30m",
+                            )
+                        }
+                    },
+                    "--auth-env" => {
+                        let name = value.to_string_lossy();
+                        match std::env::var(&*name).ok().and_then(|v| source::authorization(&v)) {
+                            Some(a) => http.authorization = Some(a),
+                            None => {
+                                return usage_error(&format!(
+                                    "--auth-env {name}: the variable is unset or empty"
+                                ))
+                            }
+                        }
+                    }
+                    "--auth-file" => {
+                        let path = value.to_string_lossy();
+                        match std::fs::read_to_string(&*path) {
+                            Ok(v) => match source::authorization(&v) {
+                                Some(a) => http.authorization = Some(a),
+                                None => {
+                                    eprintln!("abmesh: --auth-file {path} is empty");
+                                    return ExitCode::from(1);
+                                }
+                            },
+                            Err(e) => {
+                                eprintln!("abmesh: cannot read --auth-file {path}: {e}");
+                                return ExitCode::from(1);
+                            }
+                        }
+                    }
+                    "--cacert" => http.ca_file = Some(value.to_string_lossy().into_owned()),
                     "--write-config" => write_config = Some(value.clone()),
                     "--rollback-to" => {
                         how = match value.to_str() {
@@ -596,22 +609,35 @@ fn guard(args: &[OsString]) -> ExitCode {
             _ => return usage_error(&format!("unknown option {}", flag.to_string_lossy())),
         }
     }
-    let (Some(config_path), Some(stats)) = (config, stats) else {
-        return usage_error("guard needs --config CONFIG and --stats URL_OR_FILE");
+    let Some(config_path) = config else {
+        return usage_error("guard needs --config CONFIG and --stats URL_OR_FILE or --prometheus URL");
+    };
+    if window.is_some() && prometheus.is_none() {
+        return usage_error("--window needs --prometheus (a server's query API)");
+    }
+    let (source, samples) = match (stats, prometheus) {
+        (Some(s), None) => {
+            let samples = source::prometheus_text(&s, &http);
+            (s, samples)
+        }
+        (None, Some(p)) => {
+            let samples = source::prometheus_api(&p, window.as_deref(), &http);
+            (p, samples)
+        }
+        _ => {
+            return usage_error(
+                "guard needs --config CONFIG and exactly one of --stats URL_OR_FILE or --prometheus URL",
+            )
+        }
     };
     let (bytes, config) = match read_config_bytes(&config_path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let text = if stats.starts_with("http://") {
-        fetch(&stats)
-    } else {
-        std::fs::read_to_string(&stats).map_err(|e| e.to_string())
-    };
-    let text = match text {
-        Ok(t) => t,
+    let samples = match samples {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("abmesh: cannot read stats from {stats}: {e}");
+            eprintln!("abmesh: cannot read stats: {e}");
             return ExitCode::from(1);
         }
     };
@@ -622,19 +648,27 @@ fn guard(args: &[OsString]) -> ExitCode {
         abmesh::guard::Mode::Sequential { mixing }
     };
     options.now_ms = now_ms();
-    let report = abmesh::guard::judge(&config, &abmesh::guard::parse_prometheus(&text), &options);
+    let report = abmesh::guard::judge(&config, &samples, &options);
     if json {
         out(&format!("{}\n", abmesh::guard::render_json(&report)));
     } else {
         out(&abmesh::guard::render_text(&report));
     }
-    if let Some(path) = write_config {
-        return write_rolled_back(&bytes, &report, how, &path, json);
-    }
-    if report.healthy() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(3)
+    match report.outcome() {
+        Outcome::NoEvidence => {
+            for why in &report.no_evidence {
+                eprintln!("abmesh: no evidence from {source}: {why}");
+            }
+            if write_config.is_some() {
+                eprintln!("abmesh: nothing written: no evidence is not health");
+            }
+            ExitCode::from(4)
+        }
+        outcome => match write_config {
+            Some(path) => write_rolled_back(&bytes, &report, how, &path, json),
+            None if outcome == Outcome::Healthy => ExitCode::SUCCESS,
+            None => ExitCode::from(3),
+        },
     }
 }
 

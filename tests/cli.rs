@@ -158,7 +158,7 @@ fn help_documents_every_command() {
         "abmesh assign CONFIG [--header NAME=VALUE]... [--cookie NAME=VALUE]... [--query QUERY]\n                       [--path PATH] [--method METHOD] [--host HOST] [--time RFC3339]"
     ), "{help}");
     assert!(help.contains(
-        "abmesh guard --config CONFIG --stats URL_OR_FILE [--json] [--max-error-increase POINTS]"
+        "abmesh guard --config CONFIG (--stats URL_OR_FILE | --prometheus URL [--window 1h])"
     ));
     assert!(help.contains("abmesh import growthbook|flagd FILE [--allow-partial]"));
     assert!(help.contains("abmesh plan (--baseline-rate RATE | --sd SD)"));
@@ -176,7 +176,7 @@ fn help_documents_every_command() {
         assert_eq!(stdout(&sub), help, "{args:?}");
     }
     assert!(help.contains(
-        "exit codes: 0 success (guard: healthy), 1 invalid configuration or unreadable file,\n2 usage error, 3 guardrail breached"
+        "exit codes: 0 success (guard: healthy, with evidence), 1 invalid configuration or unreadable\ninput (guard: a source that fails, with its URL and HTTP status), 2 usage error, 3 guardrail\nbreached (guard --write-config: the written configuration changed), 4 guard: no evidence"
     ));
 }
 
@@ -361,6 +361,7 @@ fn plan_prints_fixed_and_sequential_sizes_and_durations() {
         stdout(&out),
         "metric: a rate, baseline 5.00%; minimum detectable effect +0.50 points (5.50% against 5.00%)\n\
          3 variants: 2 comparisons against control at alpha 0.025 each (alpha 0.05 / 2, Bonferroni), power 80%\n\
+         counted in units (the randomization unit: users, devices…), one observation each; for a per-request metric give --requests-per-unit and --design-effect\n\
          days at 50,000 units a day, 20% of them in the experiment\n\
          fixed horizon (one look):        37,824 per variant, 113,472 in total, 12 days\n\
          sequential (guard's default):    80,731 per variant, 242,193 in total, 25 days (2.13x; mixing 0.1)\n"

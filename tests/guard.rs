@@ -52,7 +52,12 @@ fn split_stats(config: &str, units: usize) -> String {
     for i in 0..units {
         let id = format!("unit-{i}");
         let headers = [("x-user-id", id.as_str())];
-        for a in evaluate(&config, &RequestView::new(&headers), 0).assignments {
+        // Now: guard judges what is in force now (ramps included).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        for a in evaluate(&config, &RequestView::new(&headers), now).assignments {
             let e = &config.experiments[a.experiment];
             *counts
                 .entry((e.key.clone(), e.variants[a.variant].name.clone()))
@@ -244,7 +249,7 @@ fn guard_reports_usage_and_read_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "abmesh: guard needs --config CONFIG and --stats URL_OR_FILE\nrun 'abmesh --help' for usage\n"
+        "abmesh: guard needs --config CONFIG and exactly one of --stats URL_OR_FILE or --prometheus URL\nrun 'abmesh --help' for usage\n"
     );
     let d = dir();
     std::fs::write(d.join("ok.json"), CONFIG).unwrap();
@@ -259,8 +264,12 @@ fn guard_reports_usage_and_read_errors() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .starts_with("abmesh: cannot read stats from http://127.0.0.1:1/stats: "));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with("abmesh: cannot read stats: http://127.0.0.1:1/stats: "),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 const RAMPED: &str = r#"{"units": {"user": [{"header": "x-user-id"}]},
@@ -464,5 +473,206 @@ fn a_failed_kubectl_apply_is_an_error_and_keeps_the_deployed_configuration() {
     assert_eq!(
         std::fs::read_to_string(d.join("config.json")).unwrap(),
         RAMPED
+    );
+}
+
+/// Runs guard on `stats` (a file) and returns the exit code, standard output and error.
+fn guard_all(config: &str, stats: &str, extra: &[&str]) -> (i32, String, String, String) {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let d = dir().join(format!(
+        "all-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    let (c, s) = (d.join("config.json"), d.join("stats.txt"));
+    std::fs::write(&c, config).unwrap();
+    std::fs::write(&s, stats).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_abmesh"))
+        .args(["guard", "--config", c.to_str().unwrap(), "--stats", s.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+        s.to_str().unwrap().to_string(),
+    )
+}
+
+fn assert_no_evidence(stats: &str, why: &str) {
+    let written = dir().join(format!("never-written-{}.json", why.len()));
+    let (code, out, err, path) = guard_all(
+        CONFIG,
+        stats,
+        &["--write-config", written.to_str().unwrap()],
+    );
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.ends_with(&format!("no evidence: {why}\nno evidence\n")),
+        "{out}"
+    );
+    assert_eq!(
+        err,
+        format!(
+            "abmesh: no evidence from {path}: {why}\nabmesh: nothing written: no evidence is not health\n"
+        )
+    );
+    assert!(!written.exists(), "--write-config wrote {written:?}");
+}
+
+#[test]
+fn an_empty_source_is_no_evidence_and_exits_4() {
+    assert_no_evidence("", "the source holds no Prometheus samples");
+}
+
+#[test]
+fn a_source_without_abmesh_series_is_no_evidence_and_exits_4() {
+    assert_no_evidence(
+        "# TYPE up gauge\nup 1\nenvoy_cluster_upstream_rq_total{envoy_cluster_name=\"a\"} 12\n",
+        "the source holds no abmesh series: is the plugin attached, and does the source scrape Envoy's /stats/prometheus?",
+    );
+}
+
+#[test]
+fn series_without_their_labels_are_no_evidence_and_name_the_stats_tags() {
+    // What Envoy's /stats/prometheus shows without abmesh's stats_tags (seen in Envoy 1.40).
+    assert_no_evidence(
+        "experiment___checkout_v2___variant___treatment___abmesh_assignments_total{} 3\n\
+         experiment___checkout_v2___reason___holdout___abmesh_not_assigned_total{} 2\n",
+        "the abmesh series carry no experiment and variant labels (for example experiment___checkout_v2___variant___treatment___abmesh_assignments_total): add abmesh's stats tags (stats_tags in Envoy's bootstrap, extraStatTags in Istio; README, Metrics)",
+    );
+    let mut stats = split_stats(CONFIG, 2_000);
+    stats += "replicate___3___abmesh_replicate_assignments_total{experiment=\"checkout-v2\",variant=\"control\"} 30\n";
+    assert_no_evidence(
+        &stats,
+        "the replicate series carry no replicate label (for example replicate___3___abmesh_replicate_assignments_total): add replicate to the stats tags (README, Metrics)",
+    );
+}
+
+#[test]
+fn a_running_experiment_with_no_assignments_is_no_evidence() {
+    // Only checkout-v2 is in the stats; ranker runs but has nothing.
+    let stats: String = split_stats(CONFIG, 2_000)
+        .lines()
+        .filter(|l| !l.contains("ranker"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_no_evidence(
+        &stats,
+        "experiment ranker is running but the source holds no assignments for it",
+    );
+}
+
+#[test]
+fn a_replicate_label_beyond_the_configuration_is_no_evidence() {
+    let mut stats = split_stats(CONFIG, 2_000);
+    stats += "abmesh_replicate_assignments_total{experiment=\"checkout-v2\",variant=\"control\",replicate=\"40\"} 30\n";
+    assert_no_evidence(
+        &stats,
+        "abmesh_replicate_assignments_total{experiment=\"checkout-v2\",variant=\"control\"} has replicate \"40\", not below the configuration's 32 replicates (metrics.replicates): the stats come from another configuration",
+    );
+}
+
+/// The samples the filter publishes for `units` users of `config` (the real core assigns
+/// them and picks their replicate), each sending `requests(i)` requests of which
+/// `failures(i, variant)` fail.
+fn unit_stats(
+    config: &str,
+    units: usize,
+    requests: impl Fn(usize) -> u64,
+    failures: impl Fn(usize, &str) -> u64,
+) -> String {
+    let config = Config::parse(config.as_bytes()).unwrap();
+    let mut plain: BTreeMap<(String, String, &str), u64> = BTreeMap::new();
+    let mut reps: BTreeMap<(String, String, u16, &str), u64> = BTreeMap::new();
+    for i in 0..units {
+        let id = format!("unit-{i}");
+        let headers = [("x-user-id", id.as_str())];
+        let eval = evaluate(&config, &RequestView::new(&headers), 0);
+        let (m, _) = (requests(i), ());
+        for (e, v, r) in abmesh::metrics::replicated(&config, &eval) {
+            let exp = &config.experiments[e];
+            let (key, name) = (exp.key.clone(), exp.variants[v].name.clone());
+            let fails = failures(i, &name).min(m);
+            for (series, n) in [
+                ("abmesh_assignments_total", m),
+                ("ok", m - fails),
+                ("5xx", fails),
+                ("abmesh_request_duration_milliseconds_sum", 20 * m),
+                ("abmesh_request_duration_milliseconds_count", m),
+                ("abmesh_request_duration_milliseconds_sum_squares", 400 * m + 25 * m),
+            ] {
+                *plain.entry((key.clone(), name.clone(), series)).or_default() += n;
+            }
+            for (series, n) in [
+                ("abmesh_replicate_assignments_total", m),
+                ("abmesh_replicate_responses_total", m),
+                ("abmesh_replicate_5xx_total", fails),
+                ("abmesh_replicate_duration_milliseconds_sum", 20 * m),
+            ] {
+                *reps.entry((key.clone(), name.clone(), r, series)).or_default() += n;
+            }
+        }
+    }
+    let mut out = String::new();
+    for ((e, v, series), n) in plain {
+        let labels = format!("experiment=\"{e}\",variant=\"{v}\"");
+        match series {
+            "ok" => out += &format!("abmesh_responses_total{{{labels},class=\"2xx\"}} {n}\n"),
+            "5xx" => out += &format!("abmesh_responses_total{{{labels},class=\"5xx\"}} {n}\n"),
+            s => out += &format!("{s}{{{labels}}} {n}\n"),
+        }
+    }
+    for ((e, v, r, series), n) in reps {
+        out += &format!("{series}{{experiment=\"{e}\",variant=\"{v}\",replicate=\"{r}\"}} {n}\n");
+    }
+    out
+}
+
+#[test]
+fn heavy_users_failing_on_both_arms_are_healthy_per_unit_and_a_false_alarm_per_request() {
+    // 3,000 users; every 50th sends 400 requests and fails 60% of them — whichever arm it is
+    // in. Nothing differs between arms.
+    let stats = unit_stats(
+        CONFIG,
+        3_000,
+        |i| if i % 50 == 0 { 400 } else { 3 },
+        |i, _| if i % 50 == 0 { 240 } else { 0 },
+    );
+    let (code, out, _, _) = guard_all(CONFIG, &stats, &["--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(v["inference"], "per_unit");
+    assert_eq!(v["replicates"], 32);
+    assert_eq!(v["experiments"][0]["srm"]["test"], "traffic_share");
+    let (code, text, _, _) = guard_all(CONFIG, &stats, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("inference: per unit (cluster-robust variances from 32 replicate series per variant)\n"),
+        "{text}"
+    );
+    // The same stats judged per request see a split and error mismatch that is not there.
+    let (code, text, _, _) = guard_all(CONFIG, &stats, &["--per-request"]);
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("inference: per request (replicates not used (--per-request)): p-values assume independent requests"), "{text}");
+}
+
+#[test]
+fn a_treatment_that_fails_its_users_breaches_per_unit() {
+    let stats = unit_stats(
+        CONFIG,
+        6_000,
+        |i| 2 + (i % 7) as u64,
+        |i, variant| match (variant, i % 4) {
+            ("treatment", 0) => 3,
+            _ => 0,
+        },
+    );
+    let (code, out, _, _) = guard_all(CONFIG, &stats, &[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("  breach: variant treatment: 5xx ratio "),
+        "{out}"
     );
 }

@@ -71,13 +71,21 @@ fn gather(samples: &[Sample], replicates: u16) -> Gathered {
             continue;
         }
         g.abmesh_series += 1;
-        let per_variant = s.name.starts_with("abmesh_")
-            && !s.name.starts_with("abmesh_errors_total")
+        // Without abmesh's stats tags Envoy keeps a label in the name, sanitized:
+        // `experiment___a___variant___b___abmesh_assignments_total`, or, without the
+        // replicate tag alone, `replicate___3___abmesh_replicate_assignments_total{…}`.
+        if !s.name.starts_with("abmesh_") {
+            if s.name.contains("abmesh_replicate_") && s.labels.contains_key("experiment") {
+                unreplicated.get_or_insert_with(|| s.name.clone());
+            } else {
+                unlabelled.get_or_insert_with(|| s.name.clone());
+            }
+            continue;
+        }
+        let per_variant = !s.name.starts_with("abmesh_errors_total")
             && !s.name.starts_with("abmesh_not_assigned_total");
         let (Some(e), Some(v)) = (s.labels.get("experiment"), s.labels.get("variant")) else {
-            // Without the stats tags Envoy keeps the labels in the name
-            // (`experiment=.=a;.;variant=.=b;.;abmesh_assignments_total`, sanitized).
-            if per_variant || !s.name.starts_with("abmesh_") {
+            if per_variant {
                 unlabelled.get_or_insert_with(|| s.name.clone());
             }
             continue;
