@@ -192,9 +192,14 @@ run_tests() {
   cp "target/$WASM_TARGET/release/abmesh.wasm" dist/test/abmesh-trap.wasm
   say "end-to-end tests in a real Envoy"
   ensure_envoy
-  if ! command -v promtool >/dev/null; then
-    say "installing promtool (Debian's prometheus package) for the alert-rule tests"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+  if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+    say "installing Prometheus (Debian's prometheus package: promtool for the alert rules, the server for guard --prometheus)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+      || { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+  fi
+  if ! command -v openssl >/dev/null; then
+    say "installing openssl (the test CA of the https source test)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
   fi
   command -v python3 >/dev/null || die "python3 is missing (the demo upstream): apt-get install python3"
   cargo test --features e2e --test e2e

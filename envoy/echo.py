@@ -8,6 +8,8 @@ Each NAME=PORT pair listens on 127.0.0.1:PORT and names itself NAME in the answe
 Header bytes are decoded as Latin-1, so any byte a client sent survives (re-encode with
 Latin-1 to get the original bytes back). `:fail=R` makes that upstream answer 503 to a
 fraction R of its requests, evenly spread (0.2: every fifth), for guardrail tests.
+A request header `x-echo-fail: 1` makes that request fail with 503 whatever the upstream (a
+client that plays a user who hits a bug on some of their requests).
 A request header `x-echo-set-cookie: V` makes the answer carry `set-cookie: V`, as an
 application's own cookie (the minted-id tests check abmesh's cookie goes beside it).
 """
@@ -45,7 +47,8 @@ def handler_for(name, fail_rate=0.0):
                 "path": self.path,
                 "headers": [[k.lower(), v] for k, v in self.headers.items()],
             }).encode()
-            self.send_response(503 if should_fail() else 200)
+            chosen = self.headers.get("x-echo-fail") == "1"
+            self.send_response(503 if should_fail() or chosen else 200)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
             if self.headers.get("x-echo-set-cookie"):

@@ -11,6 +11,7 @@ mod load;
 mod progressive;
 mod reload;
 mod tiers;
+mod units;
 
 use std::collections::BTreeMap;
 
