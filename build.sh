@@ -207,6 +207,7 @@ run_tests() {
   ensure_reference_python
   .venv/bin/python3 tests/reference/recorded_values.py
   .venv/bin/python3 tests/reference/plan_check.py dist/abmesh
+  .venv/bin/python3 tests/reference/robust_check.py dist/abmesh
   fuzz 60
   say "all tests passed"
 }
