@@ -67,8 +67,9 @@ usage:
       units); several variants are each compared with control (Bonferroni). Gives the
       fixed-horizon size and the larger size sequential monitoring needs (guard's default).
       Sizes count units (the randomization unit), not requests. For a per-request metric (the
-      5xx ratio, mean latency) give the mean requests per unit M and the design effect D that
-      guard --json reports from the replicates: each unit then counts as M / D observations.
+      5xx ratio, mean latency) give the mean requests per unit M and the design effect D (the
+      variance over that of independent requests, measured on an A/A or the pre-period): each
+      unit then counts as M / D observations.
 
   abmesh --help | --version        (also: abmesh COMMAND --help)
 
@@ -331,7 +332,7 @@ fn plan(args: &[OsString]) -> ExitCode {
         }),
         _ => {
             return usage_error(
-                "--requests-per-unit and --design-effect go together (guard --json reports the design effect it measures)",
+                "--requests-per-unit and --design-effect go together (measure the design effect on an A/A or the pre-period: README, Statistics)",
             )
         }
     };

@@ -55,8 +55,8 @@ pub struct PerRequest {
     /// Mean requests per unit.
     pub requests_per_unit: f64,
     /// The variance of the metric's estimate over the variance it would have if requests were
-    /// independent (1 + (m − 1) ρ for m requests of intra-unit correlation ρ; `abmesh guard
-    /// --json` reports the one it measures from the replicates as `design_effect`).
+    /// independent (1 + (m − 1) ρ for m requests of intra-unit correlation ρ), measured on an
+    /// A/A or the pre-period.
     pub design_effect: f64,
 }
 
