@@ -207,6 +207,7 @@ fn assign(args: &[OsString]) -> ExitCode {
 /// `guard --write-config`: the configuration with breached experiments paused or rolled back,
 /// each change printed with its reasons (on standard error with `--json`, whose standard output
 /// is the report). Exit 0 when nothing changed, 3 when something did, 1 on error.
+#[cfg(not(target_arch = "wasm32"))]
 fn write_rolled_back(
     bytes: &[u8],
     report: &abmesh::guard::Report,
@@ -496,6 +497,14 @@ fn import(args: &[OsString]) -> ExitCode {
     }
 }
 
+/// The CLI is native; a wasm32 build of it (a side effect of `cargo test --target wasm32` on
+/// the core) has no HTTP client for guard's sources.
+#[cfg(target_arch = "wasm32")]
+fn guard(_args: &[OsString]) -> ExitCode {
+    usage_error("guard needs the native CLI")
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 fn guard(args: &[OsString]) -> ExitCode {
     use abmesh::guard::Outcome;
     use abmesh::source::{self, Http};
