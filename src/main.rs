@@ -5,6 +5,7 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use abmesh::baggage::Rewrite;
+#[cfg(not(target_arch = "wasm32"))]
 use abmesh::guard::Rollback;
 use abmesh::plan::Plan;
 use abmesh::{Config, RequestView};
