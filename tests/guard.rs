@@ -529,7 +529,7 @@ fn an_empty_source_is_no_evidence_and_exits_4() {
 #[test]
 fn a_source_without_abmesh_series_is_no_evidence_and_exits_4() {
     assert_no_evidence(
-        "# TYPE up gauge\nup 1\nenvoy_cluster_upstream_rq_total{envoy_cluster_name=\"a\"} 12\n",
+        "# TYPE up gauge\nup 1\nenvoy_cluster_upstream_rq_total{envoy_cluster_name=\"a\"} 12\nenvoy_wasm_abmesh_vm_reload{} 0\n",
         "the source holds no abmesh series: is the plugin attached, and does the source scrape Envoy's /stats/prometheus?",
     );
 }

@@ -67,14 +67,16 @@ fn gather(samples: &[Sample], replicates: u16) -> Gathered {
     let squares_name = format!("{DURATION}_sum_squares");
     let (mut unlabelled, mut unreplicated) = (None, None);
     for s in samples {
-        if !s.name.contains("abmesh_") {
+        // abmesh's own series; Envoy's `envoy_wasm_abmesh_vm_*` (the plugin's name) are not.
+        let untagged = s.name.contains("___abmesh_");
+        if !s.name.starts_with("abmesh_") && !untagged {
             continue;
         }
         g.abmesh_series += 1;
         // Without abmesh's stats tags Envoy keeps a label in the name, sanitized:
         // `experiment___a___variant___b___abmesh_assignments_total`, or, without the
         // replicate tag alone, `replicate___3___abmesh_replicate_assignments_total{…}`.
-        if !s.name.starts_with("abmesh_") {
+        if untagged {
             if s.name.contains("abmesh_replicate_") && s.labels.contains_key("experiment") {
                 unreplicated.get_or_insert_with(|| s.name.clone());
             } else {
