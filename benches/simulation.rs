@@ -84,25 +84,69 @@ fn clustered_table(runs: usize) {
     println!("|---|---|---|---|---|---|");
     let mut per_request = None;
     for r in [16u16, 32, 64] {
-        let s = study(runs, looks, &pop, clustered::Effect::default(), r, 51 + u64::from(r));
-        for (name, a) in [("per unit, sequential", s.replicates_sequential), ("per unit, fixed horizon", s.replicates_fixed)] {
-            println!("| {name} | {r} | {} | {} | {} | {} |", cell(a.paused), cell(a.srm), cell(a.errors), cell(a.latency));
+        let s = study(
+            runs,
+            looks,
+            &pop,
+            clustered::Effect::default(),
+            r,
+            51 + u64::from(r),
+        );
+        for (name, a) in [
+            ("per unit, sequential", s.replicates_sequential),
+            ("per unit, fixed horizon", s.replicates_fixed),
+        ] {
+            println!(
+                "| {name} | {r} | {} | {} | {} | {} |",
+                cell(a.paused),
+                cell(a.srm),
+                cell(a.errors),
+                cell(a.latency)
+            );
         }
         if r == 32 {
             per_request = Some(s);
         }
     }
     if let Some(s) = per_request {
-        for (name, a) in [("per request (the old method), sequential", s.per_request_sequential), ("per request (the old method), fixed horizon", s.per_request_fixed)] {
-            println!("| {name} | - | {} | {} | {} | {} |", cell(a.paused), cell(a.srm), cell(a.errors), cell(a.latency));
+        for (name, a) in [
+            (
+                "per request (the old method), sequential",
+                s.per_request_sequential,
+            ),
+            (
+                "per request (the old method), fixed horizon",
+                s.per_request_fixed,
+            ),
+        ] {
+            println!(
+                "| {name} | - | {} | {} | {} | {} |",
+                cell(a.paused),
+                cell(a.srm),
+                cell(a.errors),
+                cell(a.latency)
+            );
         }
         println!("\nMeasured design effect of the 5xx ratio (replicate variance over binomial variance): {:.1}.\n", s.design_effect);
     }
     println!("| per-unit 5xx effect (+0.3 points for every treated user) | replicates R | detected, sequential (any look) | detected, fixed horizon |");
     println!("|---|---|---|---|");
     for r in [16u16, 32, 64] {
-        let s = study(runs.min(1_000), looks, &pop, clustered::Effect { error_increase: 0.003 }, r, 71 + u64::from(r));
-        println!("| 20,000 users | {r} | {} | {} |", cell(s.replicates_sequential.errors), cell(s.replicates_fixed.errors));
+        let s = study(
+            runs.min(1_000),
+            looks,
+            &pop,
+            clustered::Effect {
+                error_increase: 0.003,
+            },
+            r,
+            71 + u64::from(r),
+        );
+        println!(
+            "| 20,000 users | {r} | {} | {} |",
+            cell(s.replicates_sequential.errors),
+            cell(s.replicates_fixed.errors)
+        );
     }
     println!();
 }

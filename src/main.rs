@@ -34,7 +34,7 @@ usage:
       Judge every running experiment in force: from Prometheus text (Envoy's
       /stats/prometheus or a Prometheus federation URL over http:// or https://, or a file),
       or from a Prometheus server's query API (--prometheus: sums over every proxy; --window:
-      the increase over that recent window). --auth-env/--auth-file: the Authorization value
+      only what each series gained in that recent window). --auth-env/--auth-file: the Authorization value
       (a bare token is sent as Bearer); never printed. --cacert: trust these CAs instead of
       the system's. Per unit: with the filter's replicate series every variance is
       cluster-robust (--per-request ignores them, and without them guard says its p-values
@@ -68,9 +68,9 @@ usage:
       units); several variants are each compared with control (Bonferroni). Gives the
       fixed-horizon size and the larger size sequential monitoring needs (guard's default).
       Sizes count units (the randomization unit), not requests. For a per-request metric (the
-      5xx ratio, mean latency) give the mean requests per unit M and the design effect D (the
-      variance over that of independent requests, measured on an A/A or the pre-period): each
-      unit then counts as M / D observations.
+      5xx ratio, mean latency) give the mean requests per unit M and the design effect D that
+      guard reports from the replicates (on an A/A or the pre-period): each unit then counts as
+      M / D observations.
 
   abmesh --help | --version        (also: abmesh COMMAND --help)
 
@@ -334,7 +334,7 @@ fn plan(args: &[OsString]) -> ExitCode {
         }),
         _ => {
             return usage_error(
-                "--requests-per-unit and --design-effect go together (measure the design effect on an A/A or the pre-period: README, Statistics)",
+                "--requests-per-unit and --design-effect go together (guard --json reports the design effect it measures)",
             )
         }
     };
@@ -569,7 +569,10 @@ fn guard(args: &[OsString]) -> ExitCode {
                     },
                     "--auth-env" => {
                         let name = value.to_string_lossy();
-                        match std::env::var(&*name).ok().and_then(|v| source::authorization(&v)) {
+                        match std::env::var(&*name)
+                            .ok()
+                            .and_then(|v| source::authorization(&v))
+                        {
                             Some(a) => http.authorization = Some(a),
                             None => {
                                 return usage_error(&format!(
@@ -621,7 +624,9 @@ fn guard(args: &[OsString]) -> ExitCode {
         }
     }
     let Some(config_path) = config else {
-        return usage_error("guard needs --config CONFIG and --stats URL_OR_FILE or --prometheus URL");
+        return usage_error(
+            "guard needs --config CONFIG and --stats URL_OR_FILE or --prometheus URL",
+        );
     };
     if window.is_some() && prometheus.is_none() {
         return usage_error("--window needs --prometheus (a server's query API)");

@@ -55,8 +55,8 @@ pub struct PerRequest {
     /// Mean requests per unit.
     pub requests_per_unit: f64,
     /// The variance of the metric's estimate over the variance it would have if requests were
-    /// independent (1 + (m − 1) ρ for m requests of intra-unit correlation ρ), measured on an
-    /// A/A or the pre-period.
+    /// independent (1 + (m − 1) ρ for m requests of intra-unit correlation ρ); `abmesh guard`
+    /// reports the one it measures from the replicates as `design_effect`.
     pub design_effect: f64,
 }
 
@@ -239,7 +239,10 @@ pub fn plan(input: &Input) -> Result<Plan, String> {
         None => (n_fixed, n_sequential),
         Some(r) => {
             let to_units = |n: f64| (n * r.design_effect / r.requests_per_unit).ceil();
-            (to_units(n_fixed), to_units(n_sequential).max(to_units(n_fixed)))
+            (
+                to_units(n_fixed),
+                to_units(n_sequential).max(to_units(n_fixed)),
+            )
         }
     };
     let days = |n: f64| {

@@ -115,7 +115,9 @@ pub fn normal_equivalent(t: f64, df: f64) -> f64 {
 pub enum Test {
     FixedHorizon,
     /// `tau2`: the variance of the normal mixture over the alternative (`crate::sequential`).
-    Sequential { tau2: f64 },
+    Sequential {
+        tau2: f64,
+    },
 }
 
 impl Test {
@@ -233,7 +235,12 @@ pub fn traffic_share(
     let kept = shares.iter().filter(|s| **s > 0.0).count();
     let replicates = counts.iter().map(Vec::len).max().unwrap_or(0);
     let totals: Vec<f64> = (0..replicates)
-        .map(|r| counts.iter().map(|c| c.get(r).copied().unwrap_or(0.0)).sum())
+        .map(|r| {
+            counts
+                .iter()
+                .map(|c| c.get(r).copied().unwrap_or(0.0))
+                .sum()
+        })
         .collect();
     let live: Vec<usize> = (0..replicates).filter(|&r| totals[r] > 0.0).collect();
     if kept < 2 || live.len() < 2 || share_total <= 0.0 {
@@ -335,6 +342,10 @@ mod tests {
         let b2: Vec<f64> = b.iter().map(|x| x * 1.3).collect();
         let (tests, p) = traffic_share(&[a, b2], &[1.0, 1.0], false).unwrap();
         assert!(p < 0.05, "{p} {tests:?}");
-        assert!(close(tests[0].unwrap().p_value, tests[1].unwrap().p_value, 1e-9));
+        assert!(close(
+            tests[0].unwrap().p_value,
+            tests[1].unwrap().p_value,
+            1e-9
+        ));
     }
 }

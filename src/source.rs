@@ -9,9 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::guard::{parse_prometheus, Sample};
-use crate::metrics::{
-    ASSIGNMENTS, DURATION, FORCED, REPLICATE_METRICS, RESPONSES,
-};
+use crate::metrics::{ASSIGNMENTS, DURATION, FORCED, REPLICATE_METRICS, RESPONSES};
 
 /// How to reach an HTTP source.
 #[derive(Debug, Clone, Default)]
@@ -43,7 +41,8 @@ fn agent(http: &Http) -> Result<ureq::Agent, String> {
     let roots = match &http.ca_file {
         None => RootCerts::PlatformVerifier,
         Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| format!("cannot read --cacert {path}: {e}"))?;
+            let pem =
+                std::fs::read(path).map_err(|e| format!("cannot read --cacert {path}: {e}"))?;
             let certs: Vec<_> = parse_pem(&pem)
                 .filter_map(|item| match item {
                     Ok(PemItem::Certificate(c)) => Some(c),
@@ -66,7 +65,12 @@ fn agent(http: &Http) -> Result<ureq::Agent, String> {
 
 /// GET `url` (with `query` parameters); the body of a 200, else an error naming the URL and
 /// the status.
-fn get(agent: &ureq::Agent, http: &Http, url: &str, query: &[(&str, &str)]) -> Result<String, String> {
+fn get(
+    agent: &ureq::Agent,
+    http: &Http,
+    url: &str,
+    query: &[(&str, &str)],
+) -> Result<String, String> {
     let mut request = agent.get(url);
     for (k, v) in query {
         request = request.query(*k, *v);
@@ -126,12 +130,16 @@ pub fn is_duration(s: &str) -> bool {
     true
 }
 
-/// The PromQL query for one series, summed over every proxy by `by`, over the last `window`
-/// when given (`increase`, so long-lived proxies are judged on recent traffic).
+/// The PromQL query for one series, summed over every proxy by `by`. With a `window`, each
+/// series counts what it gained in that window: `(m - m offset W) >= 0`, or its whole value
+/// when it did not exist at the window's start (abmesh defines a series on first use, so a
+/// new one holds only counts from inside the window) or restarted since. Not `increase()`,
+/// which drops the first count of a series born inside the window: a replicate's 5xx series
+/// is born with its first error, so `increase` would lose errors unevenly across arms.
 pub fn query(metric: &str, by: &str, window: Option<&str>) -> String {
     match window {
         None => format!("sum by ({by}) ({metric})"),
-        Some(w) => format!("sum by ({by}) (increase({metric}[{w}]))"),
+        Some(w) => format!("sum by ({by}) ((({metric} - {metric} offset {w}) >= 0) or {metric})"),
     }
 }
 
@@ -139,7 +147,10 @@ pub fn query(metric: &str, by: &str, window: Option<&str>) -> String {
 pub fn queries(window: Option<&str>) -> Vec<(String, String)> {
     let by_variant = "experiment, variant";
     let mut out = vec![
-        (ASSIGNMENTS.to_string(), query(ASSIGNMENTS, by_variant, window)),
+        (
+            ASSIGNMENTS.to_string(),
+            query(ASSIGNMENTS, by_variant, window),
+        ),
         (FORCED.to_string(), query(FORCED, by_variant, window)),
         (
             RESPONSES.to_string(),
@@ -162,7 +173,8 @@ pub fn queries(window: Option<&str>) -> Vec<(String, String)> {
 
 /// The samples of one instant-query answer, named `name`.
 pub fn parse_query_answer(name: &str, body: &str) -> Result<Vec<Sample>, String> {
-    let v: Value = serde_json::from_str(body).map_err(|e| format!("not a Prometheus API answer: {e}"))?;
+    let v: Value =
+        serde_json::from_str(body).map_err(|e| format!("not a Prometheus API answer: {e}"))?;
     if v["status"] != "success" {
         return Err(format!(
             "Prometheus answered {}: {}",
@@ -197,7 +209,11 @@ pub fn parse_query_answer(name: &str, body: &str) -> Result<Vec<Sample>, String>
 }
 
 /// Every series guard reads, from the Prometheus server at `base` (`/api/v1/query`).
-pub fn prometheus_api(base: &str, window: Option<&str>, http: &Http) -> Result<Vec<Sample>, String> {
+pub fn prometheus_api(
+    base: &str,
+    window: Option<&str>,
+    http: &Http,
+) -> Result<Vec<Sample>, String> {
     let agent = agent(http)?;
     let url = format!("{}/api/v1/query", base.trim_end_matches('/'));
     let mut samples = Vec::new();
@@ -228,8 +244,12 @@ mod tests {
             assert!(!is_duration(bad), "{bad}");
         }
         assert_eq!(
-            query("abmesh_assignments_total", "experiment, variant", Some("1h")),
-            "sum by (experiment, variant) (increase(abmesh_assignments_total[1h]))"
+            query(
+                "abmesh_assignments_total",
+                "experiment, variant",
+                Some("1h")
+            ),
+            "sum by (experiment, variant) (((abmesh_assignments_total - abmesh_assignments_total offset 1h) >= 0) or abmesh_assignments_total)"
         );
     }
 
@@ -242,8 +262,11 @@ mod tests {
         assert_eq!(s[0].labels["replicate"], "3");
         assert_eq!(s[0].value, 12.0);
         assert_eq!(
-            parse_query_answer("x", r#"{"status":"error","errorType":"bad_data","error":"parse error at char 5"}"#)
-                .unwrap_err(),
+            parse_query_answer(
+                "x",
+                r#"{"status":"error","errorType":"bad_data","error":"parse error at char 5"}"#
+            )
+            .unwrap_err(),
             "Prometheus answered bad_data: parse error at char 5"
         );
     }

@@ -488,7 +488,13 @@ fn guard_all(config: &str, stats: &str, extra: &[&str]) -> (i32, String, String,
     std::fs::write(&c, config).unwrap();
     std::fs::write(&s, stats).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_abmesh"))
-        .args(["guard", "--config", c.to_str().unwrap(), "--stats", s.to_str().unwrap()])
+        .args([
+            "guard",
+            "--config",
+            c.to_str().unwrap(),
+            "--stats",
+            s.to_str().unwrap(),
+        ])
         .args(extra)
         .output()
         .unwrap();
@@ -601,9 +607,14 @@ fn unit_stats(
                 ("5xx", fails),
                 ("abmesh_request_duration_milliseconds_sum", 20 * m),
                 ("abmesh_request_duration_milliseconds_count", m),
-                ("abmesh_request_duration_milliseconds_sum_squares", 400 * m + 25 * m),
+                (
+                    "abmesh_request_duration_milliseconds_sum_squares",
+                    400 * m + 25 * m,
+                ),
             ] {
-                *plain.entry((key.clone(), name.clone(), series)).or_default() += n;
+                *plain
+                    .entry((key.clone(), name.clone(), series))
+                    .or_default() += n;
             }
             for (series, n) in [
                 ("abmesh_replicate_assignments_total", m),
@@ -611,7 +622,9 @@ fn unit_stats(
                 ("abmesh_replicate_5xx_total", fails),
                 ("abmesh_replicate_duration_milliseconds_sum", 20 * m),
             ] {
-                *reps.entry((key.clone(), name.clone(), r, series)).or_default() += n;
+                *reps
+                    .entry((key.clone(), name.clone(), r, series))
+                    .or_default() += n;
             }
         }
     }
@@ -646,10 +659,17 @@ fn heavy_users_failing_on_both_arms_are_healthy_per_unit_and_a_false_alarm_per_r
     assert_eq!(v["inference"], "per_unit");
     assert_eq!(v["replicates"], 32);
     assert_eq!(v["experiments"][0]["srm"]["test"], "traffic_share");
+    // Heavy failing users make the 5xx ratio's variance many times the binomial one.
+    let deff = v["experiments"][0]["variants"][1]["errors_vs_control"]["design_effect"]
+        .as_f64()
+        .unwrap();
+    assert!(deff > 20.0, "{deff}");
     let (code, text, _, _) = guard_all(CONFIG, &stats, &[]);
     assert_eq!(code, 0, "{text}");
     assert!(
-        text.contains("inference: per unit (cluster-robust variances from 32 replicate series per variant)\n"),
+        text.contains(
+            "inference: per unit (cluster-robust variances from 32 replicate series per variant)\n"
+        ),
         "{text}"
     );
     // The same stats judged per request see a split and error mismatch that is not there.

@@ -191,8 +191,12 @@ fn fixed_p_above(diff: f64, se: f64, margin: f64) -> f64 {
     }
 }
 
-/// A comparison, the p-value of its guardrail (when it has one), and P(better).
-type Tested = (Option<Comparison>, Option<f64>, Option<f64>);
+/// A comparison, the p-value of its guardrail (when it has one), P(better), and the design
+/// effect (replicate mode: the variance of the difference over what independent requests
+/// would give).
+type Tested = (Option<Comparison>, Option<f64>, Option<f64>, Option<f64>);
+
+const UNTESTED: Tested = (None, None, None, None);
 
 /// The 5xx ratio and mean latency of `d` against `control`, per request.
 fn per_request(d: &VariantData, control: &VariantData, o: &Options) -> (Tested, Tested) {
@@ -248,17 +252,16 @@ fn per_request(d: &VariantData, control: &VariantData, o: &Options) -> (Tested, 
                 Mode::FixedHorizon => {
                     let c = welch(a, b);
                     let se = (a.variance() / a.n + b.variance() / b.n).sqrt();
-                    let p = c.and_then(|c| {
-                        Some(fixed_p_above(c.diff, se, o.max_latency_increase?))
-                    });
+                    let p =
+                        c.and_then(|c| Some(fixed_p_above(c.diff, se, o.max_latency_increase?)));
                     (c, p)
                 }
             };
-            (c, p, prob_mean_lower(a, b))
+            (c, p, prob_mean_lower(a, b), None)
         }
-        _ => (None, None, None),
+        _ => UNTESTED,
     };
-    ((errors.0, errors.1, errors_better), latency)
+    ((errors.0, errors.1, errors_better, None), latency)
 }
 
 /// The 5xx ratio and mean latency of `d` against `control`, from their replicate totals. The
@@ -266,7 +269,7 @@ fn per_request(d: &VariantData, control: &VariantData, o: &Options) -> (Tested, 
 /// `--mixing` means the same in both.
 fn per_replicate(d: &VariantData, control: &VariantData, o: &Options) -> (Tested, Tested) {
     let (Some(a), Some(b)) = (&d.replicates, &control.replicates) else {
-        return ((None, None, None), (None, None, None));
+        return (UNTESTED, UNTESTED);
     };
     let test = |sigma2: f64| match o.mode {
         Mode::Sequential { mixing } => Test::Sequential {
@@ -274,19 +277,23 @@ fn per_replicate(d: &VariantData, control: &VariantData, o: &Options) -> (Tested
         },
         Mode::FixedHorizon => Test::FixedHorizon,
     };
-    let run = |num_a: &[f64], num_b: &[f64], sigma2: f64, margin: Option<f64>| -> Tested {
-        match (ratio(num_a, &a.responses), ratio(num_b, &b.responses)) {
+    // `independent`: the variance of the difference if requests were independent.
+    let run =
+        |num_a: &[f64], num_b: &[f64], sigma2: f64, margin: Option<f64>, independent: f64| match (
+            ratio(num_a, &a.responses),
+            ratio(num_b, &b.responses),
+        ) {
             (Some(x), Some(y)) => {
                 let r = robust::compare(x, y, test(sigma2), o.alpha);
                 (
                     Some(r.comparison),
                     margin.map(|m| r.p_above(m)),
                     Some(r.prob_lower()),
+                    (independent > 0.0).then(|| r.difference.variance / independent),
                 )
             }
-            _ => (None, None, None),
-        }
-    };
+            _ => UNTESTED,
+        };
     let (ea, eb): (f64, f64) = (a.errors.iter().sum(), b.errors.iter().sum());
     let (na, nb): (f64, f64) = (a.responses.iter().sum(), b.responses.iter().sum());
     let pooled = if na + nb > 0.0 {
@@ -294,25 +301,34 @@ fn per_replicate(d: &VariantData, control: &VariantData, o: &Options) -> (Tested
     } else {
         0.0
     };
+    let binomial = |e: f64, n: f64| {
+        if n > 0.0 {
+            e / n * (1.0 - e / n) / n
+        } else {
+            0.0
+        }
+    };
     let errors = run(
         &a.errors,
         &b.errors,
         pooled * (1.0 - pooled),
         Some(o.max_error_increase),
+        binomial(ea, na) + binomial(eb, nb),
     );
     // The per-request variance of latency needs the sums of squares of the plain series.
     let latency = match (d.duration(), control.duration()) {
         (Some(x), Some(y)) if x.n + y.n > 2.0 => {
-            let pooled = ((x.n - 1.0) * x.variance() + (y.n - 1.0) * y.variance())
-                / (x.n + y.n - 2.0);
+            let pooled =
+                ((x.n - 1.0) * x.variance() + (y.n - 1.0) * y.variance()) / (x.n + y.n - 2.0);
             run(
                 &a.duration_sum,
                 &b.duration_sum,
                 pooled,
                 o.max_latency_increase,
+                x.variance() / x.n + y.variance() / y.n,
             )
         }
-        _ => (None, None, None),
+        _ => UNTESTED,
     };
     (errors, latency)
 }
@@ -327,7 +343,11 @@ fn srm(e: &Experiment, data: &[VariantData], replicated: bool, o: &Options) -> O
     if replicated {
         let counts: Vec<Vec<f64>> = data
             .iter()
-            .map(|d| d.replicates.as_ref().map_or_else(Vec::new, |r| r.assigned.clone()))
+            .map(|d| {
+                d.replicates
+                    .as_ref()
+                    .map_or_else(Vec::new, |r| r.assigned.clone())
+            })
             .collect();
         let sequential = matches!(o.mode, Mode::Sequential { .. });
         let (tests, p) = traffic_share(&counts, &shares, sequential)?;
@@ -416,7 +436,11 @@ pub fn judge(config: &Config, samples: &[Sample], options: &Options) -> Report {
                 e.key
             ));
         }
-        let share_total: f64 = e.variants.iter().map(|v| f64::from(v.range.1 - v.range.0)).sum();
+        let share_total: f64 = e
+            .variants
+            .iter()
+            .map(|v| f64::from(v.range.1 - v.range.0))
+            .sum();
         let control = &data[0];
         let variants = e
             .variants
@@ -424,12 +448,14 @@ pub fn judge(config: &Config, samples: &[Sample], options: &Options) -> Report {
             .zip(&data)
             .enumerate()
             .map(|(i, (v, d))| {
-                let ((errors, errors_p, errors_better), (latency, latency_p, latency_better)) =
-                    match (i, replicated) {
-                        (0, _) => ((None, None, None), (None, None, None)),
-                        (_, true) => per_replicate(d, control, o),
-                        (_, false) => per_request(d, control, o),
-                    };
+                let (
+                    (errors, errors_p, errors_better, errors_deff),
+                    (latency, latency_p, latency_better, latency_deff),
+                ) = match (i, replicated) {
+                    (0, _) => (UNTESTED, UNTESTED),
+                    (_, true) => per_replicate(d, control, o),
+                    (_, false) => per_request(d, control, o),
+                };
                 let decision = |p: Option<f64>| {
                     p.map(|p| Decision {
                         p_value: p,
@@ -454,10 +480,12 @@ pub fn judge(config: &Config, samples: &[Sample], options: &Options) -> Report {
                     errors,
                     errors_decision: decision(errors_p),
                     errors_better,
+                    errors_design_effect: errors_deff,
                     mean_ms: d.duration().map(|m| m.mean()),
                     latency,
                     latency_decision: decision(latency_p),
                     latency_better,
+                    latency_design_effect: latency_deff,
                 }
             })
             .collect();

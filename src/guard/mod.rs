@@ -97,11 +97,16 @@ pub struct VariantReport {
     pub errors_decision: Option<Decision>,
     /// P(this variant's 5xx ratio is below control's).
     pub errors_better: Option<f64>,
+    /// The replicate variance of the 5xx difference over the binomial one (replicate mode):
+    /// what `abmesh plan --design-effect` takes.
+    pub errors_design_effect: Option<f64>,
     pub mean_ms: Option<f64>,
     pub latency: Option<Comparison>,
     pub latency_decision: Option<Decision>,
     /// P(this variant's mean latency is below control's).
     pub latency_better: Option<f64>,
+    /// As `errors_design_effect`, for the mean latency.
+    pub latency_design_effect: Option<f64>,
 }
 
 /// How the split was tested.

@@ -3,8 +3,7 @@
 use serde_json::{json, Value};
 
 use super::{
-    Decision, ExperimentReport, Inference, Mode, Options, Outcome, Report, Srm, SrmTest,
-    SRM_ALPHA,
+    Decision, ExperimentReport, Inference, Mode, Options, Outcome, Report, Srm, SrmTest, SRM_ALPHA,
 };
 use crate::stats::Comparison;
 
@@ -30,13 +29,14 @@ fn comparison_text(
     c: &Option<Comparison>,
     d: &Option<Decision>,
     better: Option<f64>,
+    design_effect: Option<f64>,
     scale: f64,
     unit: &str,
 ) -> String {
     match c {
         None => "-".into(),
         Some(c) => format!(
-            "{:+.2}{unit} [{:+.2}, {:+.2}] {}p={:.3}{}{}",
+            "{:+.2}{unit} [{:+.2}, {:+.2}] {}p={:.3}{}{}{}",
             c.diff * scale,
             c.ci_low * scale,
             c.ci_high * scale,
@@ -48,6 +48,7 @@ fn comparison_text(
                 d.p_value, d.adjusted
             )),
             better.map_or(String::new(), |b| format!(" P(better)={:.1}%", b * 100.0)),
+            design_effect.map_or(String::new(), |d| format!(" design effect {d:.1}")),
         ),
     }
 }
@@ -97,7 +98,11 @@ pub fn render_text(report: &Report) -> String {
                 adjusted,
             }) => format!(
                 "SRM traffic share{} p = {p_value:.4} (Holm {adjusted:.4}), t with {df} df",
-                if matches!(o.mode, Mode::Sequential { .. }) { " always-valid" } else { "" }
+                if matches!(o.mode, Mode::Sequential { .. }) {
+                    " always-valid"
+                } else {
+                    ""
+                }
             ),
             None => "SRM: no assignments yet".into(),
         };
@@ -127,12 +132,26 @@ pub fn render_text(report: &Report) -> String {
             out.push_str(&format!(
                 "    {} 5xx vs control: {}\n",
                 v.name,
-                comparison_text(&v.errors, &v.errors_decision, v.errors_better, 100.0, "pt")
+                comparison_text(
+                    &v.errors,
+                    &v.errors_decision,
+                    v.errors_better,
+                    v.errors_design_effect,
+                    100.0,
+                    "pt"
+                )
             ));
             out.push_str(&format!(
                 "    {} latency vs control: {}\n",
                 v.name,
-                comparison_text(&v.latency, &v.latency_decision, v.latency_better, 1.0, "ms")
+                comparison_text(
+                    &v.latency,
+                    &v.latency_decision,
+                    v.latency_better,
+                    v.latency_design_effect,
+                    1.0,
+                    "ms"
+                )
             ));
         }
         for b in &e.breaches {
@@ -150,14 +169,19 @@ pub fn render_text(report: &Report) -> String {
     out
 }
 
-fn comparison_json(c: &Option<Comparison>, d: &Option<Decision>, better: Option<f64>) -> Value {
+fn comparison_json(
+    c: &Option<Comparison>,
+    d: &Option<Decision>,
+    better: Option<f64>,
+    design_effect: Option<f64>,
+) -> Value {
     match c {
         None => Value::Null,
         Some(c) => json!({
             "control": c.control, "variant": c.variant, "diff": c.diff,
             "interval": [c.ci_low, c.ci_high], "p_value": c.p_value, "relative": c.relative,
             "guardrail_p_value": d.map(|d| d.p_value), "holm_adjusted_p_value": d.map(|d| d.adjusted),
-            "prob_better": better,
+            "prob_better": better, "design_effect": design_effect,
         }),
     }
 }
@@ -175,9 +199,9 @@ pub fn render_json(report: &Report) -> String {
                 "variants": e.variants.iter().map(|v| json!({
                     "variant": v.name, "assigned": v.assigned, "expected_share": v.expected_share,
                     "observed_share": v.observed_share, "responses": v.responses, "error_ratio": v.error_ratio,
-                    "errors_vs_control": comparison_json(&v.errors, &v.errors_decision, v.errors_better),
+                    "errors_vs_control": comparison_json(&v.errors, &v.errors_decision, v.errors_better, v.errors_design_effect),
                     "mean_ms": v.mean_ms,
-                    "latency_vs_control": comparison_json(&v.latency, &v.latency_decision, v.latency_better),
+                    "latency_vs_control": comparison_json(&v.latency, &v.latency_decision, v.latency_better, v.latency_design_effect),
                 })).collect::<Vec<_>>(),
                 "breaches": e.breaches,
             })
@@ -209,7 +233,6 @@ pub fn render_json(report: &Report) -> String {
     .to_string()
 }
 
-
 fn srm_json(s: &Srm, e: &ExperimentReport) -> Value {
     let flagged = s.adjusted < SRM_ALPHA;
     match s.test {
@@ -221,7 +244,12 @@ fn srm_json(s: &Srm, e: &ExperimentReport) -> Value {
             "test": "dirichlet_multinomial", "chi_square": null, "df": null,
             "p_value": s.p_value, "holm_adjusted_p_value": s.adjusted, "flagged": flagged,
         }),
-        SrmTest::TrafficShare { variant, observed, expected, df } => json!({
+        SrmTest::TrafficShare {
+            variant,
+            observed,
+            expected,
+            df,
+        } => json!({
             "test": "traffic_share", "chi_square": null, "df": df,
             "variant": e.variants.get(variant).map(|v| v.name.clone()),
             "observed_share": observed, "expected_share": expected,

@@ -73,4 +73,3 @@ pub fn rollback(document: &Value, report: &Report, how: Rollback) -> (Value, Vec
     }
     (out, changes)
 }
-

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use super::Rng;
 use crate::config::Config;
 use crate::guard::{judge, Mode, Options, Report, Sample};
-use crate::robust::ratio;
 use crate::metrics::{
     ASSIGNMENTS, DURATION, REPLICATE_5XX, REPLICATE_ASSIGNMENTS, REPLICATE_DURATION_SUM,
     REPLICATE_RESPONSES, RESPONSES,
 };
+use crate::robust::ratio;
 
 /// The population of units an experiment sees.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,18 +103,53 @@ fn samples(arms: &[Arm; 2], with_replicates: bool) -> Vec<Sample> {
         let total = |v: &[f64]| v.iter().sum::<f64>();
         let (n, errors) = (total(&arm.responses), total(&arm.errors));
         out.push(sample(ASSIGNMENTS, variant, None, total(&arm.assigned)));
-        out.push(sample(RESPONSES, variant, Some(("class", "2xx".into())), n - errors));
-        out.push(sample(RESPONSES, variant, Some(("class", "5xx".into())), errors));
-        out.push(sample(&format!("{DURATION}_sum"), variant, None, total(&arm.duration_sum)));
+        out.push(sample(
+            RESPONSES,
+            variant,
+            Some(("class", "2xx".into())),
+            n - errors,
+        ));
+        out.push(sample(
+            RESPONSES,
+            variant,
+            Some(("class", "5xx".into())),
+            errors,
+        ));
+        out.push(sample(
+            &format!("{DURATION}_sum"),
+            variant,
+            None,
+            total(&arm.duration_sum),
+        ));
         out.push(sample(&format!("{DURATION}_count"), variant, None, n));
-        out.push(sample(&format!("{DURATION}_sum_squares"), variant, None, arm.sum_squares));
+        out.push(sample(
+            &format!("{DURATION}_sum_squares"),
+            variant,
+            None,
+            arm.sum_squares,
+        ));
         if with_replicates {
             for r in 0..arm.assigned.len() {
                 let label = || Some(("replicate", r.to_string()));
-                out.push(sample(REPLICATE_ASSIGNMENTS, variant, label(), arm.assigned[r]));
-                out.push(sample(REPLICATE_RESPONSES, variant, label(), arm.responses[r]));
+                out.push(sample(
+                    REPLICATE_ASSIGNMENTS,
+                    variant,
+                    label(),
+                    arm.assigned[r],
+                ));
+                out.push(sample(
+                    REPLICATE_RESPONSES,
+                    variant,
+                    label(),
+                    arm.responses[r],
+                ));
                 out.push(sample(REPLICATE_5XX, variant, label(), arm.errors[r]));
-                out.push(sample(REPLICATE_DURATION_SUM, variant, label(), arm.duration_sum[r]));
+                out.push(sample(
+                    REPLICATE_DURATION_SUM,
+                    variant,
+                    label(),
+                    arm.duration_sum[r],
+                ));
             }
         }
     }
@@ -137,9 +172,12 @@ impl Alarms {
         let e = report.experiments.first();
         let flag = |hit: bool| if hit { 1.0 } else { 0.0 };
         let v = e.and_then(|e| e.variants.get(1));
-        self.paused = self.paused.max(flag(e.is_some_and(|e| !e.breaches.is_empty())));
+        self.paused = self
+            .paused
+            .max(flag(e.is_some_and(|e| !e.breaches.is_empty())));
         self.srm = self.srm.max(flag(
-            e.and_then(|e| e.srm).is_some_and(|s| s.adjusted < crate::guard::SRM_ALPHA),
+            e.and_then(|e| e.srm)
+                .is_some_and(|s| s.adjusted < crate::guard::SRM_ALPHA),
         ));
         self.errors = self.errors.max(flag(
             v.and_then(|v| v.errors).is_some_and(|c| c.p_value < alpha),
@@ -256,8 +294,7 @@ fn design_effect(arms: &[Arm; 2]) -> f64 {
         return 1.0;
     };
     let n: Vec<f64> = arms.iter().map(|a| a.responses.iter().sum()).collect();
-    let binomial =
-        a.estimate * (1.0 - a.estimate) / n[0] + b.estimate * (1.0 - b.estimate) / n[1];
+    let binomial = a.estimate * (1.0 - a.estimate) / n[0] + b.estimate * (1.0 - b.estimate) / n[1];
     if binomial > 0.0 {
         (a.variance + b.variance) / binomial
     } else {
@@ -270,9 +307,13 @@ pub fn mean_requests(population: &Population, draws: usize, seed: u64) -> f64 {
     let mut rng = Rng::new(seed);
     let total: f64 = (0..draws)
         .map(|_| {
-            lognormal(&mut rng, population.mean_requests, population.requests_sigma)
-                .round()
-                .max(1.0)
+            lognormal(
+                &mut rng,
+                population.mean_requests,
+                population.requests_sigma,
+            )
+            .round()
+            .max(1.0)
         })
         .sum();
     total / draws as f64

@@ -17,7 +17,11 @@ impl Drop for Stop {
     fn drop(&mut self) {
         if std::thread::panicking() {
             if let Some(log) = &self.1 {
-                eprintln!("--- {} ---\n{}", log.display(), std::fs::read_to_string(log).unwrap_or_default());
+                eprintln!(
+                    "--- {} ---\n{}",
+                    log.display(),
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
             }
         }
         let _ = self.0.kill();
@@ -25,7 +29,10 @@ impl Drop for Stop {
     }
 }
 
-const AA: [&str; 4] = ["aa-one", "aa-two", "aa-three", "aa-four"];
+const AA: [&str; 10] = [
+    "aa-one", "aa-two", "aa-three", "aa-four", "aa-five", "aa-six", "aa-seven", "aa-eight",
+    "aa-nine", "aa-ten",
+];
 
 fn plugin_config() -> String {
     let aa: Vec<String> = AA
@@ -131,7 +138,10 @@ fn start_prometheus(admin: u16) -> (Stop, u16) {
     let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -149,8 +159,7 @@ fn prom_value(port: u16, query: &str) -> Option<f64> {
             _ => format!("%{b:02X}"),
         })
         .collect();
-    let (status, body) =
-        crate::http::get_text(port, &format!("/api/v1/query?query={q}")).ok()?;
+    let (status, body) = crate::http::get_text(port, &format!("/api/v1/query?query={q}")).ok()?;
     if status != 200 {
         return None;
     }
@@ -170,8 +179,13 @@ fn heavy_users_and_user_failures_pause_no_a_a_experiment_and_the_failing_treatme
     }
     let sent = population(&envoy, 1_500);
     assert!(sent > 5_000, "{sent} requests");
-    // Every request is assigned to all five experiments.
-    wait_for_total(&envoy, "abmesh_replicate_responses_total", 5 * sent);
+    // Every request is assigned to every experiment.
+    let experiments = 1 + AA.len() as u64;
+    wait_for_total(
+        &envoy,
+        "abmesh_replicate_responses_total",
+        experiments * sent,
+    );
     let dir = scratch_dir("units");
     let config = dir.join("config.json");
     std::fs::write(&config, plugin_config()).unwrap();
@@ -179,8 +193,22 @@ fn heavy_users_and_user_failures_pause_no_a_a_experiment_and_the_failing_treatme
     let url = format!("http://127.0.0.1:{}/stats/prometheus", envoy.ports.admin);
 
     let written = dir.join("written.json");
-    let out = abmesh(&["guard", "--config", c, "--stats", &url, "--json", "--write-config", written.to_str().unwrap()]);
-    assert_eq!(breached(&out), ["checkout-v2"], "{}", String::from_utf8_lossy(&out.stdout));
+    let out = abmesh(&[
+        "guard",
+        "--config",
+        c,
+        "--stats",
+        &url,
+        "--json",
+        "--write-config",
+        written.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        breached(&out),
+        ["checkout-v2"],
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(out.status.code(), Some(3));
     let w: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&written).unwrap()).unwrap();
@@ -189,14 +217,51 @@ fn heavy_users_and_user_failures_pause_no_a_a_experiment_and_the_failing_treatme
     for i in 1..=AA.len() {
         assert_eq!(status(i), None, "A/A experiment {i} kept running: {w}");
     }
-    let fixed = abmesh(&["guard", "--config", c, "--stats", &url, "--json", "--fixed-horizon"]);
+    let fixed = abmesh(&[
+        "guard",
+        "--config",
+        c,
+        "--stats",
+        &url,
+        "--json",
+        "--fixed-horizon",
+    ]);
     assert_eq!(breached(&fixed), ["checkout-v2"]);
+    // The same stats judged per request, as guard did before the replicate series: the heavy
+    // failing users make healthy A/A experiments look broken.
+    let per_request = abmesh(&[
+        "guard",
+        "--config",
+        c,
+        "--stats",
+        &url,
+        "--json",
+        "--per-request",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&per_request.stdout).unwrap();
+    assert_eq!(v["inference"], "per_request");
+    let paused: Vec<&str> = v["experiments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| !e["breaches"].as_array().unwrap().is_empty())
+        .filter_map(|e| e["experiment"].as_str())
+        .filter(|k| k.starts_with("aa-"))
+        .collect();
+    eprintln!(
+        "judged per request, {} of {} A/A experiments would be paused: {paused:?}",
+        paused.len(),
+        AA.len()
+    );
 
     // The same through a real Prometheus server, summed over the proxy's series.
-    let want = (5 * sent) as f64;
+    let want = (experiments * sent) as f64;
     let deadline = Instant::now() + Duration::from_secs(60);
     while prom_value(port, "sum(abmesh_replicate_responses_total)") != Some(want) {
-        assert!(Instant::now() < deadline, "Prometheus never scraped the totals");
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never scraped the totals"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     // Two more scrapes of the final totals.
@@ -206,15 +271,49 @@ fn heavy_users_and_user_failures_pause_no_a_a_experiment_and_the_failing_treatme
         let mut args = vec!["guard", "--config", c, "--prometheus", &base, "--json"];
         args.extend_from_slice(extra);
         let out = abmesh(&args);
-        assert_eq!(out.status.code(), Some(3), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(breached(&out), ["checkout-v2"], "{extra:?}");
     }
+    // A window after the traffic ended holds nothing: no evidence, not health.
+    std::thread::sleep(Duration::from_millis(4000));
+    let out = abmesh(&[
+        "guard",
+        "--config",
+        c,
+        "--prometheus",
+        &base,
+        "--window",
+        "3s",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("abmesh: no evidence from {base}: experiment checkout-v2 is running but the source holds no assignments for it\n")
+    );
     // A Prometheus query that fails is an error naming the URL and the answer.
-    let out = abmesh(&["guard", "--config", c, "--prometheus", &format!("{base}/nowhere")]);
+    let out = abmesh(&[
+        "guard",
+        "--config",
+        c,
+        "--prometheus",
+        &format!("{base}/nowhere"),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        format!("abmesh: cannot read stats: {base}/nowhere/api/v1/query: HTTP status 404 Not Found\n")
+        format!(
+            "abmesh: cannot read stats: {base}/nowhere/api/v1/query: HTTP status 404 Not Found\n"
+        )
     );
 }
 
@@ -241,13 +340,66 @@ fn healthy_stats() -> String {
 fn guard_reads_https_with_a_private_ca_and_a_bearer_token_it_never_prints() {
     let dir = scratch_dir("tls");
     let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(&dir).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=abmesh test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
-    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"]);
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
-    openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem"]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=abmesh test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
     std::fs::write(dir.join("stats.txt"), healthy_stats()).unwrap();
     let port = free_port();
     let server = format!(
@@ -283,33 +435,68 @@ s.serve_forever()
     let url = format!("https://127.0.0.1:{port}/stats");
     let ca = dir.join("ca.pem");
     let run = |extra: &[&str]| {
-        let mut args = vec!["guard", "--config", config.to_str().unwrap(), "--stats", &url];
+        let mut args = vec![
+            "guard",
+            "--config",
+            config.to_str().unwrap(),
+            "--stats",
+            &url,
+        ];
         args.extend_from_slice(extra);
         let out = Command::new(repo().join("dist/abmesh"))
             .args(&args)
             .env("ABMESH_TOKEN", "s3cret-token")
             .output()
             .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(!text.contains("s3cret"), "the token was printed: {text}");
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
-    let (code, out, err) = run(&["--cacert", ca.to_str().unwrap(), "--auth-env", "ABMESH_TOKEN"]);
+    let (code, out, err) = run(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--auth-env",
+        "ABMESH_TOKEN",
+    ]);
     // Healthy for checkout-v2; the A/A experiments of the configuration have no series here.
     assert_eq!(code, Some(4), "{out}{err}");
-    assert!(out.contains("inference: per unit (cluster-robust variances from 32 replicate series per variant)\n"), "{out}");
+    assert!(
+        out.contains(
+            "inference: per unit (cluster-robust variances from 32 replicate series per variant)\n"
+        ),
+        "{out}"
+    );
     assert!(out.contains("checkout-v2 [ok]"), "{out}");
     assert!(err.starts_with(&format!("abmesh: no evidence from {url}: experiment aa-one is running but the source holds no assignments for it\n")), "{err}");
     let token_file = dir.join("token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
-    let (code, _, err) = run(&["--cacert", ca.to_str().unwrap(), "--auth-file", token_file.to_str().unwrap()]);
+    let (code, _, err) = run(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--auth-file",
+        token_file.to_str().unwrap(),
+    ]);
     assert_eq!(code, Some(4), "{err}");
     // Without the token: the URL and the status.
     let (code, _, err) = run(&["--cacert", ca.to_str().unwrap()]);
     assert_eq!(code, Some(1));
-    assert_eq!(err, format!("abmesh: cannot read stats: {url}: HTTP status 401 Unauthorized\n"));
+    assert_eq!(
+        err,
+        format!("abmesh: cannot read stats: {url}: HTTP status 401 Unauthorized\n")
+    );
     // Without the private CA the system roots do not know the server.
     let (code, _, err) = run(&["--auth-env", "ABMESH_TOKEN"]);
     assert_eq!(code, Some(1));
-    assert!(err.starts_with(&format!("abmesh: cannot read stats: {url}: ")), "{err}");
+    assert!(
+        err.starts_with(&format!("abmesh: cannot read stats: {url}: ")),
+        "{err}"
+    );
 }

@@ -10,7 +10,8 @@ of the published formulas (README, Statistics; src/robust.rs):
   confidence sequence mapped back through t.isf(norm.sf(c), df).
 
 Random replicate data are written as Prometheus text, judged by `dist/abmesh guard --json`
-(fixed horizon and sequential), and every reported figure is recomputed here.
+(fixed horizon and sequential), and every reported figure is recomputed here, the design effect (the variance of a difference over the binomial or
+per-request one) included.
 Usage: python3 tests/reference/robust_check.py dist/abmesh
 """
 import json
@@ -68,7 +69,7 @@ def case(rng):
         err = rng.binomial(n.astype(int), np.clip(rng.beta(1, 60, R) * skew, 0, 1)).astype(float)
         mean = rng.lognormal(3.5, 0.3, R) * skew
         dur = (n * mean).round()
-        sq = float((dur ** 2 / n).sum() * 1.3)
+        sq = float(round((dur ** 2 / n).sum() * 1.3))
         out[v] = (n, err, dur, sq)
     return out
 
@@ -125,6 +126,9 @@ def main():
             share_est = 0.5 + dr.mean() * R / total.sum()
             share_v = dr.var(ddof=1) * R / total.sum() ** 2
             tau_s = SHARE_MIXING * 0.5
+            pt, pc = et.sum() / nt.sum(), ec.sum() / nc.sum()
+            e_ind = pt * (1 - pt) / nt.sum() + pc * (1 - pc) / nc.sum()
+            l_ind = var(dt.sum(), sqt, n1) / n1 + var(dc.sum(), sqc, n0) / n0
             for mode in ("fixed", "sequential"):
                 args = [cli, "guard", "--config", cfg, "--stats", path, "--json"]
                 if mode == "fixed":
@@ -137,8 +141,9 @@ def main():
                     sys.exit("robust_check: guard did not use the replicates")
                 exp = rep["experiments"][0]
                 t = exp["variants"][1]
-                for key, diff, v, df, tau2 in (("errors_vs_control", e_diff, e_v, e_df, tau2_e),
-                                               ("latency_vs_control", l_diff, l_v, l_df, tau2_l)):
+                for key, diff, v, df, tau2, ind in (
+                        ("errors_vs_control", e_diff, e_v, e_df, tau2_e, e_ind),
+                        ("latency_vs_control", l_diff, l_v, l_df, tau2_l, l_ind)):
                     c = t[key]
                     close(c["diff"], diff, 1e-9, f"case {i} {mode} {key} diff")
                     if mode == "fixed":
@@ -151,7 +156,8 @@ def main():
                     close(c["interval"][1] - c["diff"], half, 1e-6, f"case {i} {mode} {key} interval")
                     close(c["prob_better"], float(stats.t.cdf(-diff / np.sqrt(v), df)), 1e-6,
                           f"case {i} {mode} {key} P(better)")
-                    checks += 4
+                    close(c["design_effect"], v / ind, 1e-9, f"case {i} {mode} {key} design effect")
+                    checks += 5
                 srm = exp["srm"]
                 if mode == "fixed":
                     close(srm["p_value"], float(share_t.pvalue), 1e-6, f"case {i} traffic share p-value")
