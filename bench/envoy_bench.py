@@ -189,6 +189,13 @@ def quiet(config_json):
     return json.dumps(c, indent=1)
 
 
+def without_replicates(config_json):
+    """The same experiments with no replicate series (`metrics.replicates` 0)."""
+    c = json.loads(config_json)
+    c["metrics"] = {"replicates": 0}
+    return json.dumps(c, indent=1)
+
+
 def payload(n, users=200):
     """What abmesh writes for the benchmark's requests at n experiments, from the native CLI
     (the same core): mean exposure log line and dictionary sizes, and route headers set."""
@@ -218,6 +225,7 @@ def configurations(wasm, noop, floor_payload):
         "abmesh-1": wasm_filter("abmesh", wasm, load_config(1)),
         "abmesh-20": wasm_filter("abmesh", wasm, load_config(20)),
         "abmesh-20-without-slis": wasm_filter("abmesh", os.path.join(ROOT, "dist/bench/abmesh-without-slis.wasm"), load_config(20)),
+        "abmesh-20-without-replicates": wasm_filter("abmesh", wasm, without_replicates(load_config(20))),
         "abmesh-100": wasm_filter("abmesh", wasm, load_config(100)),
         "abmesh-1-quiet": wasm_filter("abmesh", wasm, quiet(load_config(1))),
         "abmesh-100-quiet": wasm_filter("abmesh", wasm, quiet(load_config(100))),

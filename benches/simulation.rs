@@ -82,7 +82,7 @@ fn clustered_table(runs: usize) {
         pop.units, pop.mean_requests, pop.requests_sigma, pop.bad_share * 100.0, pop.bad_rate * 100.0, pop.base_rate * 100.0);
     println!("| guard judges | replicates R | paused | SRM (traffic share) | 5xx p < 0.05 | latency p < 0.05 |");
     println!("|---|---|---|---|---|---|");
-    let mut per_request = None;
+    let mut per_request: Option<clustered::Study> = None;
     for r in [16u16, 32, 64] {
         let s = study(
             runs,
@@ -128,6 +128,57 @@ fn clustered_table(runs: usize) {
             );
         }
         println!("\nMeasured design effect of the 5xx ratio (replicate variance over binomial variance): {:.1}.\n", s.design_effect);
+    }
+    // Power at the planned size: the design effect guard measured on the A/A runs above, the
+    // population's mean requests per user, and `abmesh plan` in units.
+    if let Some(aa) = per_request {
+        let m = clustered::mean_requests(&pop, 1_000_000, 61);
+        let baseline = pop.bad_share * pop.bad_rate + (1.0 - pop.bad_share) * pop.base_rate;
+        let delta = 0.003;
+        let input = Input {
+            metric: Metric::Proportion { baseline },
+            effect: Effect::Absolute(delta),
+            alpha: 0.05,
+            power: 0.8,
+            variants: 2,
+            mixing: 0.1,
+            daily_units: None,
+            traffic_percent: 100.0,
+            per_request: Some(abmesh::power::PerRequest {
+                requests_per_unit: m,
+                design_effect: aa.design_effect,
+            }),
+        };
+        if let Ok(p) = plan(&input) {
+            let power_runs = runs.min(1_000);
+            let at = |n: u64| Population {
+                units: 2 * n as usize,
+                ..pop
+            };
+            let effect = clustered::Effect {
+                error_increase: delta,
+            };
+            let fixed = study(power_runs, 1, &at(p.per_variant_fixed()), effect, 32, 81);
+            let seq = study(
+                power_runs,
+                looks,
+                &at(p.per_variant_sequential()),
+                effect,
+                32,
+                82,
+            );
+            let se = |p: f64| (p * (1.0 - p) / power_runs as f64).sqrt() * 100.0;
+            println!("Power at the planned size ({power_runs} runs, R = 32): +0.3 points of 5xx for every treated user ({:.2}% → {:.2}%); `abmesh plan --baseline-rate {baseline:.5} --mde {delta} --requests-per-unit {m:.2} --design-effect {:.2}` (the design effect measured above) asks for {} users per variant at the fixed horizon and {} sequentially.\n", baseline * 100.0, (baseline + delta) * 100.0, aa.design_effect, p.per_variant_fixed(), p.per_variant_sequential());
+            println!("| planned power | fixed horizon: detected at its size | sequential: detected within its size |");
+            println!("|---|---|---|");
+            println!(
+                "| 80% | {:.1}% ± {:.1} | {:.1}% ± {:.1} |\n",
+                fixed.replicates_fixed.errors * 100.0,
+                se(fixed.replicates_fixed.errors),
+                seq.replicates_sequential.errors * 100.0,
+                se(seq.replicates_sequential.errors)
+            );
+        }
     }
     println!("| per-unit 5xx effect (+0.3 points for every treated user) | replicates R | detected, sequential (any look) | detected, fixed horizon |");
     println!("|---|---|---|---|");
