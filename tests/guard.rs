@@ -574,6 +574,7 @@ fn a_running_experiment_with_no_assignments_is_no_evidence() {
 fn a_replicate_label_beyond_the_configuration_is_no_evidence() {
     let mut stats = split_stats(CONFIG, 2_000);
     stats += "abmesh_replicate_assignments_total{experiment=\"checkout-v2\",variant=\"control\",replicate=\"40\"} 30\n";
+    stats += "abmesh_replicate_responses_total{experiment=\"checkout-v2\",variant=\"control\",replicate=\"41\"} 30\n";
     assert_no_evidence(
         &stats,
         "abmesh_replicate_assignments_total{experiment=\"checkout-v2\",variant=\"control\"} has replicate \"40\", not below the configuration's 32 replicates (metrics.replicates): the stats come from another configuration",

@@ -65,7 +65,8 @@ fn gather(samples: &[Sample], replicates: u16) -> Gathered {
     let sum_name = format!("{DURATION}_sum");
     let count_name = format!("{DURATION}_count");
     let squares_name = format!("{DURATION}_sum_squares");
-    let (mut unlabelled, mut unreplicated) = (None, None);
+    // The first example of each problem: a source has thousands of series.
+    let (mut unlabelled, mut unreplicated, mut out_of_range) = (None, None, None);
     for s in samples {
         // abmesh's own series; Envoy's `envoy_wasm_abmesh_vm_*` (the plugin's name) are not.
         let untagged = s.name.contains("___abmesh_");
@@ -103,7 +104,7 @@ fn gather(samples: &[Sample], replicates: u16) -> Gathered {
             let r = match label.parse::<u16>() {
                 Ok(r) if r < replicates => usize::from(r),
                 _ => {
-                    g.problems.push(format!(
+                    out_of_range.get_or_insert_with(|| format!(
                         "{name}{{experiment=\"{e}\",variant=\"{v}\"}} has replicate \"{label}\", not below the configuration's {replicates} replicates (metrics.replicates): the stats come from another configuration"
                     ));
                     continue;
@@ -146,6 +147,7 @@ fn gather(samples: &[Sample], replicates: u16) -> Gathered {
             _ => {}
         }
     }
+    g.problems.extend(out_of_range);
     if let Some(name) = unlabelled {
         g.problems.push(format!(
             "the abmesh series carry no experiment and variant labels (for example {name}): add abmesh's stats tags (stats_tags in Envoy's bootstrap, extraStatTags in Istio; README, Metrics)"

@@ -13,7 +13,6 @@ use crate::metrics::{
     ASSIGNMENTS, DURATION, REPLICATE_5XX, REPLICATE_ASSIGNMENTS, REPLICATE_DURATION_SUM,
     REPLICATE_RESPONSES, RESPONSES,
 };
-use crate::robust::ratio;
 
 /// The population of units an experiment sees.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -268,7 +267,14 @@ pub fn study(
                     &judge(&config, &with, &options(Mode::FixedHorizon, false)),
                     alpha,
                 );
-                deff_sum += design_effect(&arms);
+                // What guard reports: the replicate variance of the 5xx difference over the
+                // binomial one.
+                deff_sum += fixed
+                    .experiments
+                    .first()
+                    .and_then(|e| e.variants.get(1))
+                    .and_then(|v| v.errors_design_effect)
+                    .unwrap_or(1.0);
             }
         }
         out.replicates_sequential.accumulate(run[0]);
@@ -282,24 +288,6 @@ pub fn study(
     out.per_request_fixed = out.per_request_fixed.scaled(runs);
     out.design_effect = deff_sum / runs as f64;
     out
-}
-
-/// The replicate variance of the 5xx difference over the binomial variance of the same
-/// difference.
-fn design_effect(arms: &[Arm; 2]) -> f64 {
-    let (Some(a), Some(b)) = (
-        ratio(&arms[0].errors, &arms[0].responses),
-        ratio(&arms[1].errors, &arms[1].responses),
-    ) else {
-        return 1.0;
-    };
-    let n: Vec<f64> = arms.iter().map(|a| a.responses.iter().sum()).collect();
-    let binomial = a.estimate * (1.0 - a.estimate) / n[0] + b.estimate * (1.0 - b.estimate) / n[1];
-    if binomial > 0.0 {
-        (a.variance + b.variance) / binomial
-    } else {
-        1.0
-    }
 }
 
 /// The mean requests per unit of `population`, from `draws` draws of its distribution.
