@@ -391,11 +391,19 @@ fn write_config_can_roll_back_to_control_and_reports_changes_on_stderr_with_json
 /// `examples/ci/abmesh-guard.sh run` with `ABMESH_APPLY=istio` and `kubectl` replaced by
 /// `kubectl_body` (a shell script that sees the real arguments).
 fn ci_script_to_istio(name: &str, kubectl_body: &str) -> (i32, String, std::path::PathBuf) {
+    ci_script_with_stats(name, kubectl_body, &failing_treatment_stats())
+}
+
+fn ci_script_with_stats(
+    name: &str,
+    kubectl_body: &str,
+    stats: &str,
+) -> (i32, String, std::path::PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let d = dir().join(name);
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("config.json"), RAMPED).unwrap();
-    std::fs::write(d.join("stats.txt"), failing_treatment_stats()).unwrap();
+    std::fs::write(d.join("stats.txt"), stats).unwrap();
     let kubectl = d.join("kubectl");
     std::fs::write(&kubectl, format!("#!/bin/sh\n{kubectl_body}\n")).unwrap();
     std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -695,5 +703,25 @@ fn a_treatment_that_fails_its_users_breaches_per_unit() {
     assert!(
         out.contains("  breach: variant treatment: 5xx ratio "),
         "{out}"
+    );
+}
+
+#[test]
+fn the_ci_script_applies_nothing_and_exits_4_when_the_stats_are_no_evidence() {
+    let (code, out, d) = ci_script_with_stats("istio-blind", "touch kubectl.ran", "");
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("no evidence: the source holds no Prometheus samples\n"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("abmesh-guard: no evidence; nothing applied\n"),
+        "{out}"
+    );
+    assert!(!d.join("kubectl.ran").exists(), "kubectl ran: {out}");
+    assert_eq!(
+        std::fs::read_to_string(d.join("config.json")).unwrap(),
+        RAMPED,
+        "the deployed configuration changed"
     );
 }

@@ -11,9 +11,14 @@
 #   ABMESH_CONFIG     the configuration now deployed (JSON). After a change is applied it is
 #                     replaced by the new one, so the next run starts from what is deployed:
 #                     commit it (the GitHub Actions example does).
-#   ABMESH_STATS      where the counters are: Envoy's /stats/prometheus, or a Prometheus
-#                     federation URL (http://prometheus:9090/federate?match%5B%5D=%7B__name__%3D~%22abmesh_.%2A%22%7D),
-#                     or a file; https:// URLs are fetched with curl.
+#   ABMESH_PROMETHEUS a Prometheus server (http(s)://prometheus:9090): guard queries its API
+#                     and sums every proxy's series; ABMESH_WINDOW (e.g. 1h) judges only the
+#                     counts of that recent window. Or instead:
+#   ABMESH_STATS      Envoy's /stats/prometheus, a Prometheus federation URL
+#                     (http://prometheus:9090/federate?match%5B%5D=%7B__name__%3D~%22abmesh_.%2A%22%7D),
+#                     or a file.
+#   ABMESH_AUTH_ENV   the name of a variable holding the Authorization value or a bearer
+#                     token for the source (never printed); ABMESH_CACERT a PEM of private CAs.
 #   ABMESH_TEMPLATE   the manifest to deploy, with a placeholder for the configuration:
 #                     ABMESH_PLUGIN_CONFIG (the JSON as a YAML flow mapping: Istio's
 #                     WasmPlugin pluginConfig) or ABMESH_PLUGIN_CONFIG_STRING (the JSON as a
@@ -25,7 +30,9 @@
 #   ABMESH_OUT_DIR    where the report, configuration and manifest are written (default
 #                     ./abmesh-guard-out)
 #
-# Exit: 0 healthy (nothing applied), 3 a change was applied, 1 an error (nothing applied).
+# Exit: 0 healthy (nothing applied), 3 a change was applied, 4 no evidence (the source holds
+# no abmesh series, their labels, or any assignment of a running experiment: nothing applied,
+# and the pipeline should alert — the pause loop is blind), 1 an error (nothing applied).
 set -euo pipefail
 
 die() { echo "abmesh-guard: $*" >&2; exit 1; }
@@ -66,17 +73,23 @@ apply() {
 }
 
 run() {
-  : "${ABMESH_CONFIG:?set ABMESH_CONFIG}" "${ABMESH_STATS:?set ABMESH_STATS}"
+  : "${ABMESH_CONFIG:?set ABMESH_CONFIG}"
   : "${ABMESH_TEMPLATE:?set ABMESH_TEMPLATE}" "${ABMESH_APPLY:?set ABMESH_APPLY}"
   local abmesh=${ABMESH:-abmesh} out=${ABMESH_OUT_DIR:-abmesh-guard-out}
   mkdir -p "$out"
-  local stats=$ABMESH_STATS
-  if [[ $stats == https://* ]]; then
-    curl -fsS "$stats" -o "$out/stats.txt" || die "cannot fetch $stats"
-    stats=$out/stats.txt
+  local source=()
+  if [[ -n ${ABMESH_PROMETHEUS:-} ]]; then
+    source=(--prometheus "$ABMESH_PROMETHEUS")
+    if [[ -n ${ABMESH_WINDOW:-} ]]; then source+=(--window "$ABMESH_WINDOW"); fi
+  elif [[ -n ${ABMESH_STATS:-} ]]; then
+    source=(--stats "$ABMESH_STATS")
+  else
+    die "set ABMESH_PROMETHEUS (a Prometheus server) or ABMESH_STATS (Envoy's stats, a URL or a file)"
   fi
+  if [[ -n ${ABMESH_AUTH_ENV:-} ]]; then source+=(--auth-env "$ABMESH_AUTH_ENV"); fi
+  if [[ -n ${ABMESH_CACERT:-} ]]; then source+=(--cacert "$ABMESH_CACERT"); fi
   local code=0
-  "$abmesh" guard --config "$ABMESH_CONFIG" --stats "$stats" \
+  "$abmesh" guard --config "$ABMESH_CONFIG" "${source[@]}" \
     --max-error-increase "${ABMESH_MAX_ERROR_INCREASE:-0.5}" \
     --rollback-to "${ABMESH_ROLLBACK:-paused}" \
     --write-config "$out/config.json" >"$out/report.txt" || code=$?
@@ -88,6 +101,7 @@ run() {
       apply "$out/manifest.yaml"
       cp "$out/config.json" "$ABMESH_CONFIG"
       echo "abmesh-guard: applied $out/manifest.yaml ($ABMESH_APPLY); $ABMESH_CONFIG updated" ;;
+    4) echo "abmesh-guard: no evidence; nothing applied" >&2 ;;
     *) die "abmesh guard failed (exit $code); nothing applied" ;;
   esac
   return "$code"
