@@ -120,7 +120,7 @@ ensure_fuzz() {
 fuzz() {
   ensure_fuzz
   local t
-  for t in config request; do
+  for t in config request guard; do
     say "fuzzing $t for $1 s"
     mkdir -p "fuzz/corpus/$t"
     (cd fuzz && cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- \

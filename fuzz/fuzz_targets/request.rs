@@ -80,6 +80,10 @@ fuzz_target!(|input: Input| {
             assert!(b[i..].iter().all(|c| c.is_ascii_graphic()), "{b:?}");
         }
     }
+    // Replicates: one per hashed assignment with a unit, each below the configured count.
+    let replicated = abmesh::metrics::replicated(config, &eval);
+    assert!(replicated.len() <= eval.assignments.iter().filter(|a| !a.forced && !a.rollout).count());
+    assert!(replicated.iter().all(|&(_, _, r)| r < config.replicates));
     for c in &plan.set_cookies {
         assert!(c.bytes().all(|c| c == b' ' || c.is_ascii_graphic()), "{c:?}");
     }
