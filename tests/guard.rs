@@ -18,31 +18,10 @@ fn dir() -> std::path::PathBuf {
     d
 }
 
+/// Runs guard on `stats` (a file) and returns the exit code and standard output.
 fn guard(config: &str, stats: &str, extra: &[&str]) -> (i32, String) {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let d = dir();
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let (c, s) = (
-        d.join(format!("config-{n}.json")),
-        d.join(format!("stats-{n}.txt")),
-    );
-    std::fs::write(&c, config).unwrap();
-    std::fs::write(&s, stats).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_abmesh"))
-        .args([
-            "guard",
-            "--config",
-            c.to_str().unwrap(),
-            "--stats",
-            s.to_str().unwrap(),
-        ])
-        .args(extra)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stdout).unwrap(),
-    )
+    let (code, out, _, _) = guard_all(config, stats, extra);
+    (code, out)
 }
 
 /// Prometheus text for the assignments the real core makes for `units` ids under `config`.
