@@ -256,7 +256,7 @@ soak() {
 # The simulation study of guard's statistics at full size (SIM_RUNS, default 5,000 per row).
 simulate() {
   ensure_rust
-  say "simulation study: ${SIM_RUNS:-5000} experiments per row, 50 looks each"
+  say "simulation study: clustered traffic (up to 2,000 experiments per row, 20 looks) and independent requests (${SIM_RUNS:-5000} per row, 50 looks)"
   CARGO_PROFILE_RELEASE_PANIC=unwind cargo bench --bench simulation | tee bench/simulation.md
   say "wrote bench/simulation.md (the table in README.md, Statistics)"
 }
