@@ -1,8 +1,9 @@
 //! The proxy-wasm glue: the only module that calls the host.
 //!
-//! It uses `proxy_wasm::hostcalls` directly rather than the context traits' helpers, because
-//! those `unwrap` every host status and would crash the VM (a crashed VM answers 503 to every
-//! later request on its worker). Every failure here is counted and the request continues
+//! Every host call goes through `host`, raw ABI bindings that return the status: the SDK's
+//! context helpers `unwrap` every host status and its `hostcalls` wrappers `panic!` on an
+//! unexpected one, either of which would crash the VM (a crashed VM answers 503 to every later
+//! request on its worker). Every failure here is counted and the request continues
 //! untouched: abmesh fails open.
 //!
 //! Host calls per request are few and do not depend on the number of experiments: read the
@@ -14,11 +15,15 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+
+mod fault;
+mod host;
+
+use host::HostError;
 
 use crate::request::parse_header_map;
 
@@ -65,7 +70,7 @@ const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 fn log(level: LogLevel, message: &str) {
     // Logging is best effort: there is nowhere to report a failed log call.
-    let _ = hostcalls::log(level, message);
+    let _ = host::log(level, message);
 }
 
 /// Which counter a pending count belongs to.
@@ -254,6 +259,7 @@ impl Metrics {
     /// Publishes pending counts: defines each metric on first use, then one increment per
     /// touched series.
     fn publish(&mut self, config: &Config) {
+        let mut failed = Vec::new();
         for (e, v) in std::mem::take(&mut self.recent) {
             let Some(sli) = self.sli(e, v) else { continue };
             let recent = std::mem::take(&mut sli.recent);
@@ -267,12 +273,23 @@ impl Metrics {
             let Some(c) = self.counter(s) else { continue };
             let pending = std::mem::take(&mut c.pending);
             if c.id.is_none() {
-                c.id = hostcalls::define_metric(MetricType::Counter, &series_name(config, s)).ok();
+                c.id = host::define_counter(&series_name(config, s)).ok();
             }
-            if let Some(id) = c.id {
-                let _ = hostcalls::increment_metric(id, i64::try_from(pending).unwrap_or(i64::MAX));
+            let published = match c.id {
+                Some(id) => {
+                    host::increment_counter(id, i64::try_from(pending).unwrap_or(i64::MAX)).is_ok()
+                }
+                None => false,
+            };
+            if !published {
+                // Kept for the next publication (defining is retried), and counted.
+                c.pending = c.pending.saturating_add(pending);
+                failed.push(s);
             }
         }
+        let failures = failed.len() as u64;
+        self.touched.extend(failed);
+        self.add_n(Series::Error(ErrorKind::Host as usize), failures);
     }
 }
 
@@ -375,13 +392,13 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
+        let bytes = match host::plugin_configuration(size) {
             Ok(Some(b)) => b,
             Ok(None) => Vec::new(),
-            Err(status) => {
+            Err(HostError) => {
                 log(
                     LogLevel::Error,
-                    &format!("abmesh: cannot read the plugin configuration (status {status:?})"),
+                    "abmesh: cannot read the plugin configuration (the host refused)",
                 );
                 return false;
             }
@@ -401,7 +418,13 @@ impl RootContext for Root {
                 if let Some(old) = self.compiled.replace(Rc::new(Compiled { config, metrics })) {
                     self.retired.push(old);
                 }
-                let _ = hostcalls::set_tick_period(PUBLISH_EVERY);
+                let period = u32::try_from(PUBLISH_EVERY.as_millis()).unwrap_or(1000);
+                if host::set_tick_period_ms(period).is_err() {
+                    log(
+                        LogLevel::Error,
+                        "abmesh: the host refused a timer: counts will not be published",
+                    );
+                }
                 true
             }
             Err(err) => {
@@ -421,9 +444,13 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        #[cfg(feature = "fault-injection")]
+        fault::begin_tick();
         for c in self.retired.iter().chain(&self.compiled) {
             c.metrics.borrow_mut().publish(&c.config);
         }
+        #[cfg(feature = "fault-injection")]
+        fault::end();
         // A retired configuration still referenced by an in-flight request stays until the
         // request ends, so its counts are published by a later tick.
         self.retired.retain(|c| Rc::strong_count(c) > 1);
@@ -439,6 +466,8 @@ impl RootContext for Root {
             replicated: Vec::new(),
             start_ms: 0,
             status: None,
+            #[cfg(feature = "fault-injection")]
+            faults: Vec::new(),
         }))
     }
 
@@ -462,6 +491,9 @@ struct Request {
     replicated: Vec<(usize, usize, u16)>,
     start_ms: i64,
     status: Option<u16>,
+    /// The host calls this request asks to fail (test builds: `fault`).
+    #[cfg(feature = "fault-injection")]
+    faults: Vec<host::Call>,
 }
 
 impl Context for Request {}
@@ -472,12 +504,16 @@ impl HttpContext for Request {
             // Unreachable in Envoy (a refused configuration creates no filter), but fail open.
             return Action::Continue;
         };
+        #[cfg(feature = "fault-injection")]
+        fault::begin(&[], true);
         if handle_request(&compiled, self).is_err() {
             compiled
                 .metrics
                 .borrow_mut()
                 .add(Series::Error(ErrorKind::Host as usize));
         }
+        #[cfg(feature = "fault-injection")]
+        fault::end();
         #[cfg(feature = "count-host-calls")]
         report_host_calls("request");
         Action::Continue
@@ -487,9 +523,11 @@ impl HttpContext for Request {
         let Some(compiled) = self.compiled.clone() else {
             return Action::Continue;
         };
+        #[cfg(feature = "fault-injection")]
+        fault::begin(&self.faults, false);
         let mut ok = true;
         if !self.assigned.is_empty() && !cfg!(feature = "bench-without-slis") {
-            match host!(response_status()) {
+            match host!(host::response_status()) {
                 Ok(status) => self.status = status,
                 Err(HostError) => ok = false,
             }
@@ -498,15 +536,15 @@ impl HttpContext for Request {
             self.response.take(),
             &compiled.config.output.response_header,
         ) {
-            ok &= host!(hostcalls::set_map_value_bytes(
+            ok &= host!(host::set_header(
                 MapType::HttpResponseHeaders,
                 name,
-                Some(value.as_bytes())
+                value.as_bytes()
             ))
             .is_ok();
         }
         for value in std::mem::take(&mut self.set_cookies) {
-            ok &= host!(hostcalls::add_map_value_bytes(
+            ok &= host!(host::add_header(
                 MapType::HttpResponseHeaders,
                 "set-cookie",
                 value.as_bytes()
@@ -519,6 +557,8 @@ impl HttpContext for Request {
                 .borrow_mut()
                 .add(Series::Error(ErrorKind::Host as usize));
         }
+        #[cfg(feature = "fault-injection")]
+        fault::end();
         #[cfg(feature = "count-host-calls")]
         report_host_calls("response");
         Action::Continue
@@ -532,6 +572,8 @@ impl HttpContext for Request {
         if self.assigned.is_empty() || cfg!(feature = "bench-without-slis") {
             return;
         }
+        #[cfg(feature = "fault-injection")]
+        fault::begin(&self.faults, false);
         let mut metrics = compiled.metrics.borrow_mut();
         match now_ns() {
             Ok(now) => {
@@ -547,99 +589,29 @@ impl HttpContext for Request {
             Err(HostError) => metrics.add(Series::Error(ErrorKind::Host as usize)),
         }
         drop(metrics);
+        #[cfg(feature = "fault-injection")]
+        fault::end();
         #[cfg(feature = "count-host-calls")]
         report_host_calls("log");
     }
 }
 
-#[allow(clashing_extern_declarations)]
-#[link(wasm_import_module = "env")]
-extern "C" {
-    fn proxy_get_header_map_value(
-        map_type: u32,
-        key_data: *const u8,
-        key_size: usize,
-        return_value_data: *mut *mut u8,
-        return_value_size: *mut usize,
-    ) -> u32;
-}
-
-/// The response's `:status`, `None` if absent or not a number. Raw binding for the same
-/// reasons as `request_header_buffer`.
-fn response_status() -> Result<Option<u16>, HostError> {
-    let key = b":status";
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: as in `request_header_buffer`: the host allocates the value through this
-    // module's allocator and hands over a pointer and its exact size.
-    let status = unsafe {
-        proxy_get_header_map_value(
-            MapType::HttpResponseHeaders as u32,
-            key.as_ptr(),
-            key.len(),
-            &mut data,
-            &mut size,
-        )
-    };
-    let value = match status {
-        0 if data.is_null() => return Ok(None),
-        // SAFETY: see above.
-        0 => unsafe { Vec::from_raw_parts(data, size, size) },
-        1 => return Ok(None), // NotFound
-        _ => return Err(HostError),
-    };
-    Ok(std::str::from_utf8(&value)
-        .ok()
-        .and_then(|s| s.parse().ok()))
-}
-
-struct HostError;
-
-// The SDK's own binding of this call copies every header into a `String` and a `Vec`, and
-// panics on a non-UTF-8 name or an unexpected status. Returning the raw status as a `u32`
-// keeps an unknown value from being an invalid enum.
-#[allow(clashing_extern_declarations)]
-#[link(wasm_import_module = "env")]
-extern "C" {
-    fn proxy_get_header_map_pairs(
-        map_type: u32,
-        return_map_data: *mut *mut u8,
-        return_map_size: *mut usize,
-    ) -> u32;
-}
-
-/// The request headers as Envoy serializes them, in one buffer owned by this module.
-fn request_header_buffer() -> Result<Vec<u8>, HostError> {
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: the host fills in a pointer and a length; it allocates the buffer through this
-    // module's `proxy_on_memory_allocate` (the SDK's: a boxed slice of exactly `size` bytes),
-    // so ownership comes back to us as a Vec of that length and capacity.
-    let status = unsafe {
-        proxy_get_header_map_pairs(MapType::HttpRequestHeaders as u32, &mut data, &mut size)
-    };
-    match status {
-        0 if data.is_null() => Ok(Vec::new()),
-        // SAFETY: see above; the pointer is non-null and owns `size` bytes.
-        0 => Ok(unsafe { Vec::from_raw_parts(data, size, size) }),
-        _ => Err(HostError),
-    }
-}
-
 fn now_ns() -> Result<u64, HostError> {
-    let t = host!(hostcalls::get_current_time()).map_err(|_| HostError)?;
-    let d = t.duration_since(UNIX_EPOCH).map_err(|_| HostError)?;
-    Ok(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    host!(host::current_time_ns())
 }
 
 fn handle_request(compiled: &Compiled, ctx: &mut Request) -> Result<(), HostError> {
     let config = &compiled.config;
-    let buffer = host!(request_header_buffer())?;
+    let buffer = host!(host::request_header_buffer())?;
     let req = RequestView::from_pairs(parse_header_map(&buffer).ok_or(HostError)?);
     #[cfg(feature = "trap-on-header")]
     if req.header(b"x-abmesh-trap").is_some() {
         // A deliberate VM trap, standing in for any bug that could crash the VM.
         core::arch::wasm32::unreachable();
+    }
+    #[cfg(feature = "fault-injection")]
+    {
+        ctx.faults = fault::requested(req.header(b"x-abmesh-fault"));
     }
     let now_ns = now_ns()?;
     let (plan, eval) = Plan::at(config, &req, now_ns, ctx.context_id);
@@ -660,12 +632,10 @@ fn handle_request(compiled: &Compiled, ctx: &mut Request) -> Result<(), HostErro
         .collect();
 
     let set = |name: &str, value: Option<&[u8]>| -> bool {
-        host!(hostcalls::set_map_value_bytes(
-            MapType::HttpRequestHeaders,
-            name,
-            value
-        ))
-        .is_ok()
+        match value {
+            Some(v) => host!(host::set_header(MapType::HttpRequestHeaders, name, v)).is_ok(),
+            None => host!(host::remove_header(MapType::HttpRequestHeaders, name)).is_ok(),
+        }
     };
     let mut ok = true;
     for name in &plan.remove {
@@ -690,22 +660,14 @@ fn handle_request(compiled: &Compiled, ctx: &mut Request) -> Result<(), HostErro
     }
     if let (Some(line), Some(record)) = (&plan.exposure_line, plan.exposure()) {
         if config.exposure.log {
-            ok &= host!(hostcalls::log(log_level(config.exposure.log_level), line)).is_ok();
+            ok &= host!(host::log(log_level(config.exposure.log_level), line)).is_ok();
         }
         if config.exposure.filter_state {
-            ok &= host!(hostcalls::set_property(
-                vec!["abmesh_exposure"],
-                Some(record.as_bytes())
-            ))
-            .is_ok();
+            ok &= host!(host::set_property("abmesh_exposure", record.as_bytes())).is_ok();
         }
     }
     if let (Some(a), true) = (&plan.assignments, config.exposure.filter_state) {
-        ok &= host!(hostcalls::set_property(
-            vec!["abmesh_assignments"],
-            Some(a.as_bytes())
-        ))
-        .is_ok();
+        ok &= host!(host::set_property("abmesh_assignments", a.as_bytes())).is_ok();
     }
     if ok {
         Ok(())
