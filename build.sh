@@ -181,6 +181,7 @@ run_tests() {
   wasm_cargo clippy --lib --features count-host-calls -- -D warnings
   wasm_cargo clippy --lib --features trap-on-header -- -D warnings
   wasm_cargo clippy --lib --features bench-without-slis -- -D warnings
+  wasm_cargo clippy --lib --features fault-injection -- -D warnings
   say "golden vectors and the GrowthBook suite on wasm32 under node (wasm-bindgen-test)"
   command -v node >/dev/null || die "node is missing: apt-get install nodejs"
   ensure_wasm_bindgen_runner
@@ -190,6 +191,9 @@ run_tests() {
   mkdir -p dist/test
   wasm_cargo build --release --lib --features trap-on-header
   cp "target/$WASM_TARGET/release/abmesh.wasm" dist/test/abmesh-trap.wasm
+  say "building the test-only fault-injecting variant (host-failure tests)"
+  wasm_cargo build --release --lib --features fault-injection
+  cp "target/$WASM_TARGET/release/abmesh.wasm" dist/test/abmesh-faults.wasm
   say "end-to-end tests in a real Envoy"
   ensure_envoy
   if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then

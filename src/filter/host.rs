@@ -284,7 +284,12 @@ pub fn define_counter(name: &str) -> Result<u32, HostError> {
     let mut id: u32 = 0;
     // SAFETY: the pointer and length describe `name`; the host writes one u32.
     status(Call::DefineMetric, || unsafe {
-        proxy_define_metric(MetricType::Counter as u32, name.as_ptr(), name.len(), &mut id)
+        proxy_define_metric(
+            MetricType::Counter as u32,
+            name.as_ptr(),
+            name.len(),
+            &mut id,
+        )
     })?;
     Ok(id)
 }

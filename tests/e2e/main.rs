@@ -3,6 +3,7 @@
 //! `envoy/envoy.yaml`. Run by `./build.sh test` (`cargo test --features e2e --test e2e`).
 
 mod failure;
+mod faults;
 mod guardrails;
 mod harness;
 mod hostile;
