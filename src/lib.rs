@@ -26,6 +26,7 @@ pub mod assign;
 pub mod baggage;
 pub mod bayes;
 pub mod config;
+pub mod counts;
 pub mod exposure;
 #[cfg(all(feature = "filter", target_arch = "wasm32"))]
 mod filter;

@@ -27,14 +27,10 @@ use host::HostError;
 
 use crate::request::parse_header_map;
 
-use crate::assign::{Evaluation, Reason};
 use crate::baggage::Rewrite;
 use crate::config::{Config, LogLevel as ExposureLevel};
-use crate::metrics::{
-    bucket_label, first_bucket, replicated, stat_name, status_class, ErrorKind, ReplicateSeries,
-    ASSIGNMENTS, CLASSES, DURATION, DURATION_BOUNDS_MS, ERRORS, FORCED, NOT_ASSIGNED,
-    REPLICATE_METRICS, RESPONSES,
-};
+use crate::counts::{Counts, Series, Sink, SinkError};
+use crate::metrics::{replicated, status_class, ErrorKind};
 use crate::plan::Plan;
 use crate::summary::one_line;
 use crate::RequestView;
@@ -73,312 +69,23 @@ fn log(level: LogLevel, message: &str) {
     let _ = host::log(level, message);
 }
 
-/// Which counter a pending count belongs to.
-#[derive(Clone, Copy)]
-enum Series {
-    Assigned(usize, usize),
-    Forced(usize, usize),
-    NotAssigned(usize, usize),
-    Error(usize),
-    /// (experiment, variant, class index)
-    Response(usize, usize, usize),
-    /// (experiment, variant, bucket index)
-    Bucket(usize, usize, usize),
-    DurationSum(usize, usize),
-    DurationCount(usize, usize),
-    DurationSumSquares(usize, usize),
-    /// (experiment, variant, replicate, series)
-    Replicate(usize, usize, u16, ReplicateSeries),
-}
+/// Envoy's stats, through the status-returning host calls.
+struct HostSink;
 
-/// One variant's service-level indicators.
-#[derive(Clone, Copy, Default)]
-struct Sli {
-    responses: [Counter; CLASSES.len()],
-    buckets: [Counter; DURATION_BOUNDS_MS.len() + 1],
-    /// Requests per bucket since the last publication, not cumulative: a request adds one
-    /// here, and publishing turns them into the cumulative `le` counts.
-    recent: [u64; DURATION_BOUNDS_MS.len() + 1],
-    sum: Counter,
-    count: Counter,
-    sum_squares: Counter,
-}
-
-/// A counter: the count not yet published, and its Envoy metric id once defined.
-#[derive(Clone, Copy, Default)]
-struct Counter {
-    pending: u64,
-    id: Option<u32>,
-}
-
-/// The VM's counters, shaped by the configuration. Request callbacks only add to `pending`
-/// (no host call); `publish` hands the sums to Envoy.
-struct Metrics {
-    assigned: Vec<Vec<Counter>>,
-    forced: Vec<Vec<Counter>>,
-    not_assigned: Vec<[Counter; 7]>,
-    errors: [Counter; ErrorKind::COUNT],
-    slis: Vec<Vec<Sli>>,
-    /// Per experiment and variant, the replicate series `[replicate][series]`; allocated on
-    /// the variant's first replicated request, so idle variants cost nothing.
-    replicates: Vec<Vec<Vec<[Counter; 4]>>>,
-    replicate_count: u16,
-    /// Counters with a pending count, so publishing never scans every series.
-    touched: Vec<Series>,
-    /// Variants with `recent` durations to fold into their buckets.
-    recent: Vec<(usize, usize)>,
-}
-
-impl Metrics {
-    fn for_config(config: &Config) -> Self {
-        let per_variant = || {
-            config
-                .experiments
-                .iter()
-                .map(|e| vec![Counter::default(); e.variants.len()])
-                .collect()
-        };
-        Metrics {
-            assigned: per_variant(),
-            forced: per_variant(),
-            not_assigned: vec![[Counter::default(); 7]; config.experiments.len()],
-            errors: [Counter::default(); ErrorKind::COUNT],
-            slis: config
-                .experiments
-                .iter()
-                .map(|e| vec![Sli::default(); e.variants.len()])
-                .collect(),
-            replicates: per_variant()
-                .into_iter()
-                .map(|v: Vec<Counter>| v.iter().map(|_| Vec::new()).collect())
-                .collect(),
-            replicate_count: config.replicates,
-            touched: Vec::new(),
-            recent: Vec::new(),
-        }
+impl Sink for HostSink {
+    fn define(&mut self, name: &str) -> Result<u32, SinkError> {
+        host::define_counter(name).map_err(|HostError| SinkError)
     }
 
-    fn counter(&mut self, s: Series) -> Option<&mut Counter> {
-        match s {
-            Series::Assigned(e, v) => self.assigned.get_mut(e)?.get_mut(v),
-            Series::Forced(e, v) => self.forced.get_mut(e)?.get_mut(v),
-            Series::NotAssigned(e, r) => self.not_assigned.get_mut(e)?.get_mut(r),
-            Series::Error(k) => self.errors.get_mut(k),
-            Series::Response(e, v, c) => self.sli(e, v)?.responses.get_mut(c),
-            Series::Bucket(e, v, b) => self.sli(e, v)?.buckets.get_mut(b),
-            Series::DurationSum(e, v) => Some(&mut self.sli(e, v)?.sum),
-            Series::DurationCount(e, v) => Some(&mut self.sli(e, v)?.count),
-            Series::DurationSumSquares(e, v) => Some(&mut self.sli(e, v)?.sum_squares),
-            Series::Replicate(e, v, r, k) => {
-                let count = usize::from(self.replicate_count);
-                let series = self.replicates.get_mut(e)?.get_mut(v)?;
-                if series.is_empty() {
-                    series.resize(count, [Counter::default(); 4]);
-                }
-                series.get_mut(usize::from(r))?.get_mut(k as usize)
-            }
-        }
+    fn increment(&mut self, id: u32, n: u64) -> Result<(), SinkError> {
+        host::increment_counter(id, i64::try_from(n).unwrap_or(i64::MAX))
+            .map_err(|HostError| SinkError)
     }
-
-    fn sli(&mut self, e: usize, v: usize) -> Option<&mut Sli> {
-        self.slis.get_mut(e)?.get_mut(v)
-    }
-
-    fn add_n(&mut self, s: Series, n: u64) {
-        let Some(c) = self.counter(s) else { return };
-        let was_zero = c.pending == 0;
-        c.pending = c.pending.saturating_add(n);
-        if was_zero && n > 0 {
-            self.touched.push(s);
-        }
-    }
-
-    /// One finished request: its status class and duration, for each of its assignments and
-    /// each of its replicated (hashed) assignments.
-    fn record_response(
-        &mut self,
-        assigned: &[(usize, usize)],
-        replicated: &[(usize, usize, u16)],
-        class: usize,
-        duration_ms: u64,
-    ) {
-        for &(e, v, r) in replicated {
-            self.add(Series::Replicate(e, v, r, ReplicateSeries::Responses));
-            if CLASSES.get(class) == Some(&"5xx") {
-                self.add(Series::Replicate(e, v, r, ReplicateSeries::Errors5xx));
-            }
-            self.add_n(
-                Series::Replicate(e, v, r, ReplicateSeries::DurationSum),
-                duration_ms,
-            );
-        }
-        let first = first_bucket(duration_ms);
-        for &(e, v) in assigned {
-            self.add(Series::Response(e, v, class));
-            if let Some(sli) = self.sli(e, v) {
-                let fresh = sli.recent.iter().all(|&n| n == 0);
-                sli.recent[first] += 1;
-                if fresh {
-                    self.recent.push((e, v));
-                }
-            }
-            self.add_n(Series::DurationSum(e, v), duration_ms);
-            self.add(Series::DurationCount(e, v));
-            self.add_n(
-                Series::DurationSumSquares(e, v),
-                duration_ms.saturating_mul(duration_ms),
-            );
-        }
-    }
-
-    fn add(&mut self, s: Series) {
-        let Some(c) = self.counter(s) else { return };
-        c.pending += 1;
-        if c.pending == 1 {
-            self.touched.push(s);
-        }
-    }
-
-    fn count(&mut self, eval: &Evaluation, replicated: &[(usize, usize, u16)]) {
-        for &(e, v, r) in replicated {
-            self.add(Series::Replicate(e, v, r, ReplicateSeries::Assignments));
-        }
-        for a in &eval.assignments {
-            self.add(Series::Assigned(a.experiment, a.variant));
-            if a.forced {
-                self.add(Series::Forced(a.experiment, a.variant));
-            }
-        }
-        for &(e, reason) in &eval.not_assigned {
-            if let Some(r) = Reason::ALL.iter().position(|x| *x == reason) {
-                self.add(Series::NotAssigned(e, r));
-            }
-        }
-    }
-
-    /// Publishes pending counts: defines each metric on first use, then one increment per
-    /// touched series.
-    fn publish(&mut self, config: &Config) {
-        let mut failed = Vec::new();
-        for (e, v) in std::mem::take(&mut self.recent) {
-            let Some(sli) = self.sli(e, v) else { continue };
-            let recent = std::mem::take(&mut sli.recent);
-            let mut cumulative = 0;
-            for (b, n) in recent.iter().enumerate() {
-                cumulative += n;
-                self.add_n(Series::Bucket(e, v, b), cumulative);
-            }
-        }
-        for s in std::mem::take(&mut self.touched) {
-            let Some(c) = self.counter(s) else { continue };
-            let pending = std::mem::take(&mut c.pending);
-            if c.id.is_none() {
-                c.id = host::define_counter(&series_name(config, s)).ok();
-            }
-            let published = match c.id {
-                Some(id) => {
-                    host::increment_counter(id, i64::try_from(pending).unwrap_or(i64::MAX)).is_ok()
-                }
-                None => false,
-            };
-            if !published {
-                // Kept for the next publication (defining is retried), and counted.
-                c.pending = c.pending.saturating_add(pending);
-                failed.push(s);
-            }
-        }
-        let failures = failed.len() as u64;
-        self.touched.extend(failed);
-        self.add_n(Series::Error(ErrorKind::Host as usize), failures);
-    }
-}
-
-fn series_name(config: &Config, s: Series) -> String {
-    let exp = |e: usize| config.experiments.get(e);
-    match s {
-        Series::Assigned(e, v) | Series::Forced(e, v) => {
-            let metric = if matches!(s, Series::Assigned(..)) {
-                ASSIGNMENTS
-            } else {
-                FORCED
-            };
-            let (key, variant) = exp(e).map_or(("", ""), |x| {
-                (
-                    x.key.as_str(),
-                    x.variants.get(v).map_or("", |v| v.name.as_str()),
-                )
-            });
-            stat_name(metric, &[("experiment", key), ("variant", variant)])
-        }
-        Series::NotAssigned(e, r) => {
-            let key = exp(e).map_or("", |x| x.key.as_str());
-            let reason = Reason::ALL.get(r).map_or("", |r| r.as_str());
-            stat_name(NOT_ASSIGNED, &[("experiment", key), ("reason", reason)])
-        }
-        Series::Error(k) => {
-            let kind = ErrorKind::ALL.get(k).map_or("", |k| k.as_str());
-            stat_name(ERRORS, &[("kind", kind)])
-        }
-        Series::Response(e, v, c) => {
-            let (key, variant) = names(config, e, v);
-            let class = CLASSES.get(c).copied().unwrap_or("");
-            stat_name(
-                RESPONSES,
-                &[("experiment", key), ("variant", variant), ("class", class)],
-            )
-        }
-        Series::Bucket(e, v, b) => {
-            let (key, variant) = names(config, e, v);
-            let name = format!("{DURATION}_bucket");
-            stat_name(
-                &name,
-                &[
-                    ("experiment", key),
-                    ("variant", variant),
-                    ("le", &bucket_label(b)),
-                ],
-            )
-        }
-        Series::Replicate(e, v, r, k) => {
-            let (key, variant) = names(config, e, v);
-            stat_name(
-                REPLICATE_METRICS[k as usize],
-                &[
-                    ("experiment", key),
-                    ("variant", variant),
-                    ("replicate", &r.to_string()),
-                ],
-            )
-        }
-        Series::DurationSum(e, v)
-        | Series::DurationCount(e, v)
-        | Series::DurationSumSquares(e, v) => {
-            let (key, variant) = names(config, e, v);
-            let suffix = match s {
-                Series::DurationSum(..) => "sum",
-                Series::DurationCount(..) => "count",
-                _ => "sum_squares",
-            };
-            stat_name(
-                &format!("{DURATION}_{suffix}"),
-                &[("experiment", key), ("variant", variant)],
-            )
-        }
-    }
-}
-
-fn names(config: &Config, e: usize, v: usize) -> (&str, &str) {
-    config.experiments.get(e).map_or(("", ""), |x| {
-        (
-            x.key.as_str(),
-            x.variants.get(v).map_or("", |v| v.name.as_str()),
-        )
-    })
 }
 
 struct Compiled {
     config: Config,
-    metrics: RefCell<Metrics>,
+    metrics: RefCell<Counts>,
 }
 
 #[derive(Default)]
@@ -413,7 +120,7 @@ impl RootContext for Root {
                         one_line(&config)
                     ),
                 );
-                let metrics = RefCell::new(Metrics::for_config(&config));
+                let metrics = RefCell::new(Counts::for_config(&config));
                 // Swapped only on success: a bad push leaves the previous configuration serving.
                 if let Some(old) = self.compiled.replace(Rc::new(Compiled { config, metrics })) {
                     self.retired.push(old);
@@ -447,7 +154,7 @@ impl RootContext for Root {
         #[cfg(feature = "fault-injection")]
         fault::begin_tick();
         for c in self.retired.iter().chain(&self.compiled) {
-            c.metrics.borrow_mut().publish(&c.config);
+            c.metrics.borrow_mut().publish(&c.config, &mut HostSink);
         }
         #[cfg(feature = "fault-injection")]
         fault::end();

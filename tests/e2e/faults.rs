@@ -11,10 +11,12 @@ use crate::harness::{free_port, repo, scratch_dir, spawn_envoy};
 use crate::http::{get_text, Client};
 
 /// Reads every call's path: a minted cookie (add_header), the response echo, the exposure
-/// log and filter state, a route header.
+/// log and filter state, a route header. Only the request that breaks `define_metric` is in
+/// `fresh`, so its series are new, and defined, in the publication that fails.
 const CONFIG: &str = r#"{"units": {"user": [{"header": "x-user-id"}], "visitor": {"sources": [{"cookie": "abid"}], "mint": {"cookie": "abid"}}},
   "experiments": [{"key": "t", "unit": "user", "route_header": true, "variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1}]},
-                  {"key": "v", "unit": "visitor", "variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1}]}],
+                  {"key": "v", "unit": "visitor", "variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1}]},
+                  {"key": "fresh", "unit": "user", "when": {"headers": {"x-abmesh-fault": {"in": ["define_metric"]}}}, "variants": [{"name": "only", "weight": 1}]}],
   "output": {"response_header": "x-experiments"},
   "exposure": {"log": true, "log_level": "info"}}"#;
 
