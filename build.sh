@@ -119,11 +119,15 @@ ensure_fuzz() {
 # Runs each fuzz target for $1 seconds from the seeds and the local corpus; a crash fails.
 fuzz() {
   ensure_fuzz
-  local t
+  local t extra
   for t in config request guard; do
+    # The configuration target also starts from every shipped example and benchmark
+    # configuration (read in place: no copies to keep in step).
+    extra=()
+    [ "$t" = config ] && extra=(../examples ../bench/configs seeds)
     say "fuzzing $t for $1 s"
     mkdir -p "fuzz/corpus/$t"
-    (cd fuzz && cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- \
+    (cd fuzz && cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" "${extra[@]}" -- \
       -max_total_time="$1" -print_final_stats=1 2>&1 | grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|==|SUMMARY|Done)" ) \
       || die "fuzz target $t failed (see fuzz/artifacts/$t/)"
   done

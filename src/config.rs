@@ -9,10 +9,10 @@ use crate::hash::{variant_ranges, BUCKETS};
 use crate::mint::Mint;
 use crate::ramp::RampStep;
 use crate::reader::{
-    field_path, index_path, json_syntax_error, percent_basis_points, string_list, Errors, Obj,
+    field_path, index_path, json_syntax_error, percent_basis_points, string_list, Errors, Keyword,
+    Obj,
 };
 use crate::targeting::{Condition, When};
-use crate::time::parse_rfc3339;
 
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 pub const MAX_EXPERIMENTS: usize = 1000;
@@ -92,12 +92,20 @@ pub enum Status {
 }
 
 impl Status {
+    pub const ALL: [Status; 3] = [Status::Running, Status::Paused, Status::RolledOut];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Running => "running",
             Status::Paused => "paused",
             Status::RolledOut => "rolled_out",
         }
+    }
+}
+
+impl Keyword for Status {
+    fn as_str(self) -> &'static str {
+        Status::as_str(self)
     }
 }
 
@@ -207,6 +215,20 @@ pub enum UnitIdMode {
     Omit,
 }
 
+impl UnitIdMode {
+    pub const ALL: [UnitIdMode; 3] = [UnitIdMode::Raw, UnitIdMode::Xxh3, UnitIdMode::Omit];
+}
+
+impl Keyword for UnitIdMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            UnitIdMode::Raw => "raw",
+            UnitIdMode::Xxh3 => "xxh3",
+            UnitIdMode::Omit => "omit",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ExposureConfig {
     pub log: bool,
@@ -297,8 +319,13 @@ pub fn is_valid_variant(s: &str) -> bool {
             .all(|&c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
 }
 
-/// An HTTP header name abmesh may read or write: an RFC 9110 token, stored lower-case.
-fn is_header_name(s: &str) -> bool {
+/// The error of a cookie name that is not an RFC 9110 token.
+pub(crate) const NOT_A_COOKIE_NAME: &str =
+    "must be a cookie name (letters, digits and !#$%&'*+-.^_`|~)";
+
+/// An RFC 9110 token: what a header name (abmesh stores them lower-case) and a cookie name
+/// may be.
+pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
@@ -564,13 +591,10 @@ fn compile_units(top: &Obj, errors: &mut Errors) -> Vec<UnitType> {
             let source = match field {
                 "header" => header_name(n, &fpath, errors).map(Source::Header),
                 "cookie" => {
-                    if is_header_name(n) {
+                    if is_token(n) {
                         Some(Source::Cookie(n.to_string()))
                     } else {
-                        errors.push(
-                            &fpath,
-                            "must be a cookie name (letters, digits and !#$%&'*+-.^_`|~)",
-                        );
+                        errors.push(&fpath, NOT_A_COOKIE_NAME);
                         None
                     }
                 }
@@ -614,7 +638,7 @@ fn compile_units(top: &Obj, errors: &mut Errors) -> Vec<UnitType> {
 
 /// A header name from the configuration, validated and lower-cased (Envoy stores them so).
 fn header_name(name: &str, path: &str, errors: &mut Errors) -> Option<String> {
-    if is_header_name(name) {
+    if is_token(name) {
         Some(name.to_ascii_lowercase())
     } else {
         errors.push(path, format!("\"{name}\" is not a valid header name"));
@@ -675,19 +699,9 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
         errors.push(&o.path_of("key"), format!("\"{key}\" {KEY_RULE}"));
     }
     let salt = o.string("salt", errors).unwrap_or(key).to_string();
-    let status = match o.string("status", errors) {
-        None => Status::Running,
-        Some("running") => Status::Running,
-        Some("paused") => Status::Paused,
-        Some("rolled_out") => Status::RolledOut,
-        Some(other) => {
-            errors.push(
-                &o.path_of("status"),
-                format!("must be \"running\", \"paused\" or \"rolled_out\", found \"{other}\""),
-            );
-            Status::Running
-        }
-    };
+    let status = o
+        .keyword("status", &Status::ALL, errors)
+        .unwrap_or(Status::Running);
     let traffic_bp = match o.get("traffic_percent") {
         Some(t) => {
             percent_basis_points(t, &o.path_of("traffic_percent"), errors).unwrap_or(BUCKETS)
@@ -894,19 +908,8 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
         Some(w) => compile_when(w, &o.path_of("when"), errors),
         None => When::default(),
     };
-    let time = |name: &str, errors: &mut Errors| -> Option<i64> {
-        let s = o.string(name, errors)?;
-        let t = parse_rfc3339(s);
-        if t.is_none() {
-            errors.push(
-                &o.path_of(name),
-                format!("must be an RFC 3339 time such as 2026-11-01T00:00:00Z, found \"{s}\""),
-            );
-        }
-        t
-    };
-    let start_ms = time("start", errors);
-    let end_ms = time("end", errors);
+    let start_ms = o.time("start", errors);
+    let end_ms = o.time("end", errors);
     if let (Some(s), Some(e)) = (start_ms, end_ms) {
         if s >= e {
             errors.push(&o.path_of("end"), "must be after start");
@@ -1357,15 +1360,8 @@ fn compile_exposure(top: &Obj, errors: &mut Errors) -> ExposureConfig {
             ),
         }
     }
-    match o.string("unit_id", errors) {
-        None => {}
-        Some("raw") => out.unit_id = UnitIdMode::Raw,
-        Some("xxh3") => out.unit_id = UnitIdMode::Xxh3,
-        Some("omit") => out.unit_id = UnitIdMode::Omit,
-        Some(other) => errors.push(
-            &o.path_of("unit_id"),
-            format!("must be \"raw\", \"xxh3\" or \"omit\", found \"{other}\""),
-        ),
+    if let Some(mode) = o.keyword("unit_id", &UnitIdMode::ALL, errors) {
+        out.unit_id = mode;
     }
     out
 }

@@ -173,11 +173,7 @@ fn assign(args: &[OsString]) -> ExitCode {
             "--host" => host = Some(value.as_encoded_bytes().to_vec()),
             "--time" => match value.to_str().and_then(abmesh::time::parse_rfc3339) {
                 Some(t) => time = Some(t),
-                None => {
-                    return usage_error(
-                        "--time needs an RFC 3339 time such as 2026-11-01T00:00:00Z",
-                    )
-                }
+                None => return usage_error(&format!("--time needs {}", abmesh::time::EXPECTED)),
             },
             other => return usage_error(&format!("unknown option {other}")),
         }
@@ -763,9 +759,7 @@ fn main() -> ExitCode {
                     match t.to_str().and_then(abmesh::time::parse_rfc3339) {
                         Some(t) => (path, Some(t)),
                         None => {
-                            return usage_error(
-                                "--time needs an RFC 3339 time such as 2026-11-01T00:00:00Z",
-                            )
+                            return usage_error(&format!("--time needs {}", abmesh::time::EXPECTED))
                         }
                     }
                 }

@@ -11,7 +11,8 @@ use std::fmt::Write;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::reader::{kind, Errors, Obj};
+use crate::config::{is_token, NOT_A_COOKIE_NAME};
+use crate::reader::{kind, Errors, Keyword, Obj};
 
 /// `mint` of a unit type: the cookie that carries the minted id, with its attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,10 @@ pub enum SameSite {
 }
 
 impl SameSite {
+    const ALL: [SameSite; 3] = [SameSite::Strict, SameSite::Lax, SameSite::None];
+}
+
+impl Keyword for SameSite {
     fn as_str(self) -> &'static str {
         match self {
             SameSite::Strict => "Strict",
@@ -68,10 +73,7 @@ pub fn compile(v: &Value, path: &str, errors: &mut Errors) -> Option<Mint> {
     let cookie = o.required_string("cookie", errors);
     if let Some(c) = cookie {
         if !is_token(c) {
-            errors.push(
-                &o.path_of("cookie"),
-                "must be a cookie name (letters, digits and !#$%&'*+-.^_`|~)",
-            );
+            errors.push(&o.path_of("cookie"), NOT_A_COOKIE_NAME);
         }
     }
     let max_age_days = match o.get("max_age_days") {
@@ -92,19 +94,9 @@ pub fn compile(v: &Value, path: &str, errors: &mut Errors) -> Option<Mint> {
     };
     let secure = o.bool("secure", errors).unwrap_or(true);
     let http_only = o.bool("http_only", errors).unwrap_or(true);
-    let same_site = match o.string("same_site", errors) {
-        None => SameSite::Lax,
-        Some("Strict") => SameSite::Strict,
-        Some("Lax") => SameSite::Lax,
-        Some("None") => SameSite::None,
-        Some(other) => {
-            errors.push(
-                &o.path_of("same_site"),
-                format!("must be \"Strict\", \"Lax\" or \"None\", found \"{other}\""),
-            );
-            SameSite::Lax
-        }
-    };
+    let same_site = o
+        .keyword("same_site", &SameSite::ALL, errors)
+        .unwrap_or(SameSite::Lax);
     if same_site == SameSite::None && !secure {
         errors.push(
             &o.path_of("same_site"),
@@ -184,13 +176,6 @@ fn shown(v: &Value) -> String {
         Value::Number(n) => n.to_string(),
         other => kind(other).to_string(),
     }
-}
-
-/// An RFC 9110 token (a valid cookie name).
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
 fn is_attribute_byte(c: u8) -> bool {

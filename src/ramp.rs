@@ -7,7 +7,6 @@ use serde_json::Value;
 
 use crate::hash::variant_ranges;
 use crate::reader::{index_path, list, percent_basis_points, Errors, Obj};
-use crate::time::parse_rfc3339;
 
 /// At most this many steps per ramp.
 pub const MAX_STEPS: usize = 100;
@@ -41,16 +40,7 @@ pub fn compile(v: &Value, path: &str, weights: &[u64], errors: &mut Errors) -> V
             previous = None;
             continue;
         };
-        let at = o.required_string("at", errors).and_then(|a| {
-            let t = parse_rfc3339(a);
-            if t.is_none() {
-                errors.push(
-                    &o.path_of("at"),
-                    format!("must be an RFC 3339 time such as 2026-11-01T00:00:00Z, found \"{a}\""),
-                );
-            }
-            t
-        });
+        let at = o.required_time("at", errors);
         let traffic = match o.get("traffic_percent") {
             Some(t) => percent_basis_points(t, &o.path_of("traffic_percent"), errors),
             None => {

@@ -19,6 +19,11 @@ impl Errors {
 }
 
 /// The path of a field of the object at `parent`.
+/// An enumeration written as one keyword in the configuration.
+pub trait Keyword: Copy + 'static {
+    fn as_str(self) -> &'static str;
+}
+
 pub fn field_path(parent: &str, name: &str) -> String {
     if parent.is_empty() {
         name.to_string()
@@ -95,6 +100,47 @@ impl<'a> Obj<'a> {
             return None;
         }
         self.string(name, errors)
+    }
+
+    /// `name` as an RFC 3339 time (ms since the epoch), if present; an error names it
+    /// otherwise.
+    pub fn time(&self, name: &str, errors: &mut Errors) -> Option<i64> {
+        let s = self.string(name, errors)?;
+        self.parse_time(name, s, errors)
+    }
+
+    pub fn required_time(&self, name: &str, errors: &mut Errors) -> Option<i64> {
+        let s = self.required_string(name, errors)?;
+        self.parse_time(name, s, errors)
+    }
+
+    fn parse_time(&self, name: &str, s: &str, errors: &mut Errors) -> Option<i64> {
+        let t = crate::time::parse_rfc3339(s);
+        if t.is_none() {
+            errors.push(
+                &self.path_of(name),
+                format!("must be {}, found \"{s}\"", crate::time::EXPECTED),
+            );
+        }
+        t
+    }
+
+    /// `name` as one of the keywords `all`, if present; an error lists them otherwise.
+    pub fn keyword<T: Keyword>(&self, name: &str, all: &[T], errors: &mut Errors) -> Option<T> {
+        let s = self.string(name, errors)?;
+        let found = all.iter().copied().find(|k| k.as_str() == s);
+        if found.is_none() {
+            let names: Vec<String> = all.iter().map(|k| format!("\"{}\"", k.as_str())).collect();
+            let list = match names.split_last() {
+                Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+                _ => names.join(""),
+            };
+            errors.push(
+                &self.path_of(name),
+                format!("must be {list}, found \"{s}\""),
+            );
+        }
+        found
     }
 
     pub fn bool(&self, name: &str, errors: &mut Errors) -> Option<bool> {

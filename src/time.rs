@@ -3,6 +3,9 @@
 //! Hand-written: a date-time crate adds tens of kilobytes to the wasm binary for two small
 //! functions that only run at configuration time and in the CLI.
 
+/// What an RFC 3339 time looks like, for error messages.
+pub const EXPECTED: &str = "an RFC 3339 time such as 2026-11-01T00:00:00Z";
+
 /// Parses an RFC 3339 date-time (`2026-11-01T00:00:00Z`, `2026-11-01T01:00:00.5+01:00`) into
 /// milliseconds since the Unix epoch. Returns `None` for anything else, including impossible
 /// dates such as February 30.

@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use super::Report;
+use crate::config::Status;
 
 /// What `guard --write-config` does to an experiment that breached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,14 +53,14 @@ pub fn rollback(document: &Value, report: &Report, how: Rollback) -> (Value, Vec
             .to_string();
         let what = match how {
             Rollback::Pause => {
-                obj.insert("status".into(), json!("paused"));
+                obj.insert("status".into(), json!(Status::Paused.as_str()));
                 format!("status {from} -> paused")
             }
             Rollback::Control => {
                 let Some(control) = e.variants.first().map(|v| v.name.clone()) else {
                     continue;
                 };
-                obj.insert("status".into(), json!("rolled_out"));
+                obj.insert("status".into(), json!(Status::RolledOut.as_str()));
                 obj.insert("winner".into(), json!(control));
                 format!("status {from} -> rolled_out (winner {control})")
             }
