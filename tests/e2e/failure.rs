@@ -3,51 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{free_port, repo, scratch_dir, spawn_envoy};
+use crate::harness::{direct_listener, free_port, repo, scratch_dir, spawn_envoy};
 use crate::http::{get_text, Client};
 
 const CONFIG: &str = r#"{"units": {"user": [{"header": "x-user-id"}]},
   "experiments": [{"key": "t", "variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1}]}],
   "output": {"response_header": "x-experiments"}}"#;
-
-fn listener(name: &str, port: u16, policy: Option<&str>, wasm: &str) -> String {
-    let policy = policy
-        .map(|p| format!("\n                failure_policy: {p}"))
-        .unwrap_or_default();
-    format!(
-        r#"
-  - name: {name}
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: {name}
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes: [{{match: {{prefix: "/"}}, direct_response: {{status: 200, body: {{inline_string: "ok"}}}}}}]
-          http_filters:
-          - name: abmesh
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: abmesh-{name}{policy}
-                vm_config:
-                  vm_id: {name}
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{local: {{filename: {wasm}}}}}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: '{config}'
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"#,
-        config = CONFIG.replace('\n', " ")
-    )
-}
 
 /// (status, whether abmesh assigned) of a normal request.
 fn normal(client: &mut Client, i: usize) -> (u16, bool) {
@@ -76,7 +37,7 @@ fn a_vm_trap_under_each_failure_policy() {
     let listeners: String = policies
         .iter()
         .zip(&ports)
-        .map(|((name, p), port)| listener(name, *port, *p, wasm.to_str().unwrap()))
+        .map(|((name, p), port)| direct_listener(name, *port, *p, wasm.to_str().unwrap(), CONFIG))
         .collect();
     let yaml = format!(
         "admin:\n  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}\nstatic_resources:\n  listeners:{listeners}\n"

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{free_port, repo, scratch_dir, spawn_envoy};
+use crate::harness::{direct_listener, free_port, repo, scratch_dir, spawn_envoy};
 use crate::http::{get_text, Client};
 
 /// Reads every call's path: a minted cookie (add_header), the response echo, the exposure
@@ -35,44 +35,10 @@ const CALLS: [&str; 10] = [
 
 fn yaml(admin: u16, port: u16, wasm: &str) -> String {
     format!(
-        r#"admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
-stats_config:
-  stats_tags:
-  - {{tag_name: kind, regex: '(kind=\.=(.+?);\.;)'}}
-static_resources:
-  listeners:
-  - name: faults
-    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: faults
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes: [{{match: {{prefix: "/"}}, direct_response: {{status: 200, body: {{inline_string: "ok"}}}}}}]
-          http_filters:
-          - name: abmesh
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: abmesh
-                failure_policy: FAIL_CLOSED
-                vm_config:
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{local: {{filename: {wasm}}}}}
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: '{config}'
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-"#,
-        config = CONFIG.replace('\n', " ")
+        "admin:\n  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}\n\
+         stats_config:\n  stats_tags:\n  - {{tag_name: kind, regex: '(kind=\\.=(.+?);\\.;)'}}\n\
+         static_resources:\n  listeners:{}\n",
+        direct_listener("faults", port, Some("FAIL_CLOSED"), wasm, CONFIG)
     )
 }
 

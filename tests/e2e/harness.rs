@@ -425,3 +425,50 @@ impl Drop for KillOnDrop<'_> {
         let _ = self.upstream.wait();
     }
 }
+
+/// A listener that answers every request 200 itself, behind abmesh (`wasm`, its own VM,
+/// `config` as the plugin configuration) under `policy` (Envoy's default when `None`).
+pub fn direct_listener(
+    name: &str,
+    port: u16,
+    policy: Option<&str>,
+    wasm: &str,
+    config: &str,
+) -> String {
+    let policy = policy
+        .map(|p| format!("\n                failure_policy: {p}"))
+        .unwrap_or_default();
+    format!(
+        r#"
+  - name: {name}
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {name}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{{match: {{prefix: "/"}}, direct_response: {{status: 200, body: {{inline_string: "ok"}}}}}}]
+          http_filters:
+          - name: abmesh
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: abmesh-{name}{policy}
+                vm_config:
+                  vm_id: {name}
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{local: {{filename: {wasm}}}}}
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: '{config}'
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"#,
+        config = config.replace('\n', " ")
+    )
+}
