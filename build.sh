@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# abmesh build entry point. Usage: ./build.sh [build|test|demo|bench]
+# abmesh build entry point. Usage: ./build.sh [build|check|test|demo|bench|soak|fuzz [SECS]|simulate]
 #   (no argument)  build dist/abmesh.wasm (release, size-optimised) and the native CLI dist/abmesh
+#   check          everyday work: format, clippy (native and the wasm32 filter), native unit and
+#                  integration tests (no Envoy, no wasm32 run)
 #   demo           build, install Envoy if missing, run envoy/envoy.yaml with the echo upstream,
 #                  send traffic and print what happened, then stop everything
 #   bench          native and in-Envoy benchmarks; writes BENCHMARKS.md and bench/plot.svg
@@ -26,6 +28,23 @@ ensure_rust() {
     say "installing clippy"
     rustup component add clippy
   fi
+  if ! cargo fmt --version >/dev/null 2>&1; then
+    say "installing rustfmt"
+    rustup component add rustfmt
+  fi
+}
+
+# The fast loop: what a change most often breaks, in a minute or two on a warm tree.
+check() {
+  ensure_rust
+  say "format"
+  cargo fmt --check || die "cargo fmt would change the files above: run cargo fmt"
+  say "clippy, native and the wasm32 filter"
+  cargo clippy --all-targets --features e2e -- -D warnings
+  wasm_cargo clippy --lib -- -D warnings
+  say "native tests (unit, integration, doc)"
+  cargo test
+  say "check passed"
 }
 
 ensure_wasm_target() {
@@ -176,6 +195,8 @@ ensure_envoy() {
 
 run_tests() {
   build
+  say "format"
+  cargo fmt --check || die "cargo fmt would change the files above: run cargo fmt"
   say "native tests (unit, integration, doc)"
   cargo test
   say "clippy, native and wasm32 (unwrap/expect/panic denied outside tests)"
@@ -271,11 +292,12 @@ simulate() {
 
 case "${1:-build}" in
   build) build ;;
+  check) check ;;
   simulate) simulate ;;
   test) run_tests ;;
   demo) demo ;;
   bench) bench ;;
   soak) soak ;;
   fuzz) fuzz "${2:-600}" ;;
-  *) die "unknown command '$1' (expected: build, test, demo, bench, simulate, soak, fuzz [seconds])" ;;
+  *) die "unknown command '$1' (expected: build, check, test, demo, bench, simulate, soak, fuzz [seconds])" ;;
 esac
