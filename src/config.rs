@@ -206,6 +206,17 @@ pub enum LogLevel {
 
 impl LogLevel {
     pub const NAMES: [&'static str; 6] = ["trace", "debug", "info", "warn", "error", "critical"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+            LogLevel::Critical => "critical",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

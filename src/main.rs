@@ -4,7 +4,6 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::process::ExitCode;
 
-use abmesh::baggage::Rewrite;
 #[cfg(not(target_arch = "wasm32"))]
 use abmesh::guard::Rollback;
 use abmesh::plan::Plan;
@@ -22,9 +21,10 @@ usage:
 
   abmesh assign CONFIG [--header NAME=VALUE]... [--cookie NAME=VALUE]... [--query QUERY]
                        [--path PATH] [--method METHOD] [--host HOST] [--time RFC3339]
-      Print exactly what the filter would do to that request: the request headers it
-      removes and sets, the response header it echoes, the experiments that gave no variant
-      and why, and the exposure record. Defaults: --path /, --method GET, --time now.
+      Print exactly what the filter would do to that request, in its order: the request
+      headers it removes and sets, the log line and filter state it writes, the response
+      header it echoes and cookies it adds, the experiments that gave no variant and why, and
+      the exposure record. Defaults: --path /, --method GET, --time now.
       Header and cookie values are taken byte for byte (they may be any bytes).
 
   abmesh guard --config CONFIG (--stats URL_OR_FILE | --prometheus URL [--window 1h])
@@ -684,42 +684,31 @@ fn guard(args: &[OsString]) -> ExitCode {
     }
 }
 
+/// What `abmesh assign` prints: the plan's effects, in the order the filter applies them.
 fn render(config: &Config, plan: &Plan, eval: &abmesh::Evaluation) -> String {
+    use abmesh::plan::{Effect, ResponseEffect};
     let mut out = String::new();
-    for name in &plan.remove {
-        out.push_str(&format!(
-            "remove request header: {}\n",
-            String::from_utf8_lossy(name)
-        ));
-    }
-    for (n, v) in plan.set() {
-        out.push_str(&format!("set request header: {n}: {v}\n"));
+    for effect in plan.effects() {
+        out.push_str(&match effect {
+            Effect::RemoveRequestHeader(n) => format!("remove request header: {n}\n"),
+            Effect::SetRequestHeader(n, v) => {
+                format!("set request header: {n}: {}\n", String::from_utf8_lossy(v))
+            }
+            Effect::Log(level, line) => format!("log ({}): {line}\n", level.as_str()),
+            Effect::SetFilterState(n, v) => format!("set filter state: wasm.{n}: {v}\n"),
+        });
     }
     if plan.set().is_empty() {
         out.push_str("set request header: none (no assignments)\n");
     }
-    if let Some(c) = &plan.cookie {
-        out.push_str(&format!(
-            "set request header: cookie: {}\n",
-            String::from_utf8_lossy(c)
-        ));
-    }
-    match &plan.baggage {
-        Rewrite::Unchanged => {}
-        Rewrite::Remove => out.push_str("remove request header: baggage\n"),
-        Rewrite::Set(v) => out.push_str(&format!(
-            "set request header: baggage: {}\n",
-            String::from_utf8_lossy(v)
-        )),
-    }
     if plan.baggage_full {
         out.push_str("baggage: assignments left out (the header would exceed 8192 bytes)\n");
     }
-    if let Some((n, v)) = plan.response() {
-        out.push_str(&format!("set response header: {n}: {v}\n"));
-    }
-    for c in &plan.set_cookies {
-        out.push_str(&format!("add response header: set-cookie: {c}\n"));
+    for effect in plan.response_effects() {
+        out.push_str(&match effect {
+            ResponseEffect::SetHeader(n, v) => format!("set response header: {n}: {v}\n"),
+            ResponseEffect::AddSetCookie(c) => format!("add response header: set-cookie: {c}\n"),
+        });
     }
     for (e, reason) in &eval.not_assigned {
         out.push_str(&format!(

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use crate::assign::{evaluate_units, has_valid_token, resolve_units, Evaluation};
 use crate::baggage::{self, Rewrite};
-use crate::config::{is_valid_key, is_valid_variant, Config, Inbound};
+use crate::config::{is_valid_key, is_valid_variant, Config, Inbound, LogLevel};
 use crate::exposure::{assignments_dictionary, exposure_line};
 use crate::mint::{mint_id, set_cookie};
 use crate::request::RequestView;
@@ -45,7 +45,36 @@ pub struct Plan<'c> {
     /// The assignments were left out of `baggage`: they would have made it exceed the W3C
     /// limit of 8,192 bytes.
     pub baggage_full: bool,
+    /// `exposure.log`: the level the exposure line is logged at, `None` when it is not.
+    pub log_level: Option<LogLevel>,
+    /// `exposure.filter_state`: the record and the dictionary go to filter state.
+    pub filter_state: bool,
 }
+
+/// One thing the filter does in the request callback, in the order it does it. The filter
+/// applies these and decides nothing; `abmesh assign` prints the same list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect<'p> {
+    /// A request header the client sent that must not reach the upstream (as it was sent).
+    RemoveRequestHeader(Cow<'p, str>),
+    SetRequestHeader(&'p str, &'p [u8]),
+    /// The exposure line, through the host log.
+    Log(LogLevel, &'p str),
+    /// Filter state `wasm.<name>`, for the access log.
+    SetFilterState(&'static str, &'p str),
+}
+
+/// What the filter does to the response, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseEffect<'p> {
+    SetHeader(&'p str, &'p str),
+    /// A `Set-Cookie` beside the application's own.
+    AddSetCookie(&'p str),
+}
+
+/// The filter-state names abmesh writes (`wasm.abmesh_exposure`, `wasm.abmesh_assignments`).
+pub const FILTER_STATE_EXPOSURE: &str = "abmesh_exposure";
+pub const FILTER_STATE_ASSIGNMENTS: &str = "abmesh_assignments";
 
 /// Whether a request header must never reach the upstream as the client sent it (at an edge).
 pub fn is_spoofable(config: &Config, name: &[u8]) -> bool {
@@ -234,6 +263,8 @@ impl<'c> Plan<'c> {
             set_cookies,
             baggage,
             baggage_full,
+            log_level: config.exposure.log.then_some(config.exposure.log_level),
+            filter_state: config.exposure.filter_state,
         };
         (plan, eval)
     }
@@ -246,6 +277,55 @@ impl<'c> Plan<'c> {
         }
         set.extend(self.route.iter().copied());
         set
+    }
+
+    /// Everything the request callback does, in order: remove spoofable headers, set the
+    /// assignments and route headers, the minted cookie and baggage, then log the exposure and
+    /// write filter state.
+    pub fn effects(&self) -> Vec<Effect<'_>> {
+        let mut out: Vec<Effect<'_>> = self
+            .remove
+            .iter()
+            .map(|n| Effect::RemoveRequestHeader(String::from_utf8_lossy(n)))
+            .collect();
+        for (n, v) in self.set() {
+            out.push(Effect::SetRequestHeader(n, v.as_bytes()));
+        }
+        if let Some(c) = &self.cookie {
+            out.push(Effect::SetRequestHeader("cookie", c));
+        }
+        match &self.baggage {
+            Rewrite::Unchanged => {}
+            Rewrite::Remove => out.push(Effect::RemoveRequestHeader(Cow::Borrowed("baggage"))),
+            Rewrite::Set(v) => out.push(Effect::SetRequestHeader("baggage", v)),
+        }
+        if let (Some(line), Some(record)) = (&self.exposure_line, self.exposure()) {
+            if let Some(level) = self.log_level {
+                out.push(Effect::Log(level, line));
+            }
+            if self.filter_state {
+                out.push(Effect::SetFilterState(FILTER_STATE_EXPOSURE, record));
+            }
+        }
+        if let (Some(a), true) = (&self.assignments, self.filter_state) {
+            out.push(Effect::SetFilterState(FILTER_STATE_ASSIGNMENTS, a));
+        }
+        out
+    }
+
+    /// Everything the response callback does, in order: the echo, then minted cookies.
+    pub fn response_effects(&self) -> Vec<ResponseEffect<'_>> {
+        let mut out: Vec<ResponseEffect<'_>> = self
+            .response()
+            .map(|(n, v)| ResponseEffect::SetHeader(n, v))
+            .into_iter()
+            .collect();
+        out.extend(
+            self.set_cookies
+                .iter()
+                .map(|c| ResponseEffect::AddSetCookie(c)),
+        );
+        out
     }
 
     /// The exposure record (JSON), if the request has an exposure.

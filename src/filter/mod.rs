@@ -27,11 +27,10 @@ use host::HostError;
 
 use crate::request::parse_header_map;
 
-use crate::baggage::Rewrite;
 use crate::config::{Config, LogLevel as ExposureLevel};
 use crate::counts::{Counts, Series, Sink, SinkError};
 use crate::metrics::{replicated, status_class, ErrorKind};
-use crate::plan::Plan;
+use crate::plan::{Effect, Plan, ResponseEffect};
 use crate::summary::one_line;
 use crate::RequestView;
 
@@ -167,8 +166,7 @@ impl RootContext for Root {
         Some(Box::new(Request {
             compiled: self.compiled.clone(),
             context_id,
-            response: None,
-            set_cookies: Vec::new(),
+            response: Vec::new(),
             assigned: Vec::new(),
             replicated: Vec::new(),
             start_ms: 0,
@@ -186,10 +184,9 @@ impl RootContext for Root {
 struct Request {
     compiled: Option<Rc<Compiled>>,
     context_id: u32,
-    /// The assignments to echo on the response, copied during the request callback.
-    response: Option<String>,
-    /// `Set-Cookie` values for ids minted for this request.
-    set_cookies: Vec<String>,
+    /// What the plan does to the response (`Plan::response_effects`), copied during the
+    /// request callback: `(add, name, value)`, `add` for a header beside the message's own.
+    response: Vec<(bool, String, String)>,
     /// What the response and log callbacks need, copied during the request callback (request
     /// data is never read after it): the `(experiment, variant)` assignments, the start time,
     /// and the response status once seen.
@@ -239,24 +236,13 @@ impl HttpContext for Request {
                 Err(HostError) => ok = false,
             }
         }
-        if let (Some(value), Some(name)) = (
-            self.response.take(),
-            &compiled.config.output.response_header,
-        ) {
-            ok &= host!(host::set_header(
-                MapType::HttpResponseHeaders,
-                name,
-                value.as_bytes()
-            ))
-            .is_ok();
-        }
-        for value in std::mem::take(&mut self.set_cookies) {
-            ok &= host!(host::add_header(
-                MapType::HttpResponseHeaders,
-                "set-cookie",
-                value.as_bytes()
-            ))
-            .is_ok();
+        for (add, name, value) in std::mem::take(&mut self.response) {
+            let map = MapType::HttpResponseHeaders;
+            ok &= if add {
+                host!(host::add_header(map, &name, value.as_bytes())).is_ok()
+            } else {
+                host!(host::set_header(map, &name, value.as_bytes())).is_ok()
+            };
         }
         if !ok {
             compiled
@@ -330,51 +316,34 @@ fn handle_request(compiled: &Compiled, ctx: &mut Request) -> Result<(), HostErro
     }
     drop(metrics);
     ctx.start_ms = (now_ns / 1_000_000) as i64;
-    ctx.set_cookies = plan.set_cookies.clone();
     ctx.replicated = replicated;
     ctx.assigned = eval
         .assignments
         .iter()
         .map(|a| (a.experiment, a.variant))
         .collect();
-
-    let set = |name: &str, value: Option<&[u8]>| -> bool {
-        match value {
-            Some(v) => host!(host::set_header(MapType::HttpRequestHeaders, name, v)).is_ok(),
-            None => host!(host::remove_header(MapType::HttpRequestHeaders, name)).is_ok(),
-        }
-    };
+    ctx.response = plan
+        .response_effects()
+        .into_iter()
+        .map(|r| match r {
+            ResponseEffect::SetHeader(n, v) => (false, n.to_string(), v.to_string()),
+            ResponseEffect::AddSetCookie(c) => (true, "set-cookie".to_string(), c.to_string()),
+        })
+        .collect();
+    // Apply the plan: every effect is tried, a failed one counted, none skipped.
+    let map = MapType::HttpRequestHeaders;
     let mut ok = true;
-    for name in &plan.remove {
-        ok &= set(&String::from_utf8_lossy(name), None);
-    }
-    if let Some(a) = &plan.assignments {
-        ok &= set(plan.header, Some(a.as_bytes()));
-    }
-    for (name, variant) in &plan.route {
-        ok &= set(name, Some(variant.as_bytes()));
-    }
-    if let Some(cookie) = &plan.cookie {
-        ok &= set("cookie", Some(cookie));
-    }
-    match &plan.baggage {
-        Rewrite::Unchanged => {}
-        Rewrite::Remove => ok &= set("baggage", None),
-        Rewrite::Set(value) => ok &= set("baggage", Some(value)),
-    }
-    if plan.response_header.is_some() {
-        ctx.response.clone_from(&plan.assignments);
-    }
-    if let (Some(line), Some(record)) = (&plan.exposure_line, plan.exposure()) {
-        if config.exposure.log {
-            ok &= host!(host::log(log_level(config.exposure.log_level), line)).is_ok();
-        }
-        if config.exposure.filter_state {
-            ok &= host!(host::set_property("abmesh_exposure", record.as_bytes())).is_ok();
-        }
-    }
-    if let (Some(a), true) = (&plan.assignments, config.exposure.filter_state) {
-        ok &= host!(host::set_property("abmesh_assignments", a.as_bytes())).is_ok();
+    for effect in plan.effects() {
+        ok &= match effect {
+            Effect::RemoveRequestHeader(name) => host!(host::remove_header(map, &name)).is_ok(),
+            Effect::SetRequestHeader(name, value) => {
+                host!(host::set_header(map, name, value)).is_ok()
+            }
+            Effect::Log(level, line) => host!(host::log(log_level(level), line)).is_ok(),
+            Effect::SetFilterState(name, value) => {
+                host!(host::set_property(name, value.as_bytes())).is_ok()
+            }
+        };
     }
     if ok {
         Ok(())
