@@ -103,13 +103,20 @@ pub fn has_valid_token(config: &Config, req: &RequestView) -> bool {
     o.token_sha256.contains(&digest)
 }
 
-/// Overrides from the request, if its token is one of the configured ones: `(experiment,
-/// variant)` pairs. Unknown experiments and variants are ignored.
-pub fn forced_variants(config: &Config, req: &RequestView) -> Vec<(usize, usize)> {
+/// Whether the request's token needs checking at all: it asks for overrides, or (`trust`) a
+/// trusting tier must decide whether its override headers pass on. Checking only then, and
+/// once, keeps the SHA-256 off every other request.
+pub fn token_matters(config: &Config, req: &RequestView, trust: bool) -> bool {
+    trust || req.header(config.overrides.header.as_bytes()).is_some()
+}
+
+/// Overrides from the request when `token_ok` (its token is one of the configured ones):
+/// `(experiment, variant)` pairs. Unknown experiments and variants are ignored.
+pub fn forced_variants(config: &Config, req: &RequestView, token_ok: bool) -> Vec<(usize, usize)> {
     let Some(dict) = req.header(config.overrides.header.as_bytes()) else {
         return Vec::new();
     };
-    if !has_valid_token(config, req) {
+    if !token_ok {
         return Vec::new();
     }
     parse_dictionary(dict)
@@ -145,7 +152,8 @@ fn hasher_for<'h>(
 
 /// Evaluates every experiment for one request at time `now_ms` (Unix milliseconds).
 pub fn evaluate<'a>(config: &Config, req: &RequestView<'a>, now_ms: i64) -> Evaluation<'a> {
-    evaluate_units(config, req, resolve_units(config, req), now_ms)
+    let token_ok = token_matters(config, req, false) && has_valid_token(config, req);
+    evaluate_units(config, req, resolve_units(config, req), now_ms, token_ok)
 }
 
 /// Each unit type's id in the request (indexed like `Config::units`).
@@ -157,14 +165,16 @@ pub fn resolve_units<'a>(config: &Config, req: &RequestView<'a>) -> Vec<Option<C
         .collect()
 }
 
-/// As [`evaluate`], with the unit ids already resolved (some of them perhaps minted).
+/// As [`evaluate`], with the unit ids already resolved (some of them perhaps minted) and the
+/// token already checked.
 pub fn evaluate_units<'a>(
     config: &Config,
     req: &RequestView<'a>,
     units: Vec<Option<Cow<'a, [u8]>>>,
     now_ms: i64,
+    token_ok: bool,
 ) -> Evaluation<'a> {
-    let forced = forced_variants(config, req);
+    let forced = forced_variants(config, req, token_ok);
     let mut hashers: Vec<Option<Hasher>> = (0..units.len()).map(|_| None).collect();
     let max_salt = config.max_salt_len;
     // Per request, the holdout and each layer need one hash, however many experiments use them.

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use crate::assign::{evaluate_units, has_valid_token, resolve_units, Evaluation};
+use crate::assign::{evaluate_units, has_valid_token, resolve_units, token_matters, Evaluation};
 use crate::baggage::{self, Rewrite};
 use crate::config::{is_valid_key, is_valid_variant, Config, Inbound, LogLevel};
 use crate::exposure::{assignments_dictionary, exposure_line};
@@ -165,7 +165,8 @@ impl<'c> Plan<'c> {
     ) -> (Plan<'c>, Evaluation<'a>) {
         let now_ms = i64::try_from(now_ns / 1_000_000).unwrap_or(i64::MAX);
         let trust = config.inbound == Inbound::Trust;
-        let token_ok = trust && has_valid_token(config, req);
+        // The token is checked once, and only when it matters.
+        let token_ok = token_matters(config, req, trust) && has_valid_token(config, req);
         let inherited = if trust {
             inherited(config, req)
         } else {
@@ -195,7 +196,7 @@ impl<'c> Plan<'c> {
             units[u] = Some(Cow::Owned(id.into_bytes()));
             minted.push(u);
         }
-        let mut eval = evaluate_units(config, req, units, now_ms);
+        let mut eval = evaluate_units(config, req, units, now_ms, token_ok);
         eval.minted = minted;
 
         let own = assignments_dictionary(config, &eval);
