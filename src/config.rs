@@ -430,6 +430,11 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
         }
     }
 
+    // `output` is compiled first, because each experiment renders its route header name with
+    // its prefix; its errors are still reported where they always were, after the
+    // experiments'.
+    let mut output_errors = Errors::default();
+    let output = compile_output(&top, &mut output_errors);
     let mut experiments = Vec::new();
     if let Some(list) = top.list("experiments", errors) {
         if list.len() > MAX_EXPERIMENTS {
@@ -458,6 +463,7 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
                 units: &units,
                 layers: &layers,
                 default_unit: default_unit(),
+                route_header_prefix: &output.route_header_prefix,
             };
             if let Some(e) = compile_experiment(v, &path, &ctx, errors) {
                 experiments.push((i, e));
@@ -465,8 +471,7 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
         }
     }
     check_layer_overlaps(&experiments, &layers, errors);
-
-    let output = compile_output(&top, errors);
+    errors.0.extend(output_errors.0);
     let exposure = compile_exposure(&top, errors);
     let overrides = compile_overrides(&top, errors);
     let replicates = compile_metrics(&top, errors);
@@ -482,22 +487,7 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
         }
     };
 
-    let mut experiments: Vec<Experiment> = experiments.into_iter().map(|(_, e)| e).collect();
-    // Everything a request needs that the configuration decides is rendered here, once.
-    for e in &mut experiments {
-        if e.route_header.is_some() {
-            e.route_header = Some(format!("{}{}", output.route_header_prefix, e.key));
-        }
-        let unit = units.get(e.unit).map_or("", |u| u.name.as_str());
-        for v in &mut e.variants {
-            v.member = format!("{}={}", e.key, v.name);
-            // Keys, variant and unit names are validated to need no JSON escaping.
-            v.exposure_head = format!(
-                r#"{{"experiment":"{}","variant":"{}","unit":"{unit}","forced":"#,
-                e.key, v.name
-            );
-        }
-    }
+    let experiments: Vec<Experiment> = experiments.into_iter().map(|(_, e)| e).collect();
     let max_salt_len = experiments
         .iter()
         .map(|e| e.salt.len())
@@ -700,6 +690,7 @@ struct Ctx<'a> {
     units: &'a [UnitType],
     layers: &'a [Layer],
     default_unit: Option<usize>,
+    route_header_prefix: &'a str,
 }
 
 fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> Option<Experiment> {
@@ -931,10 +922,22 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
     if errors.0.len() > before {
         return None;
     }
+    let unit = unit?;
+    // Everything a request needs that the configuration decides is rendered here, once.
+    let unit_name = ctx.units.get(unit).map_or("", |u| u.name.as_str());
+    let mut variants = variants;
+    for v in &mut variants {
+        v.member = format!("{key}={}", v.name);
+        // Keys, variant and unit names are validated to need no JSON escaping.
+        v.exposure_head = format!(
+            r#"{{"experiment":"{key}","variant":"{}","unit":"{unit_name}","forced":"#,
+            v.name
+        );
+    }
     Some(Experiment {
         key: key.to_string(),
         algorithm,
-        unit: unit?,
+        unit,
         salt,
         status,
         traffic_bp,
@@ -943,7 +946,7 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
         when,
         start_ms,
         end_ms,
-        route_header: route_header.then(String::new),
+        route_header: route_header.then(|| format!("{}{key}", ctx.route_header_prefix)),
         winner,
         ramp,
     })
@@ -1165,7 +1168,7 @@ fn compile_variants(o: &Obj, traffic_bp: u32, errors: &mut Errors) -> Vec<Varian
             name,
             weight,
             range,
-            // Rendered once the experiment's unit is known (end of `compile`).
+            // Rendered once the experiment's unit is known (end of `compile_experiment`).
             member: String::new(),
             exposure_head: String::new(),
         })
