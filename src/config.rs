@@ -925,7 +925,6 @@ fn compile_experiment(v: &Value, path: &str, ctx: &Ctx, errors: &mut Errors) -> 
     let unit = unit?;
     // Everything a request needs that the configuration decides is rendered here, once.
     let unit_name = ctx.units.get(unit).map_or("", |u| u.name.as_str());
-    let mut variants = variants;
     for v in &mut variants {
         v.member = format!("{key}={}", v.name);
         // Keys, variant and unit names are validated to need no JSON escaping.
