@@ -4,8 +4,8 @@
 use std::process::Command;
 
 use crate::harness::{demo_plugin_config, repo, scratch_dir, Envoy};
+use crate::harness::{metric, wait_for_total};
 use crate::http::Client;
-use crate::{metric, wait_for_total};
 
 /// Sends 4,000 requests for distinct users to /checkout; returns the statuses seen.
 fn traffic(envoy: &Envoy) -> (usize, usize) {

@@ -1,5 +1,7 @@
 //! Starting Envoy (with the shipped `envoy/envoy.yaml`, ports and paths substituted) and the
-//! demo echo upstream; polling readiness with a bound; printing Envoy's logs when a test fails.
+//! demo echo upstream; polling readiness with a bound; printing Envoy's logs when a test fails;
+//! and what the topic modules share: the multi-experiment configuration, what the upstream
+//! received, what the core decides, exposure records and metrics.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -7,7 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::http::get_text;
+use abmesh::plan::Plan;
+use abmesh::{Config, RequestView};
+use serde_json::Value;
+
+use crate::http::{get_text, Response};
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -471,4 +477,182 @@ pub fn direct_listener(
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"#,
         config = config.replace('\n', " ")
     )
+}
+
+// Shared by the topic modules: the multi-experiment configuration, what the upstream echo
+// received, what the core decides, and reading records and metrics.
+
+/// A multi-experiment configuration: two unit types, a layer, a holdout, targeting, a
+/// rollout, a route header and overrides.
+pub const MULTI: &str = r#"{
+  "units": {"user": [{"header": "x-user-id"}, {"cookie": "uid"}], "device": [{"query": "did"}, {"cookie": "did"}]},
+  "holdout": {"unit": "user", "salt": "h-2026", "percent": 10},
+  "layers": {"checkout": {"unit": "user", "salt": "layer-checkout"}},
+  "experiments": [
+    {"key": "checkout-v2", "unit": "user", "route_header": true,
+     "variants": [{"name": "control", "weight": 1}, {"name": "treatment", "weight": 1}]},
+    {"key": "pay-button", "layer": {"name": "checkout", "buckets": [0, 5000]},
+     "variants": [{"name": "blue", "weight": 1}, {"name": "green", "weight": 1}]},
+    {"key": "one-page", "layer": {"name": "checkout", "buckets": [5000, 10000]}, "traffic_percent": 50,
+     "variants": [{"name": "control", "weight": 1}, {"name": "treatment", "weight": 3}]},
+    {"key": "us-only", "unit": "user", "when": {"headers": {"x-country": {"in": ["US"]}}, "path_prefix": ["/checkout"]},
+     "variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1}]},
+    {"key": "device-theme", "unit": "device", "traffic_percent": 33.33,
+     "variants": [{"name": "light", "weight": 1}, {"name": "dark", "weight": 1}, {"name": "auto", "weight": 1}]},
+    {"key": "banner", "unit": "user", "status": "rolled_out", "winner": "on", "when": {"path_prefix": ["/home"]},
+     "variants": [{"name": "off", "weight": 1}, {"name": "on", "weight": 1}]},
+    {"key": "old-test", "unit": "user", "status": "paused", "variants": [{"name": "a", "weight": 1}]}
+  ],
+  "overrides": {"token_sha256": ["c83f048e00253c5f4fd6f298789ef4355b75f919ea9b16f86e0a83dcfa0c9697"]}
+}"#;
+
+pub const TOKEN: &[u8] = b"demo-qa-token";
+
+/// What the upstream echo received: its cluster name and the request headers, as bytes.
+pub fn upstream(resp: &Response) -> (String, Vec<(String, Vec<u8>)>) {
+    assert_eq!(
+        resp.status,
+        200,
+        "status {} body {}",
+        resp.status,
+        String::from_utf8_lossy(&resp.body)
+    );
+    let v = resp.json();
+    let headers = v["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            // The echo decodes bytes as Latin-1: every char is one original byte.
+            let bytes = h[1]
+                .as_str()
+                .unwrap()
+                .chars()
+                .map(|c| c as u32 as u8)
+                .collect();
+            (h[0].as_str().unwrap().to_string(), bytes)
+        })
+        .collect();
+    (v["upstream"].as_str().unwrap().to_string(), headers)
+}
+
+pub fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_slice())
+}
+
+pub fn text(b: Option<&[u8]>) -> Option<String> {
+    b.map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+/// What the core decides for the same request.
+pub fn core_plan<'c>(
+    config: &'c Config,
+    method: &[u8],
+    path: &[u8],
+    headers: &[(&str, &[u8])],
+) -> Plan<'c> {
+    let mut all: Vec<(&[u8], &[u8])> = vec![
+        (b":method", method),
+        (b":path", path),
+        (b":authority", b"localhost"),
+    ];
+    all.extend(headers.iter().map(|(n, v)| (n.as_bytes(), *v)));
+    Plan::new(config, &RequestView::new(&all), 0).0
+}
+
+/// A varied request for unit `i`: the unit comes from a header, a cookie or nowhere; some
+/// carry a device id in the query; paths and countries vary.
+pub fn varied_request(i: usize) -> (Vec<u8>, Vec<(&'static str, Vec<u8>)>) {
+    let path = ["/checkout", "/home", "/search", "/checkout/pay"][i % 4];
+    let mut path = path.as_bytes().to_vec();
+    if i % 3 == 0 {
+        path.extend_from_slice(format!("?did=dev-{i}&x=1").as_bytes());
+    }
+    let mut headers: Vec<(&str, Vec<u8>)> = Vec::new();
+    match i % 5 {
+        0..=2 => headers.push(("x-user-id", format!("user-{i}").into_bytes())),
+        3 => headers.push((
+            "cookie",
+            format!("a=1; uid=cookie-user-{i}; did=dev-c{i}").into_bytes(),
+        )),
+        _ => {}
+    }
+    if i % 2 == 0 {
+        headers.push((
+            "x-country",
+            if i % 4 == 0 {
+                b"US".to_vec()
+            } else {
+                b"FR".to_vec()
+            },
+        ));
+    }
+    (path, headers)
+}
+
+pub fn borrow<'a>(h: &'a [(&'static str, Vec<u8>)]) -> Vec<(&'static str, &'a [u8])> {
+    h.iter().map(|(n, v)| (*n, v.as_slice())).collect()
+}
+
+pub fn exposure_records(envoy: &Envoy) -> Vec<Value> {
+    exposure_records_in(&envoy.dir.join("envoy.log"))
+}
+
+/// The exposure records logged to an Envoy log file, in order.
+pub fn exposure_records_in(log: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            l.split_once("abmesh.exposure ")
+                .map(|(_, json)| serde_json::from_str(json).unwrap())
+        })
+        .collect()
+}
+
+/// Prometheus text once `name{labels}` reaches `want` (counters are published every second).
+pub fn wait_for_metric(envoy: &Envoy, name: &str, labels: &str, want: u64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let prom = envoy.prometheus();
+        if metric(&prom, name, labels) >= want || std::time::Instant::now() > deadline {
+            return prom;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Prometheus text once the series of `name` sum to `want` (or after 10 s).
+pub fn wait_for_total(envoy: &Envoy, name: &str, want: u64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let prom = envoy.prometheus();
+        let sum: u64 = prom
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        if sum >= want || std::time::Instant::now() > deadline {
+            // One more period, so a late duplicate would show.
+            std::thread::sleep(std::time::Duration::from_millis(1200));
+            return envoy.prometheus();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `abmesh_errors_total{kind="host"}` once the last second's counts are published.
+pub fn prometheus_error_count(envoy: &Envoy) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    metric(&envoy.prometheus(), "abmesh_errors_total", "kind=\"host\"")
+}
+
+pub fn metric(prom: &str, name: &str, labels: &str) -> u64 {
+    let prefix = format!("{name}{{{labels}}} ");
+    prom.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap())
 }

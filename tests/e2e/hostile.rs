@@ -5,9 +5,9 @@
 
 use abmesh::Config;
 
+use crate::harness::{core_plan, header, text, upstream, MULTI, TOKEN};
 use crate::harness::{repo, Envoy};
 use crate::http::Client;
-use crate::{core_plan, header, text, upstream, MULTI, TOKEN};
 
 /// What a case expects.
 #[derive(Clone, Copy)]
@@ -204,9 +204,11 @@ fn hostile_requests_are_ordinary_input_and_the_next_requests_are_assigned() {
         }
     }
     // Every exposure record Envoy logged is valid JSON, whatever the hostile bytes were.
-    envoy.wait_for_logs("exposure records", 1, |e| crate::exposure_records(e).len());
+    envoy.wait_for_logs("exposure records", 1, |e| {
+        crate::harness::exposure_records(e).len()
+    });
     assert!(
-        crate::prometheus_error_count(&envoy) == 0,
+        crate::harness::prometheus_error_count(&envoy) == 0,
         "a host call failed"
     );
 }

@@ -13,8 +13,8 @@ use abmesh::Config;
 use serde_json::Value;
 
 use crate::harness::Envoy;
+use crate::harness::{core_plan, header, text, upstream, MULTI};
 use crate::http::Client;
-use crate::{core_plan, header, text, upstream, MULTI};
 
 const CONNECTIONS: usize = 64;
 

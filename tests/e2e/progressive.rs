@@ -7,10 +7,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::harness::{exposure_records_in, header, text, upstream};
 use crate::harness::{render, repo, scratch_dir, spawn_echo, spawn_envoy, KillOnDrop, Ports};
 use crate::http::Client;
 use crate::reload::{split, stat, wait_first_listener, wait_stat};
-use crate::{exposure_records_in, header, text, upstream};
 
 const CONFIG: &str = r#"{
   "units": {"user": [{"header": "x-user-id"}]},

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::harness::{header, text, upstream, MULTI};
 use crate::harness::{render, scratch_dir, spawn_echo, spawn_envoy, KillOnDrop, Ports};
 use crate::http::{get_text, Client};
-use crate::{header, text, upstream, MULTI};
 
 /// `envoy/envoy.yaml` split into a bootstrap (admin, stats, clusters, LDS from `lds`) and the
 /// listener as an LDS resource file.

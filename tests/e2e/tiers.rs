@@ -7,9 +7,9 @@ use abmesh::baggage;
 use abmesh::plan::Plan;
 use abmesh::{Config, RequestView};
 
+use crate::harness::{exposure_records, header, metric, text, upstream, wait_for_metric};
 use crate::harness::{repo, Envoy};
 use crate::http::Client;
-use crate::{exposure_records, header, metric, text, upstream, wait_for_metric};
 
 fn example(name: &str) -> String {
     std::fs::read_to_string(repo().join("examples").join(name)).unwrap()

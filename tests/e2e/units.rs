@@ -6,9 +6,9 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::harness::wait_for_total;
 use crate::harness::{free_port, repo, scratch_dir, Envoy};
 use crate::http::Client;
-use crate::wait_for_total;
 
 /// Kills a helper process when the test ends, printing its log first if the test failed.
 struct Stop(std::process::Child, Option<std::path::PathBuf>);
