@@ -40,10 +40,10 @@ check() {
   say "format"
   cargo fmt --check || die "cargo fmt would change the files above: run cargo fmt"
   say "clippy, native and the wasm32 filter"
-  cargo clippy --all-targets --features e2e -- -D warnings
-  wasm_cargo clippy --lib -- -D warnings
+  cargo clippy --workspace --all-targets --features abmesh/e2e -- -D warnings
+  wasm_cargo clippy -p abmesh-filter -- -D warnings
   say "native tests (unit, integration, doc)"
-  cargo test
+  cargo test --workspace
   say "check passed"
 }
 
@@ -96,13 +96,13 @@ build() {
   ensure_rust
   ensure_wasm_opt
   say "building dist/abmesh.wasm (release: abmesh at opt-level s, dependencies at z, LTO, panic=abort, stripped; then wasm-opt -O3)"
-  wasm_cargo build --release --lib
+  wasm_cargo build --release -p abmesh-filter
   say "building the native CLI dist/abmesh"
-  cargo build --release --bin abmesh
+  cargo build --release -p abmesh-cli --bin abmesh
   mkdir -p dist
   wasm-opt -O3 "${WASM_FEATURES[@]}" --strip-debug --strip-producers \
-    "target/$WASM_TARGET/release/abmesh.wasm" -o dist/abmesh.wasm \
-    || die "wasm-opt could not optimise target/$WASM_TARGET/release/abmesh.wasm (a feature rustc now emits may need another --enable-* flag in WASM_FEATURES)"
+    "target/$WASM_TARGET/release/abmesh_filter.wasm" -o dist/abmesh.wasm \
+    || die "wasm-opt could not optimise target/$WASM_TARGET/release/abmesh_filter.wasm (a feature rustc now emits may need another --enable-* flag in WASM_FEATURES)"
   cp target/release/abmesh dist/abmesh
   local size
   size=$(stat -c %s dist/abmesh.wasm)
@@ -197,28 +197,32 @@ run_tests() {
   build
   say "format"
   cargo fmt --check || die "cargo fmt would change the files above: run cargo fmt"
-  say "native tests (unit, integration, doc)"
-  cargo test
+  say "native tests (unit, integration, doc; every crate)"
+  cargo test --workspace
   say "clippy, native and wasm32 (unwrap/expect/panic denied outside tests)"
-  cargo clippy --all-targets --features e2e -- -D warnings
-  wasm_cargo clippy --lib --tests -- -D warnings
-  wasm_cargo clippy --lib --no-default-features -- -D warnings
-  wasm_cargo clippy --lib --features count-host-calls -- -D warnings
-  wasm_cargo clippy --lib --features trap-on-header -- -D warnings
-  wasm_cargo clippy --lib --features bench-without-slis -- -D warnings
-  wasm_cargo clippy --lib --features fault-injection -- -D warnings
+  cargo clippy --workspace --all-targets --features abmesh/e2e -- -D warnings
+  wasm_cargo clippy -p abmesh --lib --tests -- -D warnings
+  wasm_cargo clippy -p abmesh-filter -- -D warnings
+  local f
+  for f in count-host-calls trap-on-header bench-without-slis fault-injection; do
+    wasm_cargo clippy -p abmesh-filter --features "$f" -- -D warnings
+  done
+  say "no CLI dependency reaches the filter (cargo tree for wasm32)"
+  if wasm_cargo tree -p abmesh-filter -e normal --prefix none | grep -E "^(ureq|rustls|ring|abmesh-cli) "; then
+    die "a CLI dependency reaches abmesh-filter (above)"
+  fi
   say "golden vectors and the GrowthBook suite on wasm32 under node (wasm-bindgen-test)"
   command -v node >/dev/null || die "node is missing: apt-get install nodejs"
   ensure_wasm_bindgen_runner
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-    wasm_cargo test --no-default-features --test vectors --test growthbook --test flagd
+    wasm_cargo test -p abmesh --test vectors --test growthbook --test flagd
   say "building the test-only trapping variant (failure-policy tests)"
   mkdir -p dist/test
-  wasm_cargo build --release --lib --features trap-on-header
-  cp "target/$WASM_TARGET/release/abmesh.wasm" dist/test/abmesh-trap.wasm
+  wasm_cargo build --release -p abmesh-filter --features trap-on-header
+  cp "target/$WASM_TARGET/release/abmesh_filter.wasm" dist/test/abmesh-trap.wasm
   say "building the test-only fault-injecting variant (host-failure tests)"
-  wasm_cargo build --release --lib --features fault-injection
-  cp "target/$WASM_TARGET/release/abmesh.wasm" dist/test/abmesh-faults.wasm
+  wasm_cargo build --release -p abmesh-filter --features fault-injection
+  cp "target/$WASM_TARGET/release/abmesh_filter.wasm" dist/test/abmesh-faults.wasm
   say "end-to-end tests in a real Envoy"
   ensure_envoy
   if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
@@ -231,7 +235,7 @@ run_tests() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
   fi
   command -v python3 >/dev/null || die "python3 is missing (the demo upstream): apt-get install python3"
-  cargo test --features e2e --test e2e
+  cargo test -p abmesh --features e2e --test e2e
   say "statistics against independent implementations (statsmodels, SciPy)"
   ensure_reference_python
   .venv/bin/python3 tests/reference/recorded_values.py
@@ -258,17 +262,17 @@ bench() {
   fi
   mkdir -p dist/bench
   say "building the host-call counting variant and the no-op floor filter"
-  wasm_cargo build --release --lib --features count-host-calls
-  cp "target/$WASM_TARGET/release/abmesh.wasm" dist/bench/abmesh-count.wasm
-  wasm_cargo build --release --lib --features bench-without-slis
-  cp "target/$WASM_TARGET/release/abmesh.wasm" dist/bench/abmesh-without-slis.wasm
+  wasm_cargo build --release -p abmesh-filter --features count-host-calls
+  cp "target/$WASM_TARGET/release/abmesh_filter.wasm" dist/bench/abmesh-count.wasm
+  wasm_cargo build --release -p abmesh-filter --features bench-without-slis
+  cp "target/$WASM_TARGET/release/abmesh_filter.wasm" dist/bench/abmesh-without-slis.wasm
   (cd bench/noop && wasm_cargo build --release)
   cp "bench/noop/target/$WASM_TARGET/release/noop_filter.wasm" dist/bench/noop.wasm
   build
   say "native core benchmark"
   # Benches build the library with panic=unwind; building the CLI alike keeps two differently
   # built copies of the library out of one target directory.
-  CARGO_PROFILE_RELEASE_PANIC=unwind cargo bench --bench core | tee dist/bench/native.jsonl
+  CARGO_PROFILE_RELEASE_PANIC=unwind cargo bench -p abmesh --bench core | tee dist/bench/native.jsonl
   say "Envoy benchmark (about $(( ${BENCH_ROUNDS:-5} * 6 * ${BENCH_SECONDS:-4} / 60 + 2 )) minutes)"
   python3 bench/envoy_bench.py
   python3 bench/report.py
@@ -279,14 +283,14 @@ soak() {
   build
   ensure_envoy
   say "soak: ${ABMESH_LOAD_REQUESTS:=200000} requests through Envoy with exposure accounting"
-  ABMESH_LOAD_REQUESTS=$ABMESH_LOAD_REQUESTS cargo test --release --features e2e --test e2e under_load -- --nocapture
+  ABMESH_LOAD_REQUESTS=$ABMESH_LOAD_REQUESTS cargo test -p abmesh --release --features e2e --test e2e under_load -- --nocapture
 }
 
 # The simulation study of guard's statistics at full size (SIM_RUNS, default 5,000 per row).
 simulate() {
   ensure_rust
   say "simulation study: clustered traffic (up to 2,000 experiments per row, 20 looks) and independent requests (${SIM_RUNS:-5000} per row, 50 looks)"
-  CARGO_PROFILE_RELEASE_PANIC=unwind cargo bench --bench simulation | tee bench/simulation.md
+  CARGO_PROFILE_RELEASE_PANIC=unwind cargo bench -p abmesh-cli --bench simulation | tee bench/simulation.md
   say "wrote bench/simulation.md (the table in README.md, Statistics)"
 }
 

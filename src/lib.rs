@@ -2,8 +2,9 @@
 //!
 //! The pure core decides, for one request, which variant of each configured experiment it
 //! gets, deterministically from the unit id (hash spec v1), and what that becomes on the
-//! wire. It never touches the proxy host: the `filter` module (feature `filter`) is the only
-//! place that calls proxy-wasm.
+//! wire. It never touches the proxy host: the `abmesh-filter` crate (`filter/`) is the only
+//! one that calls proxy-wasm, and the CLI (`abmesh-cli`, `cli/`) the only one with
+//! command-line and network dependencies.
 //!
 //! ```
 //! use abmesh::{evaluate, Config, RequestView};
@@ -24,31 +25,19 @@
 
 pub mod assign;
 pub mod baggage;
-pub mod bayes;
 pub mod config;
 pub mod counts;
 pub mod exposure;
-#[cfg(all(feature = "filter", target_arch = "wasm32"))]
-mod filter;
 pub mod flagd;
 pub mod growthbook;
-pub mod guard;
 pub mod hash;
-pub mod import;
 pub mod metrics;
 pub mod mint;
 pub mod plan;
-pub mod power;
 pub mod ramp;
 mod reader;
 pub mod request;
-pub mod robust;
-pub mod sequential;
 pub mod sfv;
-pub mod simulate;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod source;
-pub mod stats;
 pub mod summary;
 pub mod targeting;
 pub mod time;

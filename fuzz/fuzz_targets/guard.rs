@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use abmesh::guard::{judge, parse_prometheus, render_json, render_text, Mode, Options};
+use abmesh_cli::guard::{judge, parse_prometheus, render_json, render_text, Mode, Options};
 use abmesh::Config;
 use libfuzzer_sys::fuzz_target;
 

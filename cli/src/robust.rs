@@ -4,7 +4,7 @@
 //! thousands of requests, a user who hits a bug fails most of theirs. Requests of one unit are
 //! correlated, so per-request variances are far too small. The filter therefore publishes
 //! every series guard needs split by a `replicate` label, a hash of the unit id independent of
-//! every assignment hash (`crate::hash::replicate`): all requests of a unit fall in one
+//! every assignment hash (`abmesh::hash::replicate`): all requests of a unit fall in one
 //! replicate, so the `R` replicate totals of a variant are independent and identically
 //! distributed, whatever the units do. Every variance here is estimated from them.
 //!
@@ -40,7 +40,7 @@ pub struct Ratio {
 /// replicates (no variance can be estimated).
 ///
 /// ```
-/// use abmesh::robust::ratio;
+/// use abmesh_cli::robust::ratio;
 /// let r = ratio(&[1.0, 3.0, 2.0], &[10.0, 10.0, 20.0]).unwrap();
 /// assert_eq!(r.estimate, 0.15);
 /// assert_eq!(r.replicates, 3);

@@ -7,14 +7,14 @@ use crate::common::{out, usage_error};
 
 /// `abmesh plan`: sample size and duration.
 pub fn run(args: &[OsString]) -> ExitCode {
-    use abmesh::power::{Effect, Input, Metric};
+    use abmesh_cli::power::{Effect, Input, Metric};
     let mut input = Input {
         metric: Metric::Proportion { baseline: 0.0 },
         effect: Effect::Absolute(0.0),
         alpha: 0.05,
         power: 0.8,
         variants: 2,
-        mixing: abmesh::sequential::DEFAULT_MIXING,
+        mixing: abmesh_cli::sequential::DEFAULT_MIXING,
         daily_units: None,
         traffic_percent: 100.0,
         per_request: None,
@@ -62,7 +62,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
     input.effect = e;
     input.per_request = match (requests_per_unit, design_effect) {
         (None, None) => None,
-        (Some(r), Some(d)) => Some(abmesh::power::PerRequest {
+        (Some(r), Some(d)) => Some(abmesh_cli::power::PerRequest {
             requests_per_unit: r,
             design_effect: d,
         }),
@@ -72,7 +72,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
             )
         }
     };
-    let p = match abmesh::power::plan(&input) {
+    let p = match abmesh_cli::power::plan(&input) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("abmesh: {e}");

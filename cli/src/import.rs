@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::config::is_valid_variant;
+use abmesh::config::is_valid_variant;
 
 /// An imported configuration and what could not be carried over.
 #[derive(Debug, Clone, PartialEq)]

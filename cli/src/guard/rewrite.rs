@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use super::Report;
-use crate::config::Status;
+use abmesh::config::Status;
 
 /// What `guard --write-config` does to an experiment that breached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ fn import(kind: &str, file: &str, extra: &[&str]) -> (i32, String, String) {
         .args([
             "import",
             kind,
-            &format!("{}/tests/peers/{file}", env!("CARGO_MANIFEST_DIR")),
+            &format!("{}/../tests/peers/{file}", env!("CARGO_MANIFEST_DIR")),
         ])
         .args(extra)
         .output()

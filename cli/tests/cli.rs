@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 fn abmesh(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_abmesh"))
         .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .unwrap()
 }
@@ -23,7 +23,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn check_accepts_every_example_configuration() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("examples");
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -182,8 +182,10 @@ fn help_documents_every_command() {
 
 #[test]
 fn the_readme_assign_example_prints_what_the_readme_says() {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("README.md"),
+    )
+    .unwrap();
     let block = readme
         .split("<!-- example: assign -->\n```console\n")
         .nth(1)
@@ -205,7 +207,7 @@ fn assign_takes_non_utf8_values_and_keeps_the_record_valid_json() {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
     let out = Command::new(env!("CARGO_BIN_EXE_abmesh"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .args([
             "assign",
             "examples/basic-ab.json",
@@ -271,7 +273,7 @@ fn a_closed_output_pipe_is_not_a_crash() {
         .arg(format!(
             "'{bin}' check bench/configs/experiments-1000.json | head -1"
         ))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .unwrap();
     assert_eq!(

@@ -6,8 +6,8 @@
 //! fixed-horizon tests looked at 50 times inflate theirs; and a true effect of the planned size
 //! is found, within the sample size `abmesh plan` predicts, in at least the planned share.
 
-use abmesh::power::{Effect, Input, Metric};
-use abmesh::simulate::{aa_means, aa_proportions, aa_srm, power_proportions};
+use abmesh_cli::power::{Effect, Input, Metric};
+use abmesh_cli::simulate::{aa_means, aa_proportions, aa_srm, power_proportions};
 
 const RUNS: usize = 500;
 const LOOKS: usize = 50;
@@ -68,8 +68,8 @@ fn a_true_effect_of_the_planned_size_is_found_within_the_planned_sequential_samp
 // 30% of their requests, a latency level per user. Units are randomized; guard judges every
 // look itself, with the replicate series and, for contrast, per request on the same data.
 
-use abmesh::power::{plan, PerRequest};
-use abmesh::simulate::clustered::{self, mean_requests, study, Population};
+use abmesh_cli::power::{plan, PerRequest};
+use abmesh_cli::simulate::clustered::{self, mean_requests, study, Population};
 
 const CLUSTERED_RUNS: usize = 300;
 const CLUSTERED_LOOKS: usize = 10;

@@ -12,6 +12,7 @@
 //! and remove headers only when a client sent spoofable ones. Counters are accumulated in
 //! the VM during request callbacks and published by the VM's own timer (`on_tick`), so 100
 //! experiments cost no more host calls than one.
+#![cfg(target_arch = "wasm32")]
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -25,14 +26,14 @@ mod host;
 
 use host::HostError;
 
-use crate::request::parse_header_map;
+use abmesh::request::parse_header_map;
 
-use crate::config::{Config, LogLevel as ExposureLevel};
-use crate::counts::{Counts, Series, Sink, SinkError};
-use crate::metrics::{replicated, status_class, ErrorKind};
-use crate::plan::{Effect, Plan, ResponseEffect};
-use crate::summary::one_line;
-use crate::RequestView;
+use abmesh::config::{Config, LogLevel as ExposureLevel};
+use abmesh::counts::{Counts, Series, Sink, SinkError};
+use abmesh::metrics::{replicated, status_class, ErrorKind};
+use abmesh::plan::{Effect, Plan, ResponseEffect};
+use abmesh::summary::one_line;
+use abmesh::RequestView;
 
 proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
@@ -191,7 +192,7 @@ struct Request {
     /// data is never read after it): the `(experiment, variant)` assignments, the start time,
     /// and the response status once seen.
     assigned: Vec<(usize, usize)>,
-    /// The hashed assignments with their replicate (`crate::metrics::replicated`).
+    /// The hashed assignments with their replicate (`abmesh::metrics::replicated`).
     replicated: Vec<(usize, usize, u16)>,
     start_ms: i64,
     status: Option<u16>,

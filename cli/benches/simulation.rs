@@ -1,9 +1,9 @@
 //! The large simulation study of `abmesh guard`'s statistics (`./build.sh simulate`): prints
 //! the Markdown table the README shows. `tests/simulation.rs` runs a small version in CI.
 
-use abmesh::power::{plan, Effect, Input, Metric};
-use abmesh::simulate::clustered::{self, study, Population};
-use abmesh::simulate::{aa_means, aa_proportions, aa_srm, power_proportions};
+use abmesh_cli::power::{plan, Effect, Input, Metric};
+use abmesh_cli::simulate::clustered::{self, study, Population};
+use abmesh_cli::simulate::{aa_means, aa_proportions, aa_srm, power_proportions};
 
 fn main() {
     let runs: usize = std::env::var("SIM_RUNS")
@@ -144,7 +144,7 @@ fn clustered_table(runs: usize) {
             mixing: 0.1,
             daily_units: None,
             traffic_percent: 100.0,
-            per_request: Some(abmesh::power::PerRequest {
+            per_request: Some(abmesh_cli::power::PerRequest {
                 requests_per_unit: m,
                 design_effect: aa.design_effect,
             }),

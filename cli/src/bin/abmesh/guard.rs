@@ -4,33 +4,22 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-#[cfg(not(target_arch = "wasm32"))]
-use abmesh::guard::Rollback;
-#[cfg(not(target_arch = "wasm32"))]
 use abmesh::Config;
+use abmesh_cli::guard::Rollback;
 
 use crate::common::usage_error;
-#[cfg(not(target_arch = "wasm32"))]
 use crate::common::{now_ms, out, read_config_bytes};
 
-/// The CLI is native; a wasm32 build of it (a side effect of `cargo test --target wasm32` on
-/// the core) has no HTTP client for guard's sources.
-#[cfg(target_arch = "wasm32")]
-pub fn run(_args: &[OsString]) -> ExitCode {
-    usage_error("guard needs the native CLI")
-}
-
-#[cfg(not(target_arch = "wasm32"))]
 pub fn run(args: &[OsString]) -> ExitCode {
-    use abmesh::guard::Outcome;
-    use abmesh::source::{self, Http};
+    use abmesh_cli::guard::Outcome;
+    use abmesh_cli::source::{self, Http};
     let (mut config, mut stats, mut json, mut max_points) = (None, None, false, 0.5f64);
     let (mut prometheus, mut window) = (None, None);
     let (mut write_config, mut how) = (None, Rollback::Pause);
     let mut http = Http::default();
-    let mut options = abmesh::guard::Options::default();
+    let mut options = abmesh_cli::guard::Options::default();
     let mut fixed = false;
-    let mut mixing = abmesh::sequential::DEFAULT_MIXING;
+    let mut mixing = abmesh_cli::sequential::DEFAULT_MIXING;
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         match flag.to_str() {
@@ -174,16 +163,16 @@ pub fn run(args: &[OsString]) -> ExitCode {
     };
     options.max_error_increase = max_points / 100.0;
     options.mode = if fixed {
-        abmesh::guard::Mode::FixedHorizon
+        abmesh_cli::guard::Mode::FixedHorizon
     } else {
-        abmesh::guard::Mode::Sequential { mixing }
+        abmesh_cli::guard::Mode::Sequential { mixing }
     };
     options.now_ms = now_ms();
-    let report = abmesh::guard::judge(&config, &samples, &options);
+    let report = abmesh_cli::guard::judge(&config, &samples, &options);
     if json {
-        out(&format!("{}\n", abmesh::guard::render_json(&report)));
+        out(&format!("{}\n", abmesh_cli::guard::render_json(&report)));
     } else {
-        out(&abmesh::guard::render_text(&report));
+        out(&abmesh_cli::guard::render_text(&report));
     }
     match report.outcome() {
         Outcome::NoEvidence => {
@@ -206,10 +195,9 @@ pub fn run(args: &[OsString]) -> ExitCode {
 /// `guard --write-config`: the configuration with breached experiments paused or rolled back,
 /// each change printed with its reasons (on standard error with `--json`, whose standard output
 /// is the report). Exit 0 when nothing changed, 3 when something did, 1 on error.
-#[cfg(not(target_arch = "wasm32"))]
 fn write_rolled_back(
     bytes: &[u8],
-    report: &abmesh::guard::Report,
+    report: &abmesh_cli::guard::Report,
     how: Rollback,
     path: &OsString,
     json: bool,
@@ -221,7 +209,7 @@ fn write_rolled_back(
             return ExitCode::from(1);
         }
     };
-    let (written, changes) = abmesh::guard::rollback(&document, report, how);
+    let (written, changes) = abmesh_cli::guard::rollback(&document, report, how);
     let text = match serde_json::to_string_pretty(&written) {
         Ok(t) => t + "\n",
         Err(e) => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::guard::{parse_prometheus, Sample};
-use crate::metrics::{ASSIGNMENTS, DURATION, FORCED, REPLICATE_METRICS, RESPONSES};
+use abmesh::metrics::{ASSIGNMENTS, DURATION, FORCED, REPLICATE_METRICS, RESPONSES};
 
 /// How to reach an HTTP source.
 #[derive(Debug, Clone, Default)]

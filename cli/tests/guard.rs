@@ -199,7 +199,7 @@ fn holm_adjusts_every_decision_of_the_run_and_latency_can_be_a_guardrail() {
     .iter()
     .map(|(e, m)| cmp(*e, m)["holm_adjusted_p_value"].as_f64().unwrap())
     .collect();
-    assert_eq!(adjusted, abmesh::sequential::holm(&p), "{out}");
+    assert_eq!(adjusted, abmesh_cli::sequential::holm(&p), "{out}");
     // Four decisions: the smallest p is multiplied by 4, the next by 3, ...
     let min = p.iter().cloned().fold(f64::INFINITY, f64::min);
     assert!(
@@ -386,7 +386,7 @@ fn ci_script_with_stats(
     let kubectl = d.join("kubectl");
     std::fs::write(&kubectl, format!("#!/bin/sh\n{kubectl_body}\n")).unwrap();
     std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     let out = Command::new(repo.join("examples/ci/abmesh-guard.sh"))
         .arg("run")
         .current_dir(&d)
@@ -426,7 +426,7 @@ fn the_ci_script_applies_the_paused_configuration_to_istio_with_kubectl() {
     // What kubectl received: the template's WasmPlugin with the written configuration.
     let applied = std::fs::read_to_string(d.join("applied.yaml")).unwrap();
     let template = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .join("examples/ci/wasmplugin.template.yaml"),
     )
     .unwrap();

@@ -8,14 +8,14 @@ use super::{
     VariantReport, SRM_ALPHA,
 };
 use crate::bayes::{prob_mean_lower, prob_rate_lower};
-use crate::config::{Config, Experiment, Status};
-use crate::metrics::{
-    ASSIGNMENTS, CLASSES, DURATION, FORCED, REPLICATE_5XX, REPLICATE_ASSIGNMENTS,
-    REPLICATE_DURATION_SUM, REPLICATE_METRICS, REPLICATE_RESPONSES, RESPONSES,
-};
 use crate::robust::{self, ratio, traffic_share, Test};
 use crate::sequential::{self, holm, srm_p_value};
 use crate::stats::{chi_square, normal_sf, two_proportion, welch, Comparison, Moments};
+use abmesh::config::{Config, Experiment, Status};
+use abmesh::metrics::{
+    ASSIGNMENTS, CLASSES, DURATION, FORCED, REPLICATE_5XX, REPLICATE_ASSIGNMENTS,
+    REPLICATE_DURATION_SUM, REPLICATE_METRICS, REPLICATE_RESPONSES, RESPONSES,
+};
 
 /// One variant's replicate totals, indexed by replicate.
 #[derive(Debug, Clone, Default)]
@@ -172,7 +172,7 @@ fn not_in_force(e: &Experiment, now_ms: i64) -> Option<String> {
     let traffic = if e.ramp.is_empty() {
         Some(e.traffic_bp)
     } else {
-        crate::ramp::current(&e.ramp, now_ms).map(|s| s.traffic_bp)
+        abmesh::ramp::current(&e.ramp, now_ms).map(|s| s.traffic_bp)
     };
     match traffic {
         None => Some("its ramp has not begun".into()),

@@ -37,8 +37,8 @@ pub fn run(args: &[OsString]) -> ExitCode {
         }
     };
     let imported = match kind {
-        "growthbook" => abmesh::import::growthbook(&source),
-        "flagd" => abmesh::import::flagd(&source),
+        "growthbook" => abmesh_cli::import::growthbook(&source),
+        "flagd" => abmesh_cli::import::flagd(&source),
         other => return usage_error(&format!("import knows growthbook and flagd, not '{other}'")),
     };
     let config = serde_json::to_string_pretty(&imported.config).unwrap_or_default();

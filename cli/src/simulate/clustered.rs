@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 
 use super::Rng;
-use crate::config::Config;
 use crate::guard::{judge, Mode, Options, Report, Sample};
-use crate::metrics::{
+use abmesh::config::Config;
+use abmesh::metrics::{
     ASSIGNMENTS, DURATION, REPLICATE_5XX, REPLICATE_ASSIGNMENTS, REPLICATE_DURATION_SUM,
     REPLICATE_RESPONSES, RESPONSES,
 };
