@@ -1,6 +1,6 @@
 """The mSPRT of Johari, Koomen, Pekelis and Walsh (Operations Research 70(3), 2022) for an
 estimate of variance `v` under a normal mixture of variance `tau2`, written from the paper for
-the reference checks (no code shared with abmesh's src/sequential.rs)."""
+the reference checks (no code shared with abmesh's cli/src/sequential.rs)."""
 import math
 
 

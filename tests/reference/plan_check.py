@@ -4,7 +4,7 @@
 Fixed horizon: statsmodels' samplesize_proportions_2indep_onetail (rates) and
 NormalIndPower.solve_power (means), at the Bonferroni alpha per comparison.
 Sequential: the smallest whole n whose single look at n rejects with the planned power under
-the mSPRT boundary documented in src/sequential.rs, solved here with SciPy's normal
+the mSPRT boundary documented in cli/src/sequential.rs, solved here with SciPy's normal
 distribution and root finder (no code shared with abmesh).
 
 usage: plan_check.py ABMESH_BINARY

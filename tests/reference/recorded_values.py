@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Recomputes, with SciPy and statsmodels, every reference value recorded in the Rust tests of
-src/power.rs, src/sequential.rs and src/bayes.rs, and checks it equals the recorded one (run by
+cli/src/power.rs, cli/src/sequential.rs and cli/src/bayes.rs, and checks it equals the recorded one (run by
 `./build.sh test`; a recorded value that drifted from its source fails here).
 
-The mSPRT and SRM values come from the formulas in src/sequential.rs's module documentation
+The mSPRT and SRM values come from the formulas in cli/src/sequential.rs's module documentation
 (Johari et al. 2022; Lindon and Malek 2022), written again here with NumPy/SciPy."""
 import math
 import sys
@@ -29,7 +29,7 @@ def expect(what, got, recorded, tol):
         failures.append(f"{what}: recomputed {got!r}, recorded {recorded!r}")
 
 
-# src/power.rs: fixed_horizon_sizes_match_statsmodels, variants_split_alpha...
+# cli/src/power.rs: fixed_horizon_sizes_match_statsmodels, variants_split_alpha...
 for args, recorded in [((0.02, 0.05, 0.8, 0.05), 2212.204782367206),
                        ((0.01, 0.10, 0.9, 0.05), 19746.624475776527),
                        ((0.005, 0.02, 0.8, 0.025), 16722.814716941502),
@@ -42,7 +42,7 @@ for (es, alpha, power), recorded in [((0.2, 0.05, 0.8), 392.4430232577885),
     expect(f"NormalIndPower({es}, {alpha}, {power})",
            NormalIndPower().solve_power(effect_size=es, alpha=alpha, power=power, ratio=1), recorded, 1e-12)
 
-# src/sequential.rs
+# cli/src/sequential.rs
 def rates(x1, n1, x0, n0, alpha, mixing):
     p1, p0 = x1 / n1, x0 / n0
     pooled = (x1 + x0) / (n1 + n0)
@@ -81,7 +81,7 @@ for got, recorded in zip(multipletests([0.01, 0.04, 0.03, 0.005, 0.5], method="h
                          [0.04, 0.09, 0.09, 0.025, 0.5]):
     expect("Holm", got, recorded, 1e-12)
 
-# src/bayes.rs
+# cli/src/bayes.rs
 for (xv, nv, xc, nc), recorded in [((40, 1000, 60, 1000), 0.9796772120528251),
                                    ((12, 500, 10, 500), 0.3370215299854856),
                                    ((0, 100, 3, 100), 0.9393609840236006),

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Checks guard's cluster-robust statistics against an independent NumPy/SciPy implementation
-of the published formulas (README, Statistics; src/robust.rs):
+of the published formulas (README, Statistics; cli/src/robust.rs):
 
 - ratio metrics over R replicates: theta = sum x / sum y, delta-method variance
   V = R/(R-1) * sum (x_r - theta y_r)^2 / (sum y)^2 (Deng, Lu and Litz 2017), a difference's

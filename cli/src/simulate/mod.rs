@@ -1,5 +1,5 @@
 //! Monte-Carlo studies of `abmesh guard`'s statistics: simulated experiments examined at many
-//! looks, with the same test functions guard uses. `tests/simulation.rs` runs them small
+//! looks, with the same test functions guard uses. `cli/tests/simulation.rs` runs them small
 //! enough for CI; `./build.sh simulate` runs them large and prints the table in the README.
 
 pub mod clustered;
