@@ -13,7 +13,9 @@ use crate::sfv::parse_dictionary;
 /// One experiment's outcome for a request that got a variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Assignment {
+    /// Index into `Config::experiments`.
     pub experiment: usize,
+    /// Index into the experiment's `variants`.
     pub variant: usize,
     /// Chosen by a QA override rather than by the hash.
     pub forced: bool,
@@ -25,16 +27,24 @@ pub struct Assignment {
 /// `abmesh_not_assigned_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
+    /// The request carries no id of the experiment's unit type.
     NoUnit,
+    /// The unit's bucket is outside the traffic the experiment takes.
     Traffic,
+    /// The request does not match `when`.
     Targeting,
+    /// The unit falls in another experiment's part of the layer.
     Layer,
+    /// The unit is in the holdout.
     Holdout,
+    /// The experiment is paused.
     Paused,
+    /// Outside the experiment's `start`/`end` window.
     Schedule,
 }
 
 impl Reason {
+    /// Every reason, in the order of the metric label list.
     pub const ALL: [Reason; 7] = [
         Reason::NoUnit,
         Reason::Traffic,
@@ -45,6 +55,7 @@ impl Reason {
         Reason::Schedule,
     ];
 
+    /// The `reason` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::NoUnit => "no_unit",
@@ -63,6 +74,7 @@ impl Reason {
 pub struct Evaluation<'a> {
     /// In configuration order.
     pub assignments: Vec<Assignment>,
+    /// The experiments that gave no variant, and why (configuration order).
     pub not_assigned: Vec<(usize, Reason)>,
     /// Each unit type's id for this request, if it has one (indexed like `Config::units`).
     pub units: Vec<Option<Cow<'a, [u8]>>>,

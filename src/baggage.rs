@@ -18,8 +18,11 @@ pub const MAX_BYTES: usize = 8192;
 /// What to do with the request's `baggage` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rewrite {
+    /// Leave `baggage` as the client sent it.
     Unchanged,
+    /// Remove `baggage` (it held only an `abmesh` member).
     Remove,
+    /// Set `baggage` to this value.
     Set(Vec<u8>),
 }
 

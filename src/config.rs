@@ -14,22 +14,33 @@ use crate::reader::{
 };
 use crate::targeting::{Condition, When};
 
+/// The largest configuration accepted (1 MiB).
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+/// The most experiments a configuration may define.
 pub const MAX_EXPERIMENTS: usize = 1000;
+/// The most variants an experiment may have.
 pub const MAX_VARIANTS: usize = 100;
 
 /// A compiled, valid configuration. Build it with [`Config::parse`].
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The unit types, in configuration order.
     pub units: Vec<UnitType>,
     /// The longest salt of any experiment, layer or holdout (sizes the hash key buffer).
     pub max_salt_len: usize,
+    /// The holdout, if any.
     pub holdout: Option<Holdout>,
+    /// The layers (indexed by `LayerSlot::layer`).
     pub layers: Vec<Layer>,
+    /// The experiments, in configuration order.
     pub experiments: Vec<Experiment>,
+    /// Where assignments are written.
     pub output: Output,
+    /// How exposures are recorded.
     pub exposure: ExposureConfig,
+    /// QA overrides.
     pub overrides: Overrides,
+    /// What this instance does with assignments that arrive with a request.
     pub inbound: Inbound,
     /// `metrics.replicates`: the number of replicate series per variant (0: none).
     pub replicates: u16,
@@ -54,46 +65,65 @@ pub enum Inbound {
 }
 
 #[derive(Debug, Clone)]
+/// A named unit type (user, device…) and where a request carries its id.
 pub struct UnitType {
+    /// Its name in the configuration.
     pub name: String,
     /// The mint cookie, when not listed, is read last.
     pub sources: Vec<Source>,
+    /// How an id is minted for a request that has none (anonymous visitors).
     pub mint: Option<Mint>,
 }
 
 /// Where a unit id is read from. Names are stored lower-case for headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
+    /// A request header (lower-case name).
     Header(String),
+    /// A cookie.
     Cookie(String),
+    /// A query-string parameter.
     Query(String),
 }
 
 #[derive(Debug, Clone)]
+/// Units kept out of every experiment of their unit type.
 pub struct Holdout {
+    /// Index into `Config::units`.
     pub unit: usize,
+    /// The hash salt.
     pub salt: String,
     /// Units whose holdout bucket is below this are held out.
     pub threshold: u32,
 }
 
 #[derive(Debug, Clone)]
+/// A layer: experiments that share its 10,000 buckets and never share a unit.
 pub struct Layer {
+    /// Its name in the configuration.
     pub name: String,
+    /// Index into `Config::units`.
     pub unit: usize,
+    /// The hash salt.
     pub salt: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An experiment's `status`.
 pub enum Status {
+    /// Assigns units (the default).
     Running,
+    /// Assigns nobody.
     Paused,
+    /// Gives every matching request the winner; records no exposure.
     RolledOut,
 }
 
 impl Status {
+    /// Every status.
     pub const ALL: [Status; 3] = [Status::Running, Status::Paused, Status::RolledOut];
 
+    /// As written in the configuration.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Running => "running",
@@ -117,32 +147,53 @@ pub enum Algorithm {
     /// GrowthBook's semantics (`crate::growthbook`): the variants' float weights and
     /// `coverage` give `ranges`, the unit id hashed with `seed` and `hash_version` picks one.
     GrowthBook {
+        /// GrowthBook's hash version (1 or 2).
         hash_version: u32,
+        /// GrowthBook's seed.
         seed: String,
+        /// Each variation's bucket range, as fractions.
         ranges: Vec<(f64, f64)>,
         /// `(namespace id, start, end)`: only units whose namespace hash is in `[start, end)`.
         namespace: Option<(String, f64, f64)>,
     },
     /// flagd's `fractional` (`crate::flagd`): murmur3 of `prefix` followed by the unit id, and
     /// the variants' integer weights.
-    Flagd { prefix: Vec<u8>, weights: Vec<u64> },
+    Flagd {
+        /// `flag_key` or `bucket_by_seed`, hashed before the unit id.
+        prefix: Vec<u8>,
+        /// The fractional weights.
+        weights: Vec<u64>,
+    },
 }
 
 #[derive(Debug, Clone)]
+/// A compiled experiment.
 pub struct Experiment {
+    /// Its unique key.
     pub key: String,
+    /// How units are bucketed.
     pub algorithm: Algorithm,
+    /// Index into `Config::units`.
     pub unit: usize,
+    /// The hash salt.
     pub salt: String,
+    /// Running, paused or rolled out.
     pub status: Status,
+    /// Traffic in basis points (0–10,000); a ramp's last step when there is one.
     pub traffic_bp: u32,
+    /// The variants; the first is control.
     pub variants: Vec<Variant>,
+    /// Its part of a layer, if any.
     pub layer: Option<LayerSlot>,
+    /// Targeting.
     pub when: When,
+    /// The schedule window's start (ms since the epoch).
     pub start_ms: Option<i64>,
+    /// The schedule window's end (ms since the epoch).
     pub end_ms: Option<i64>,
     /// The full route header name (`x-exp-<key>`) when `route_header` is true.
     pub route_header: Option<String>,
+    /// The winner, when rolled out.
     pub winner: Option<usize>,
     /// Scheduled traffic steps; when given, `traffic_bp` and the variants' ranges are those of
     /// the last step.
@@ -166,47 +217,67 @@ impl Experiment {
 }
 
 #[derive(Debug, Clone)]
+/// A variant of an experiment.
 pub struct Variant {
+    /// Its name in the configuration.
     pub name: String,
     /// `key=name`, this variant's member of the assignments dictionary.
     pub member: String,
     /// `{"experiment":"key","variant":"name","unit":"unit","forced":` — the start of this
     /// variant's entry in exposure records.
     pub exposure_head: String,
+    /// Its weight.
     pub weight: u64,
     /// Buckets `[start, end)` this variant covers at the experiment's traffic.
     pub range: (u32, u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An experiment's part of a layer.
 pub struct LayerSlot {
+    /// Index into `Config::layers`.
     pub layer: usize,
+    /// First bucket.
     pub start: u32,
+    /// One past the last bucket.
     pub end: u32,
 }
 
 #[derive(Debug, Clone)]
+/// Where assignments are written (`output`).
 pub struct Output {
+    /// The header that carries the assignments dictionary (`x-experiments`).
     pub header: String,
+    /// The prefix of route headers (`x-exp-`).
     pub route_header_prefix: String,
+    /// The response header that echoes the assignments, if any.
     pub response_header: Option<String>,
     /// Also carry the assignments as the `abmesh` member of W3C `baggage`.
     pub baggage: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The host log level of exposure lines.
 pub enum LogLevel {
+    /// trace
     Trace,
+    /// debug
     Debug,
+    /// info
     Info,
+    /// warn
     Warn,
+    /// error
     Error,
+    /// critical
     Critical,
 }
 
 impl LogLevel {
+    /// The names, in level order.
     pub const NAMES: [&'static str; 6] = ["trace", "debug", "info", "warn", "error", "critical"];
 
+    /// As written in the configuration.
     pub fn as_str(self) -> &'static str {
         match self {
             LogLevel::Trace => "trace",
@@ -220,13 +291,18 @@ impl LogLevel {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How exposure records carry unit ids (`exposure.unit_id`).
 pub enum UnitIdMode {
+    /// As received (JSON-escaped).
     Raw,
+    /// The hex of `xxh3_64(id)`.
     Xxh3,
+    /// Not at all.
     Omit,
 }
 
 impl UnitIdMode {
+    /// Every mode.
     pub const ALL: [UnitIdMode; 3] = [UnitIdMode::Raw, UnitIdMode::Xxh3, UnitIdMode::Omit];
 }
 
@@ -241,23 +317,33 @@ impl Keyword for UnitIdMode {
 }
 
 #[derive(Debug, Clone)]
+/// How exposures are recorded (`exposure`).
 pub struct ExposureConfig {
+    /// Also write each record to the host log.
     pub log: bool,
+    /// At this level.
     pub log_level: LogLevel,
+    /// How unit ids appear in records.
     pub unit_id: UnitIdMode,
+    /// Store the record and the dictionary in filter state (for the access log).
     pub filter_state: bool,
 }
 
 #[derive(Debug, Clone)]
+/// QA overrides (`overrides`).
 pub struct Overrides {
+    /// The header carrying the overrides dictionary (`key=variant, …`).
     pub header: String,
+    /// The header carrying the QA token.
     pub token_header: String,
+    /// The SHA-256 digests of the accepted tokens.
     pub token_sha256: Vec<[u8; 32]>,
 }
 
 /// Why the configuration was refused: every problem found, each `path: rule`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// Each error as `path: rule`, in the order found.
     pub errors: Vec<String>,
 }
 
@@ -380,6 +466,7 @@ impl Config {
         }
     }
 
+    /// The index of the unit type `name`.
     pub fn unit_index(&self, name: &str) -> Option<usize> {
         self.units.iter().position(|u| u.name == name)
     }

@@ -25,16 +25,23 @@ pub struct SinkError;
 /// Which counter a pending count belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Series {
+    /// (experiment, variant)
     Assigned(usize, usize),
+    /// (experiment, variant)
     Forced(usize, usize),
+    /// (experiment, reason index)
     NotAssigned(usize, usize),
+    /// `ErrorKind` index
     Error(usize),
     /// (experiment, variant, class index)
     Response(usize, usize, usize),
     /// (experiment, variant, bucket index)
     Bucket(usize, usize, usize),
+    /// (experiment, variant)
     DurationSum(usize, usize),
+    /// (experiment, variant)
     DurationCount(usize, usize),
+    /// (experiment, variant)
     DurationSumSquares(usize, usize),
     /// (experiment, variant, replicate, series)
     Replicate(usize, usize, u16, ReplicateSeries),
@@ -79,6 +86,7 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Counters shaped by the configuration, all at zero.
     pub fn for_config(config: &Config) -> Self {
         let per_variant = || {
             config
@@ -133,6 +141,7 @@ impl Counts {
         self.slis.get_mut(e)?.get_mut(v)
     }
 
+    /// Adds `n` to a series (no host call).
     pub fn add_n(&mut self, s: Series, n: u64) {
         let Some(c) = self.counter(s) else { return };
         let was_zero = c.pending == 0;
@@ -180,6 +189,7 @@ impl Counts {
         }
     }
 
+    /// Adds one to a series (no host call).
     pub fn add(&mut self, s: Series) {
         let Some(c) = self.counter(s) else { return };
         c.pending += 1;
@@ -188,6 +198,7 @@ impl Counts {
         }
     }
 
+    /// Counts a request's assignments, reasons and replicated assignments.
     pub fn count(&mut self, eval: &Evaluation, replicated: &[(usize, usize, u16)]) {
         for &(e, v, r) in replicated {
             self.add(Series::Replicate(e, v, r, ReplicateSeries::Assignments));

@@ -116,6 +116,7 @@ pub fn push_json_bytes(out: &mut String, bytes: &[u8]) {
     push_json_str(out, &String::from_utf8_lossy(bytes));
 }
 
+/// Appends `s` as a JSON string literal.
 pub fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
     // Unit ids are nearly always plain: copy them whole.

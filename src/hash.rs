@@ -36,6 +36,7 @@ impl Hasher {
         Hasher { key, id_start }
     }
 
+    /// The bucket of the id under `salt`.
     pub fn bucket(&mut self, salt: &[u8]) -> u32 {
         let hash = match self.id_start.checked_sub(salt.len() + 1) {
             Some(start) => {

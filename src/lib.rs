@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! abmesh: online experiments (A/B tests) at the service mesh.
 //!
 //! The pure core decides, for one request, which variant of each configured experiment it

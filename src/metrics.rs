@@ -8,10 +8,15 @@ use crate::assign::Evaluation;
 use crate::config::Config;
 use crate::hash::replicate;
 
+/// Assigned requests per experiment and variant (rollouts included).
 pub const ASSIGNMENTS: &str = "abmesh_assignments_total";
+/// Forced (QA) assignments.
 pub const FORCED: &str = "abmesh_forced_total";
+/// Requests an experiment gave no variant, by reason.
 pub const NOT_ASSIGNED: &str = "abmesh_not_assigned_total";
+/// Failed host calls and dropped baggage, by kind.
 pub const ERRORS: &str = "abmesh_errors_total";
+/// Responses of assigned requests, by status class.
 pub const RESPONSES: &str = "abmesh_responses_total";
 /// A Prometheus-style histogram made of counters (`_bucket` with `le`, `_sum`, `_count`) plus
 /// `_sum_squares` for the variance `abmesh guard` needs. Counters, not an Envoy histogram, so a
@@ -40,9 +45,13 @@ pub const REPLICATE_METRICS: [&str; 4] = [
 /// Index into [`REPLICATE_METRICS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicateSeries {
+    /// `abmesh_replicate_assignments_total`
     Assignments = 0,
+    /// `abmesh_replicate_responses_total`
     Responses = 1,
+    /// `abmesh_replicate_5xx_total`
     Errors5xx = 2,
+    /// `abmesh_replicate_duration_milliseconds_sum`
     DurationSum = 3,
 }
 
@@ -145,9 +154,12 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// How many kinds there are.
     pub const COUNT: usize = 2;
+    /// Every kind.
     pub const ALL: [ErrorKind; Self::COUNT] = [ErrorKind::Host, ErrorKind::Baggage];
 
+    /// The `kind` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Host => "host",

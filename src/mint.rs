@@ -17,21 +17,32 @@ use crate::reader::{kind, Errors, Keyword, Obj};
 /// `mint` of a unit type: the cookie that carries the minted id, with its attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mint {
+    /// The cookie that carries the id.
     pub cookie: String,
+    /// The cookie's lifetime in days.
     pub max_age_days: u32,
+    /// `Secure`
     pub secure: bool,
+    /// `HttpOnly`
     pub http_only: bool,
+    /// `SameSite`
     pub same_site: SameSite,
+    /// `Path`
     pub path: String,
+    /// `Domain`, if any.
     pub domain: Option<String>,
     /// `; Max-Age=…; Path=…[; Domain=…][; Secure][; HttpOnly]; SameSite=…`, rendered once.
     pub attributes: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The cookie's `SameSite` attribute.
 pub enum SameSite {
+    /// `Strict`
     Strict,
+    /// `Lax` (the default)
     Lax,
+    /// `None` (needs `Secure`)
     None,
 }
 
@@ -49,6 +60,7 @@ impl Keyword for SameSite {
     }
 }
 
+/// The fields of a `mint` object.
 pub const FIELDS: &[&str] = &[
     "cookie",
     "max_age_days",

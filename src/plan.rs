@@ -19,6 +19,7 @@ use crate::sfv::parse_members;
 pub const LOG_PREFIX: &str = "abmesh.exposure ";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything the filter does to one request, decided without the host.
 pub struct Plan<'c> {
     /// Names of request headers present that must be removed (spoofing protection), as sent.
     pub remove: Vec<Vec<u8>>,
@@ -57,6 +58,7 @@ pub struct Plan<'c> {
 pub enum Effect<'p> {
     /// A request header the client sent that must not reach the upstream (as it was sent).
     RemoveRequestHeader(Cow<'p, str>),
+    /// A request header and its new value.
     SetRequestHeader(&'p str, &'p [u8]),
     /// The exposure line, through the host log.
     Log(LogLevel, &'p str),
@@ -67,6 +69,7 @@ pub enum Effect<'p> {
 /// What the filter does to the response, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResponseEffect<'p> {
+    /// A response header and its value (the echo).
     SetHeader(&'p str, &'p str),
     /// A `Set-Cookie` beside the application's own.
     AddSetCookie(&'p str),
@@ -74,6 +77,7 @@ pub enum ResponseEffect<'p> {
 
 /// The filter-state names abmesh writes (`wasm.abmesh_exposure`, `wasm.abmesh_assignments`).
 pub const FILTER_STATE_EXPOSURE: &str = "abmesh_exposure";
+/// The filter-state name of the assignments dictionary.
 pub const FILTER_STATE_ASSIGNMENTS: &str = "abmesh_assignments";
 
 /// Whether a request header must never reach the upstream as the client sent it (at an edge).

@@ -12,6 +12,7 @@ use crate::reader::{index_path, list, percent_basis_points, Errors, Obj};
 pub const MAX_STEPS: usize = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// One step of a ramp: from `at_ms` on, this traffic and these ranges.
 pub struct RampStep {
     /// From this moment (Unix milliseconds) ...
     pub at_ms: i64,

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+/// A request as abmesh reads it: headers as bytes, cookies and query parsed on demand.
 pub struct RequestView<'a> {
     headers: Vec<(&'a [u8], &'a [u8])>,
     path: &'a [u8],
@@ -58,6 +59,7 @@ impl<'a> RequestView<'a> {
         self.path
     }
 
+    /// The `:method`.
     pub fn method(&self) -> &'a [u8] {
         self.method
     }

@@ -16,8 +16,11 @@ pub fn parse_dictionary(input: &[u8]) -> Vec<(&[u8], &[u8])> {
 /// One dictionary member: `key=value`, and whether it carries the `forced` parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Member<'a> {
+    /// The experiment key.
     pub key: &'a [u8],
+    /// The variant.
     pub value: &'a [u8],
+    /// Carries the `;forced` parameter.
     pub forced: bool,
 }
 

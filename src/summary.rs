@@ -39,6 +39,7 @@ pub fn one_line(config: &Config) -> String {
     )
 }
 
+/// What `abmesh check` prints, now.
 pub fn describe(config: &Config) -> String {
     describe_at(config, None)
 }

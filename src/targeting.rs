@@ -14,22 +14,27 @@ pub struct When {
     pub hosts: Vec<Vec<u8>>,
     /// Header names are lower-case.
     pub headers: Vec<(Vec<u8>, Condition)>,
+    /// Cookie conditions.
     pub cookies: Vec<(Vec<u8>, Condition)>,
+    /// Query-parameter conditions.
     pub query: Vec<(Vec<u8>, Condition)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A condition on one value.
 pub enum Condition {
     /// The value is one of these (absent: false).
     In(Vec<Vec<u8>>),
     /// The value is none of these (absent: true, since an absent value is in no list).
     NotIn(Vec<Vec<u8>>),
+    /// The value is (or is not) present.
     Present(bool),
     /// The value starts with this (absent: false).
     Prefix(Vec<u8>),
 }
 
 impl Condition {
+    /// Whether the condition holds for `value` (`None`: absent).
     pub fn holds(&self, value: Option<&[u8]>) -> bool {
         match (self, value) {
             (Condition::Present(want), v) => v.is_some() == *want,
@@ -43,10 +48,12 @@ impl Condition {
 }
 
 impl When {
+    /// No condition at all.
     pub fn is_empty(&self) -> bool {
         *self == When::default()
     }
 
+    /// Whether every condition holds for the request.
     pub fn matches(&self, req: &RequestView) -> bool {
         (self.path_prefix.is_empty() || self.path_prefix.iter().any(|p| req.path().starts_with(p)))
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == req.method()))
