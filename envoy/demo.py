@@ -211,13 +211,21 @@ def main():
     while True:
         _, prom = get(ports["admin"], "/stats/prometheus")
         counted = sum(int(l.rsplit(" ", 1)[1]) for l in prom.splitlines()
-                      if l.startswith("abmesh_") and f'experiment="{first}"' in l and "forced" not in l)
+                      if l.startswith(("abmesh_assignments_total{", "abmesh_not_assigned_total{"))
+                      and f'experiment="{first}"' in l)
         if counted >= requests or time.time() > end:
             break
         time.sleep(0.2)
+    replicated = []
     for line in prom.splitlines():
-        if line.startswith("abmesh_"):
+        if line.startswith("abmesh_replicate_"):
+            replicated.append(line)
+        elif line.startswith("abmesh_"):
             print("  " + line)
+    # The replicate series (what guard's per-unit statistics use) are many: summarized.
+    names = sorted({l.split("{", 1)[0] for l in replicated})
+    print(f"  ... and {len(replicated)} replicate series ({', '.join(names)}), "
+          "split by a hash of the unit id: see README, Metrics")
     stop_all()
     print(f"\nDone: stopped Envoy and the echo upstream. Logs kept in {work}")
 
