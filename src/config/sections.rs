@@ -1,0 +1,159 @@
+//! The top-level sections compiled on their own: `output`, `exposure`, `overrides`, `metrics`.
+
+use super::*;
+
+pub(super) fn compile_metrics(top: &Obj, errors: &mut Errors) -> u16 {
+    let Some(o) = top.section("metrics", &["replicates"], errors) else {
+        return DEFAULT_REPLICATES;
+    };
+    match o.get("replicates") {
+        None => DEFAULT_REPLICATES,
+        Some(v) => match v.as_u64().and_then(|n| u16::try_from(n).ok()) {
+            Some(n) if n <= MAX_REPLICATES => n,
+            _ => {
+                errors.push(
+                    &o.path_of("replicates"),
+                    format!(
+                        "must be an integer from 0 (no replicate series) to {MAX_REPLICATES}, found {v}"
+                    ),
+                );
+                DEFAULT_REPLICATES
+            }
+        },
+    }
+}
+
+pub(super) fn compile_output(top: &Obj, errors: &mut Errors) -> Output {
+    let mut out = Output {
+        header: "x-experiments".into(),
+        route_header_prefix: "x-exp-".into(),
+        response_header: None,
+        baggage: false,
+    };
+    let Some(o) = top.section(
+        "output",
+        &[
+            "header",
+            "route_header_prefix",
+            "response_header",
+            "baggage",
+        ],
+        errors,
+    ) else {
+        return out;
+    };
+    if let Some(h) = header_field(&o, "header", errors) {
+        out.header = h;
+    }
+    if let Some(p) = o.string("route_header_prefix", errors) {
+        match header_name(p, &o.path_of("route_header_prefix"), errors) {
+            Some(p) if out.header.starts_with(&p) => errors.push(
+                &o.path_of("route_header_prefix"),
+                format!("must not be a prefix of output.header \"{}\"", out.header),
+            ),
+            Some(p) => out.route_header_prefix = p,
+            None => {}
+        }
+    }
+    out.response_header = header_field(&o, "response_header", errors);
+    out.baggage = o.bool("baggage", errors).unwrap_or(false);
+    out
+}
+
+pub(super) fn compile_exposure(top: &Obj, errors: &mut Errors) -> ExposureConfig {
+    let mut out = ExposureConfig {
+        log: true,
+        log_level: LogLevel::Info,
+        unit_id: UnitIdMode::Raw,
+        filter_state: true,
+    };
+    let Some(o) = top.section(
+        "exposure",
+        &["log", "log_level", "unit_id", "filter_state"],
+        errors,
+    ) else {
+        return out;
+    };
+    out.log = o.bool("log", errors).unwrap_or(true);
+    out.filter_state = o.bool("filter_state", errors).unwrap_or(true);
+    if let Some(level) = o.string("log_level", errors) {
+        const LEVELS: [LogLevel; 6] = [
+            LogLevel::Trace,
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error,
+            LogLevel::Critical,
+        ];
+        match LogLevel::NAMES.iter().position(|n| *n == level) {
+            Some(i) => out.log_level = LEVELS[i],
+            None => errors.push(
+                &o.path_of("log_level"),
+                format!(
+                    "must be one of {}, found \"{level}\"",
+                    LogLevel::NAMES.join(", ")
+                ),
+            ),
+        }
+    }
+    if let Some(mode) = o.keyword("unit_id", &UnitIdMode::ALL, errors) {
+        out.unit_id = mode;
+    }
+    out
+}
+
+pub(super) fn compile_overrides(top: &Obj, errors: &mut Errors) -> Overrides {
+    let mut out = Overrides {
+        header: "x-abmesh-force".into(),
+        token_header: "x-abmesh-token".into(),
+        token_sha256: Vec::new(),
+    };
+    let Some(o) = top.section(
+        "overrides",
+        &["header", "token_header", "token_sha256"],
+        errors,
+    ) else {
+        return out;
+    };
+    if let Some(h) = header_field(&o, "header", errors) {
+        out.header = h;
+    }
+    if let Some(h) = header_field(&o, "token_header", errors) {
+        out.token_header = h;
+    }
+    let path = o.path_of("token_sha256");
+    match o.get("token_sha256") {
+        None => errors.push(
+            &path,
+            "is required (the SHA-256 hex digests of the accepted QA tokens)",
+        ),
+        Some(l) => {
+            for (i, hex) in string_list(l, &path, errors).into_iter().enumerate() {
+                match parse_sha256_hex(hex) {
+                    Some(d) => out.token_sha256.push(d),
+                    None => errors.push(
+                        &index_path(&path, i),
+                        format!(
+                            "must be 64 hexadecimal characters (a SHA-256 digest), found \"{hex}\""
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}

@@ -1,0 +1,107 @@
+//! `when`: targeting conditions.
+
+use super::*;
+
+pub(super) fn compile_when(v: &Value, path: &str, errors: &mut Errors) -> When {
+    let mut when = When::default();
+    let Some(o) = Obj::new(
+        v,
+        path,
+        &[
+            "path_prefix",
+            "methods",
+            "hosts",
+            "headers",
+            "cookies",
+            "query",
+        ],
+        errors,
+    ) else {
+        return when;
+    };
+    let bytes_list = |name: &str, errors: &mut Errors| -> Vec<Vec<u8>> {
+        o.get(name)
+            .map(|l| string_list(l, &o.path_of(name), errors))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect()
+    };
+    when.path_prefix = bytes_list("path_prefix", errors);
+    when.methods = bytes_list("methods", errors);
+    when.hosts = bytes_list("hosts", errors)
+        .into_iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    for (field, list) in [
+        ("path_prefix", &when.path_prefix),
+        ("methods", &when.methods),
+        ("hosts", &when.hosts),
+    ] {
+        if o.get(field)
+            .is_some_and(|l| l.as_array().is_some_and(Vec::is_empty))
+            && list.is_empty()
+        {
+            errors.push(
+                &o.path_of(field),
+                "must not be an empty list (omit it to match everything)",
+            );
+        }
+    }
+    for (field, target) in [
+        ("headers", &mut when.headers),
+        ("cookies", &mut when.cookies),
+        ("query", &mut when.query),
+    ] {
+        let Some(map) = o.object_map(field, errors) else {
+            continue;
+        };
+        for (name, cv) in map {
+            let cpath = field_path(&o.path_of(field), name);
+            let name = if field == "headers" {
+                match header_name(name, &cpath, errors) {
+                    Some(n) => n,
+                    None => continue,
+                }
+            } else {
+                name.clone()
+            };
+            if let Some(c) = compile_condition(cv, &cpath, errors) {
+                target.push((name.into_bytes(), c));
+            }
+        }
+    }
+    when
+}
+
+pub(super) fn compile_condition(v: &Value, path: &str, errors: &mut Errors) -> Option<Condition> {
+    let o = Obj::new(v, path, &["in", "not_in", "present", "prefix"], errors)?;
+    let given: Vec<&str> = ["in", "not_in", "present", "prefix"]
+        .into_iter()
+        .filter(|f| o.get(f).is_some())
+        .collect();
+    if given.len() != 1 {
+        errors.push(
+            path,
+            "must have exactly one of \"in\", \"not_in\", \"present\" or \"prefix\"",
+        );
+        return None;
+    }
+    let to_bytes = |l: Vec<&str>| l.into_iter().map(|s| s.as_bytes().to_vec()).collect();
+    match given[0] {
+        "in" => Some(Condition::In(to_bytes(string_list(
+            o.get("in")?,
+            &o.path_of("in"),
+            errors,
+        )))),
+        "not_in" => Some(Condition::NotIn(to_bytes(string_list(
+            o.get("not_in")?,
+            &o.path_of("not_in"),
+            errors,
+        )))),
+        "present" => o.bool("present", errors).map(Condition::Present),
+        _ => o
+            .string("prefix", errors)
+            .map(|p| Condition::Prefix(p.as_bytes().to_vec())),
+    }
+}
