@@ -290,8 +290,15 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
-    /// The names, in level order.
-    pub const NAMES: [&'static str; 6] = ["trace", "debug", "info", "warn", "error", "critical"];
+    /// Every level, from the least to the most severe.
+    pub const ALL: [LogLevel; 6] = [
+        LogLevel::Trace,
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Warn,
+        LogLevel::Error,
+        LogLevel::Critical,
+    ];
 
     /// As written in the configuration.
     pub fn as_str(self) -> &'static str {

@@ -77,21 +77,13 @@ pub(super) fn compile_exposure(top: &Obj, errors: &mut Errors) -> ExposureConfig
     out.log = o.bool("log", errors).unwrap_or(true);
     out.filter_state = o.bool("filter_state", errors).unwrap_or(true);
     if let Some(level) = o.string("log_level", errors) {
-        const LEVELS: [LogLevel; 6] = [
-            LogLevel::Trace,
-            LogLevel::Debug,
-            LogLevel::Info,
-            LogLevel::Warn,
-            LogLevel::Error,
-            LogLevel::Critical,
-        ];
-        match LogLevel::NAMES.iter().position(|n| *n == level) {
-            Some(i) => out.log_level = LEVELS[i],
+        match LogLevel::ALL.into_iter().find(|l| l.as_str() == level) {
+            Some(l) => out.log_level = l,
             None => errors.push(
                 &o.path_of("log_level"),
                 format!(
                     "must be one of {}, found \"{level}\"",
-                    LogLevel::NAMES.join(", ")
+                    LogLevel::ALL.map(LogLevel::as_str).join(", ")
                 ),
             ),
         }
