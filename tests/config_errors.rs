@@ -350,3 +350,17 @@ fn a_config_with_many_problems_reports_every_one() {
         ]
     );
 }
+
+#[test]
+fn keyword_fields_name_every_allowed_value() {
+    let json = r#"{"units": {"user": [{"header": "x-user-id"}]},
+      "experiments": [{"key": "e", "status": "stopped", "variants": [{"name": "a", "weight": 1}]}],
+      "exposure": {"log_level": "loud"}}"#;
+    assert_eq!(
+        errors(json),
+        vec![
+            "experiments[0].status: must be \"running\", \"paused\" or \"rolled_out\", found \"stopped\"",
+            "exposure.log_level: must be one of trace, debug, info, warn, error, critical, found \"loud\"",
+        ]
+    );
+}
