@@ -544,6 +544,19 @@ fn series_without_their_labels_are_no_evidence_and_name_the_stats_tags() {
 }
 
 #[test]
+fn every_running_experiment_with_no_assignments_is_named() {
+    let (code, out, err, path) = guard_all(CONFIG, "abmesh_errors_total{kind=\"host\"} 0\n", &[]);
+    assert_eq!(code, 4, "{out}");
+    assert_eq!(
+        err,
+        format!(
+            "abmesh: no evidence from {path}: experiment checkout-v2 is running but the source holds no assignments for it\n\
+             abmesh: no evidence from {path}: experiment ranker is running but the source holds no assignments for it\n"
+        )
+    );
+}
+
+#[test]
 fn a_running_experiment_with_no_assignments_is_no_evidence() {
     // Only checkout-v2 is in the stats; ranker runs but has nothing.
     let stats: String = split_stats(CONFIG, 2_000)

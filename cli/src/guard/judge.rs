@@ -409,6 +409,7 @@ pub fn judge(config: &Config, samples: &[Sample], options: &Options) -> Report {
         Inference::Replicates(config.replicates)
     };
     let replicated = matches!(inference, Inference::Replicates(_));
+    let source_problem = !no_evidence.is_empty();
     let o = options;
     let mut experiments: Vec<ExperimentReport> = Vec::new();
     let mut not_judged = Vec::new();
@@ -432,7 +433,9 @@ pub fn judge(config: &Config, samples: &[Sample], options: &Options) -> Report {
             })
             .collect();
         let hashed_total: f64 = data.iter().map(|d| (d.assigned - d.forced).max(0.0)).sum();
-        if hashed_total <= 0.0 && no_evidence.is_empty() {
+        // Every experiment without assignments is named, unless the source as a whole holds
+        // nothing (then that is the one reason).
+        if hashed_total <= 0.0 && !source_problem {
             no_evidence.push(format!(
                 "experiment {} is running but the source holds no assignments for it",
                 e.key
