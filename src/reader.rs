@@ -22,6 +22,10 @@ impl Errors {
 /// An enumeration written as one keyword in the configuration.
 pub trait Keyword: Copy + 'static {
     fn as_str(self) -> &'static str;
+    /// What choosing this keyword means, shown beside it when a value is refused.
+    fn gloss(self) -> Option<&'static str> {
+        None
+    }
 }
 
 pub fn field_path(parent: &str, name: &str) -> String {
@@ -130,7 +134,13 @@ impl<'a> Obj<'a> {
         let s = self.string(name, errors)?;
         let found = all.iter().copied().find(|k| k.as_str() == s);
         if found.is_none() {
-            let names: Vec<String> = all.iter().map(|k| format!("\"{}\"", k.as_str())).collect();
+            let names: Vec<String> = all
+                .iter()
+                .map(|k| match k.gloss() {
+                    Some(gloss) => format!("\"{}\" ({gloss})", k.as_str()),
+                    None => format!("\"{}\"", k.as_str()),
+                })
+                .collect();
             let list = match names.split_last() {
                 Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
                 _ => names.join(""),

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use crate::config::{Config, Inbound, Source, Status};
+use crate::reader::Keyword;
 use crate::hash::BUCKETS;
 use crate::targeting::{Condition, When};
 use crate::time::format_rfc3339;
@@ -203,10 +204,12 @@ pub fn describe_at(config: &Config, now_ms: Option<i64>) -> String {
     if config.output.baggage {
         out.push_str("baggage: assignments also in the W3C baggage member \"abmesh\"\n");
     }
-    out.push_str(match config.inbound {
-        Inbound::Strip => "inbound: strip (an edge: assignments sent by clients are removed)\n",
-        Inbound::Trust => "inbound: trust (an internal tier: received assignments for experiments not defined here are kept)\n",
-    });
+    let effect = match config.inbound {
+        Inbound::Strip => "assignments sent by clients are removed",
+        Inbound::Trust => "received assignments for experiments not defined here are kept",
+    };
+    let mode = config.inbound;
+    let _ = writeln!(out, "inbound: {} ({}: {effect})", mode.as_str(), mode.gloss().unwrap_or(""));
     out
 }
 

@@ -80,6 +80,26 @@ pub enum Inbound {
     Trust,
 }
 
+impl Inbound {
+    /// Every mode, in the order an error lists them.
+    pub const ALL: [Inbound; 2] = [Inbound::Strip, Inbound::Trust];
+}
+
+impl Keyword for Inbound {
+    fn as_str(self) -> &'static str {
+        match self {
+            Inbound::Strip => "strip",
+            Inbound::Trust => "trust",
+        }
+    }
+    fn gloss(self) -> Option<&'static str> {
+        Some(match self {
+            Inbound::Strip => "an edge",
+            Inbound::Trust => "an internal tier",
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 /// A named unit type (user, device…) and where a request carries its id.
 pub struct UnitType {
@@ -562,17 +582,7 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
     let exposure = compile_exposure(&top, errors);
     let overrides = compile_overrides(&top, errors);
     let replicates = compile_metrics(&top, errors);
-    let inbound = match top.string("inbound", errors) {
-        None | Some("strip") => Inbound::Strip,
-        Some("trust") => Inbound::Trust,
-        Some(other) => {
-            errors.push(
-                "inbound",
-                format!("must be \"strip\" (an edge) or \"trust\" (an internal tier), found \"{other}\""),
-            );
-            Inbound::Strip
-        }
-    };
+    let inbound = top.keyword("inbound", &Inbound::ALL, errors).unwrap_or(Inbound::Strip);
 
     let experiments: Vec<Experiment> = experiments.into_iter().map(|(_, e)| e).collect();
     let max_salt_len = experiments
