@@ -3,8 +3,8 @@
 use std::fmt::Write;
 
 use crate::config::{Config, Inbound, Source, Status};
-use crate::reader::Keyword;
 use crate::hash::BUCKETS;
+use crate::reader::Keyword;
 use crate::targeting::{Condition, When};
 use crate::time::format_rfc3339;
 
@@ -209,7 +209,12 @@ pub fn describe_at(config: &Config, now_ms: Option<i64>) -> String {
         Inbound::Trust => "received assignments for experiments not defined here are kept",
     };
     let mode = config.inbound;
-    let _ = writeln!(out, "inbound: {} ({}: {effect})", mode.as_str(), mode.gloss().unwrap_or(""));
+    let _ = writeln!(
+        out,
+        "inbound: {} ({}: {effect})",
+        mode.as_str(),
+        mode.gloss().unwrap_or("")
+    );
     out
 }
 

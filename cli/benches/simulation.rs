@@ -1,7 +1,7 @@
 //! The large simulation study of `abmesh guard`'s statistics (`./build.sh simulate`): prints
 //! the Markdown table the README shows. `tests/simulation.rs` runs a small version in CI.
 
-use abmesh_cli::power::{plan, Effect, Input, Metric};
+use abmesh_cli::power::{sample_size, Effect, Input, Metric};
 use abmesh_cli::simulate::clustered::{self, study, Population};
 use abmesh_cli::simulate::{aa_means, aa_proportions, aa_srm, power_proportions};
 
@@ -58,7 +58,9 @@ fn main() {
             traffic_percent: 100.0,
             per_request: None,
         };
-        let fixed = plan(&input).map(|p| p.per_variant_fixed()).unwrap_or(0);
+        let fixed = sample_size(&input)
+            .map(|p| p.per_variant_fixed())
+            .unwrap_or(0);
         let (n, detected) = power_proportions(runs.min(2_000), looks, &input, 21);
         println!(
             "| {:.1}% → {:.1}% | {:.0}% | {fixed} | {n} | {:.1}% ± {:.1} |",
@@ -149,7 +151,7 @@ fn clustered_table(runs: usize) {
                 design_effect: aa.design_effect,
             }),
         };
-        if let Ok(p) = plan(&input) {
+        if let Ok(p) = sample_size(&input) {
             let power_runs = runs.min(1_000);
             let at = |n: u64| Population {
                 units: 2 * n as usize,

@@ -1,4 +1,4 @@
-//! `abmesh plan`: how many units an experiment needs, and for how long.
+//! The sample size behind `abmesh plan`: how many units an experiment needs, and for how long.
 //!
 //! Fixed horizon (one planned look), per variant, for a two-sided test at `α'`:
 //! - proportions: `n = ((z(α'/2) · sqrt(2 p̄ q̄) + z(β) · sqrt(p₁q₁ + p₀q₀)) / δ)²` with the
@@ -61,7 +61,7 @@ pub struct PerRequest {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Plan {
+pub struct SampleSize {
     /// The effect in the metric's units.
     pub delta: f64,
     pub comparisons: usize,
@@ -74,7 +74,7 @@ pub struct Plan {
     pub days_sequential: Option<f64>,
 }
 
-impl Plan {
+impl SampleSize {
     pub fn per_variant_fixed(&self) -> u64 {
         self.n_fixed.ceil() as u64
     }
@@ -114,7 +114,7 @@ pub fn sequential_power(metric: Metric, delta: f64, alpha: f64, mixing: f64, n: 
     normal_sf((half_width(v0, tau2, alpha) - delta.abs()) / v1.sqrt())
 }
 
-pub fn plan(input: &Input) -> Result<Plan, String> {
+pub fn sample_size(input: &Input) -> Result<SampleSize, String> {
     let Input {
         metric,
         effect,
@@ -248,7 +248,7 @@ pub fn plan(input: &Input) -> Result<Plan, String> {
     let days = |n: f64| {
         daily_units.map(|d| (n.ceil() * variants as f64 / (traffic_percent / 100.0) / d).ceil())
     };
-    Ok(Plan {
+    Ok(SampleSize {
         delta,
         comparisons,
         alpha_per_comparison: a,
@@ -285,7 +285,7 @@ mod tests {
     #[test]
     fn fixed_horizon_sizes_match_statsmodels() {
         let p = |baseline, d, alpha, power| {
-            plan(&input(
+            sample_size(&input(
                 Metric::Proportion { baseline },
                 Effect::Absolute(d),
                 alpha,
@@ -303,7 +303,7 @@ mod tests {
             assert!((got - want).abs() < 1e-6 * want, "{got} instead of {want}");
         }
         let m = |sd, d, alpha, power| {
-            plan(&input(
+            sample_size(&input(
                 Metric::Mean { sd },
                 Effect::Absolute(d),
                 alpha,
@@ -328,7 +328,7 @@ mod tests {
         i.variants = 3;
         i.daily_units = Some(1_000.0);
         i.traffic_percent = 50.0;
-        let p = plan(&i).unwrap();
+        let p = sample_size(&i).unwrap();
         assert_eq!(p.comparisons, 2);
         assert!((p.alpha_per_comparison - 0.025).abs() < 1e-15);
         assert!((p.delta - 0.02).abs() < 1e-15);
@@ -344,7 +344,7 @@ mod tests {
 
     #[test]
     fn impossible_plans_say_why() {
-        let e = |i: Input| plan(&i).unwrap_err();
+        let e = |i: Input| sample_size(&i).unwrap_err();
         assert_eq!(
             e(input(
                 Metric::Proportion { baseline: 0.99 },

@@ -68,7 +68,7 @@ fn a_true_effect_of_the_planned_size_is_found_within_the_planned_sequential_samp
 // 30% of their requests, a latency level per user. Units are randomized; guard judges every
 // look itself, with the replicate series and, for contrast, per request on the same data.
 
-use abmesh_cli::power::{plan, PerRequest};
+use abmesh_cli::power::{sample_size, PerRequest};
 use abmesh_cli::simulate::clustered::{self, mean_requests, study, Population};
 
 const CLUSTERED_RUNS: usize = 300;
@@ -137,7 +137,7 @@ fn a_per_unit_5xx_effect_is_found_with_the_units_plan_asks_for_given_the_measure
             design_effect: pilot.design_effect,
         }),
     };
-    let p = plan(&input).unwrap();
+    let p = sample_size(&input).unwrap();
     let effect = clustered::Effect {
         error_increase: 0.006,
     };

@@ -582,7 +582,9 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
     let exposure = compile_exposure(&top, errors);
     let overrides = compile_overrides(&top, errors);
     let replicates = compile_metrics(&top, errors);
-    let inbound = top.keyword("inbound", &Inbound::ALL, errors).unwrap_or(Inbound::Strip);
+    let inbound = top
+        .keyword("inbound", &Inbound::ALL, errors)
+        .unwrap_or(Inbound::Strip);
 
     let experiments: Vec<Experiment> = experiments.into_iter().map(|(_, e)| e).collect();
     let max_salt_len = experiments

@@ -4,7 +4,7 @@
 
 pub mod clustered;
 
-use crate::power::{plan, Input, Metric};
+use crate::power::{sample_size, Input, Metric};
 use crate::sequential::{self, srm_p_value};
 use crate::stats::{chi_square, two_proportion, welch, Moments};
 
@@ -151,7 +151,7 @@ pub fn aa_srm(runs: usize, looks: usize, per_look: u64, alpha: f64, seed: u64) -
 /// looks up to the sample size `abmesh plan` predicts for sequential monitoring. Returns that
 /// size and the share of runs in which sequential mode detected the effect by then.
 pub fn power_proportions(runs: usize, looks: usize, input: &Input, seed: u64) -> (u64, f64) {
-    let (Metric::Proportion { baseline }, Ok(p)) = (input.metric, plan(input)) else {
+    let (Metric::Proportion { baseline }, Ok(p)) = (input.metric, sample_size(input)) else {
         return (0, 0.0);
     };
     let (delta, alpha, mixing) = (p.delta, p.alpha_per_comparison, input.mixing);

@@ -72,7 +72,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
             )
         }
     };
-    let p = match abmesh_cli::power::plan(&input) {
+    let p = match abmesh_cli::power::sample_size(&input) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("abmesh: {e}");
