@@ -2,13 +2,19 @@
 //! JSON path), and compiled into the form the request path uses.
 
 mod experiment;
+mod layers;
+mod peers;
 mod sections;
 mod units;
+mod variants;
 mod when;
 
 use experiment::*;
+use layers::*;
+use peers::*;
 use sections::*;
 use units::*;
+use variants::*;
 use when::*;
 
 use std::collections::BTreeMap;
@@ -515,27 +521,7 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
         })
     });
 
-    let mut layers = Vec::new();
-    if let Some(map) = top.object_map("layers", errors) {
-        for (name, v) in map {
-            let path = field_path("layers", name);
-            if !is_valid_key(name) {
-                errors.push(&path, format!("layer name {KEY_RULE}"));
-            }
-            let Some(o) = Obj::new(v, &path, &["unit", "salt"], errors) else {
-                continue;
-            };
-            let unit = unit_field(&o, &units, errors);
-            let salt = o.string("salt", errors).unwrap_or(name);
-            if let Some(unit) = unit {
-                layers.push(Layer {
-                    name: name.clone(),
-                    unit,
-                    salt: salt.to_string(),
-                });
-            }
-        }
-    }
+    let layers = compile_layers(&top, &units, errors);
 
     // `output` is compiled first, because each experiment renders its route header name with
     // its prefix; its errors are still reported where they always were, after the
