@@ -48,15 +48,9 @@ fn main() {
     println!("|---|---|---|---|---|");
     for (baseline, delta, power) in [(0.05, 0.02, 0.8), (0.10, 0.02, 0.9), (0.01, 0.005, 0.8)] {
         let input = Input {
-            metric: Metric::Proportion { baseline },
-            effect: Effect::Absolute(delta),
             alpha,
             power,
-            variants: 2,
-            mixing: 0.1,
-            daily_units: None,
-            traffic_percent: 100.0,
-            per_request: None,
+            ..Input::new(Metric::Proportion { baseline }, Effect::Absolute(delta))
         };
         let fixed = sample_size(&input)
             .map(|p| p.per_variant_fixed())
@@ -138,18 +132,11 @@ fn clustered_table(runs: usize) {
         let baseline = pop.bad_share * pop.bad_rate + (1.0 - pop.bad_share) * pop.base_rate;
         let delta = 0.003;
         let input = Input {
-            metric: Metric::Proportion { baseline },
-            effect: Effect::Absolute(delta),
-            alpha: 0.05,
-            power: 0.8,
-            variants: 2,
-            mixing: 0.1,
-            daily_units: None,
-            traffic_percent: 100.0,
             per_request: Some(abmesh_cli::power::PerRequest {
                 requests_per_unit: m,
                 design_effect: aa.design_effect,
             }),
+            ..Input::new(Metric::Proportion { baseline }, Effect::Absolute(delta))
         };
         if let Ok(p) = sample_size(&input) {
             let power_runs = runs.min(1_000);

@@ -49,6 +49,24 @@ pub struct Input {
     pub per_request: Option<PerRequest>,
 }
 
+impl Input {
+    /// `effect` on `metric` with `abmesh plan`'s defaults: α 0.05, power 0.8, two variants,
+    /// guard's mixing, all traffic, a per-unit metric, no duration.
+    pub fn new(metric: Metric, effect: Effect) -> Input {
+        Input {
+            metric,
+            effect,
+            alpha: 0.05,
+            power: 0.8,
+            variants: 2,
+            mixing: crate::sequential::DEFAULT_MIXING,
+            daily_units: None,
+            traffic_percent: 100.0,
+            per_request: None,
+        }
+    }
+}
+
 /// A per-request metric of units that each send several requests.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PerRequest {
@@ -265,15 +283,9 @@ mod tests {
 
     fn input(metric: Metric, effect: Effect, alpha: f64, power: f64) -> Input {
         Input {
-            metric,
-            effect,
             alpha,
             power,
-            variants: 2,
-            mixing: 0.1,
-            daily_units: None,
-            traffic_percent: 100.0,
-            per_request: None,
+            ..Input::new(metric, effect)
         }
     }
 

@@ -46,15 +46,11 @@ fn a_correct_split_looked_at_50_times_keeps_sequential_srm_alarms_under_alpha() 
 #[test]
 fn a_true_effect_of_the_planned_size_is_found_within_the_planned_sequential_sample() {
     let input = Input {
-        metric: Metric::Proportion { baseline: 0.05 },
-        effect: Effect::Absolute(0.02),
         alpha: ALPHA,
-        power: 0.8,
-        variants: 2,
-        mixing: 0.1,
-        daily_units: None,
-        traffic_percent: 100.0,
-        per_request: None,
+        ..Input::new(
+            Metric::Proportion { baseline: 0.05 },
+            Effect::Absolute(0.02),
+        )
     };
     let (n, detected) = power_proportions(RUNS, LOOKS, &input, 4);
     eprintln!("5% -> 7%, planned power 80%: {detected} detected within {n} per arm");
@@ -124,18 +120,12 @@ fn a_per_unit_5xx_effect_is_found_with_the_units_plan_asks_for_given_the_measure
     let m = mean_requests(&pop, 200_000, 42);
     let baseline = pop.bad_share * pop.bad_rate + (1.0 - pop.bad_share) * pop.base_rate;
     let input = Input {
-        metric: Metric::Proportion { baseline },
-        effect: Effect::Absolute(0.006),
         alpha: ALPHA,
-        power: 0.8,
-        variants: 2,
-        mixing: 0.1,
-        daily_units: None,
-        traffic_percent: 100.0,
         per_request: Some(PerRequest {
             requests_per_unit: m,
             design_effect: pilot.design_effect,
         }),
+        ..Input::new(Metric::Proportion { baseline }, Effect::Absolute(0.006))
     };
     let p = sample_size(&input).unwrap();
     let effect = clustered::Effect {

@@ -88,6 +88,15 @@ struct Compiled {
     metrics: RefCell<Counts>,
 }
 
+impl Compiled {
+    /// A host call failed: the request goes on unchanged, the failure is counted.
+    fn host_failed(&self) {
+        self.metrics
+            .borrow_mut()
+            .add(Series::Error(ErrorKind::Host as usize));
+    }
+}
+
 #[derive(Default)]
 struct Root {
     compiled: Option<Rc<Compiled>>,
@@ -212,10 +221,7 @@ impl HttpContext for Request {
         #[cfg(feature = "fault-injection")]
         fault::begin(&[], true);
         if handle_request(&compiled, self).is_err() {
-            compiled
-                .metrics
-                .borrow_mut()
-                .add(Series::Error(ErrorKind::Host as usize));
+            compiled.host_failed();
         }
         #[cfg(feature = "fault-injection")]
         fault::end();
@@ -246,10 +252,7 @@ impl HttpContext for Request {
             };
         }
         if !ok {
-            compiled
-                .metrics
-                .borrow_mut()
-                .add(Series::Error(ErrorKind::Host as usize));
+            compiled.host_failed();
         }
         #[cfg(feature = "fault-injection")]
         fault::end();

@@ -401,11 +401,7 @@ pub fn validate(config: &Path) -> (bool, String) {
         .current_dir(repo())
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     (out.status.success(), text)
 }
 
@@ -655,4 +651,13 @@ pub fn metric(prom: &str, name: &str, labels: &str) -> u64 {
     prom.lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// A command's standard output followed by its standard error, for assertions and failures.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{exposure_records_in, header, text, upstream};
+use crate::harness::{exposure_records_in, header, output_text, text, upstream};
 use crate::harness::{render, repo, scratch_dir, spawn_echo, spawn_envoy, KillOnDrop, Ports};
 use crate::http::Client;
 use crate::reload::{split, stat, wait_first_listener, wait_stat};
@@ -67,14 +67,7 @@ fn script(dir: &Path, admin: u16, lds: &Path) -> (i32, String) {
         .env("ABMESH_OUT_DIR", dir.join("out"))
         .output()
         .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.code().unwrap_or(-1), output_text(&out))
 }
 
 #[test]

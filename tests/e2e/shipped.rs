@@ -136,11 +136,7 @@ fn every_example_and_shipped_envoy_config_is_valid() {
         .write_all(plugin_config_of(&manifest).as_bytes())
         .unwrap();
     let out = py.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(out.status.success() && text.ends_with("ok\n"), "{text}");
     assert!(
         text.contains("parsed examples/istio/virtualservice.yaml"),

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::harness::wait_for_total;
-use crate::harness::{free_port, repo, scratch_dir, Envoy};
+use crate::harness::{free_port, output_text, repo, scratch_dir, Envoy};
 use crate::http::Client;
 
 /// Kills a helper process when the test ends, printing its log first if the test failed.
@@ -452,11 +452,7 @@ s.serve_forever()
             .env("ABMESH_TOKEN", "s3cret-token")
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = output_text(&out);
         assert!(!text.contains("s3cret"), "the token was printed: {text}");
         (
             out.status.code(),

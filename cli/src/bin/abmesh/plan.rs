@@ -8,17 +8,7 @@ use crate::common::{out, usage_error};
 /// `abmesh plan`: sample size and duration.
 pub fn run(args: &[OsString]) -> ExitCode {
     use abmesh_cli::power::{Effect, Input, Metric};
-    let mut input = Input {
-        metric: Metric::Proportion { baseline: 0.0 },
-        effect: Effect::Absolute(0.0),
-        alpha: 0.05,
-        power: 0.8,
-        variants: 2,
-        mixing: abmesh_cli::sequential::DEFAULT_MIXING,
-        daily_units: None,
-        traffic_percent: 100.0,
-        per_request: None,
-    };
+    let mut input = Input::new(Metric::Proportion { baseline: 0.0 }, Effect::Absolute(0.0));
     let (mut metric, mut effect, mut json) = (None, None, false);
     let (mut requests_per_unit, mut design_effect) = (None, None);
     let mut rest = args.iter();
