@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# abmesh build entry point. Usage: ./build.sh [build|check|test|demo|bench|soak|fuzz [SECS]|simulate]
+# abmesh build entry point.
+# Usage: ./build.sh [build|check|test|demo|image|pin|release|bench|soak|fuzz [SECS]|simulate]
 #   (no argument)  build dist/abmesh.wasm (release, size-optimised) and the native CLI dist/abmesh
+#   image          build, then the Wasm OCI image Istio pulls: dist/oci/ (an OCI image layout)
+#                  and dist/abmesh-oci.tar; prints its digest (no Docker engine needed)
+#   pin            image, then pin every example and doc manifest to its digest
+#   release        dist/release/: abmesh.wasm, the image, CLI binaries for Linux x86_64 (static)
+#                  and aarch64, abmesh-guard.sh, the Istio manifests, CHANGELOG, SHA256SUMS
 #   check          everyday work: format, clippy (native and the wasm32 filter), native unit and
 #                  integration tests (no Envoy, no wasm32 run)
 #   demo           build, install Envoy if missing, run envoy/envoy.yaml with the echo upstream,
@@ -71,10 +77,14 @@ ensure_wasm_target() {
 wasm_cargo() {
   ensure_wasm_target
   local sub=$1; shift
+  # The module names dependency sources in panic locations: map this machine's cargo home to
+  # a fixed path, so that the same tree gives the same bytes (and image digest) anywhere.
+  local remap="--remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
   if [ "$WASM_MODE" = rustup ]; then
-    cargo "$sub" --target "$WASM_TARGET" "$@"
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="$remap" cargo "$sub" --target "$WASM_TARGET" "$@"
   else
-    RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 /usr/bin/cargo "$sub" --target "$WASM_TARGET" -Zbuild-std=std,panic_abort "$@"
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="$remap" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+      /usr/bin/cargo "$sub" --target "$WASM_TARGET" -Zbuild-std=std,panic_abort "$@"
   fi
 }
 
@@ -108,6 +118,57 @@ build() {
   size=$(stat -c %s dist/abmesh.wasm)
   say "dist/abmesh.wasm: $size bytes; dist/abmesh: $(stat -c %s dist/abmesh) bytes"
   [ "$size" -le 250000 ] || die "dist/abmesh.wasm is $size bytes, over the 250 KB (250,000 bytes) budget"
+}
+
+VERSION=$(awk -F'"' '/^version = / {print $2; exit}' Cargo.toml)
+
+# The Wasm OCI image (release/oci_image.py says which variant and why).
+image() {
+  build
+  command -v python3 >/dev/null || die "python3 is missing: apt-get install python3"
+  say "building the Wasm OCI image dist/oci/ and dist/abmesh-oci.tar"
+  python3 release/oci_image.py dist/abmesh.wasm "$VERSION" dist/oci dist/abmesh-oci.tar > dist/abmesh-image.digest
+  say "image abmesh:$VERSION digest $(cat dist/abmesh-image.digest) (a WasmPlugin's sha256; push with: skopeo copy oci:dist/oci:$VERSION docker://REGISTRY/abmesh/abmesh:$VERSION)"
+}
+
+pin() {
+  image
+  python3 release/pin.py "$ROOT" "$(cat dist/abmesh-image.digest)"
+}
+
+# A C toolchain and the Rust target for one release CLI; returns non-zero if either is missing
+# and cannot be installed.
+ensure_cli_target() {
+  local target=$1 pkg=$2
+  rustup target list --installed | grep -qx "$target" || timeout 300 rustup target add "$target" || return 1
+  if [ -n "$pkg" ] && ! dpkg -s "$pkg" >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null 2>&1 \
+      || { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg"; } || return 1
+  fi
+}
+
+release() {
+  image
+  local out=dist/release remap="--remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo --remap-path-prefix=$ROOT=/abmesh"
+  rm -rf "$out" && mkdir -p "$out/istio"
+  cp dist/abmesh.wasm dist/abmesh-oci.tar dist/abmesh-image.digest "$out/"
+  say "CLI for x86_64 Linux, static (musl)"
+  ensure_cli_target x86_64-unknown-linux-musl musl-tools || die "cannot install the x86_64-unknown-linux-musl target or musl-tools"
+  CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$remap -C target-feature=+crt-static" \
+    cargo build --release -p abmesh-cli --bin abmesh --target x86_64-unknown-linux-musl
+  cp target/x86_64-unknown-linux-musl/release/abmesh "$out/abmesh-$VERSION-x86_64-linux"
+  say "CLI for aarch64 Linux (glibc; cross-compiled with Debian's gcc-aarch64-linux-gnu)"
+  ensure_cli_target aarch64-unknown-linux-gnu gcc-aarch64-linux-gnu || die "cannot install the aarch64-unknown-linux-gnu target or gcc-aarch64-linux-gnu"
+  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="$remap" \
+    cargo build --release -p abmesh-cli --bin abmesh --target aarch64-unknown-linux-gnu
+  cp target/aarch64-unknown-linux-gnu/release/abmesh "$out/abmesh-$VERSION-aarch64-linux"
+  cp examples/ci/abmesh-guard.sh CHANGELOG.md LICENSE "$out/"
+  cp examples/istio/*.yaml examples/ci/wasmplugin.template.yaml "$out/istio/"
+  (cd "$out" && find . -type f ! -name SHA256SUMS | sed 's|^\./||' | LC_ALL=C sort | xargs sha256sum > SHA256SUMS)
+  (cd "$out" && sha256sum -c --quiet SHA256SUMS) || die "SHA256SUMS does not verify"
+  say "dist/release/ ($(wc -l < "$out/SHA256SUMS") files, SHA256SUMS verified):"
+  cat "$out/SHA256SUMS" >&2
 }
 
 ensure_wasm_bindgen_runner() {
@@ -193,8 +254,25 @@ ensure_envoy() {
     || say "warning: $("$ENVOY_BIN" --version | tr -s ' \n' ' ') is not Envoy $ENVOY_VERSION"
 }
 
+# jsonschema and cel-python in .venv/: Istio's CRD schemas and CEL rules (tests/e2e/istio_manifests.py).
+ensure_istio_python() {
+  ensure_venv
+  .venv/bin/python3 -c "import jsonschema, celpy" 2>/dev/null \
+    || .venv/bin/pip install -q "jsonschema==4.*" "cel-python==0.5.*"
+}
+
+# A Debian package's command, installed when missing.
+ensure_command() {
+  local cmd=$1 pkg=$2 why=$3
+  command -v "$cmd" >/dev/null && return
+  say "installing $pkg ($why)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" \
+    || { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg"; }
+  command -v "$cmd" >/dev/null || die "installing $pkg did not provide $cmd"
+}
+
 run_tests() {
-  build
+  image
   say "format"
   cargo fmt --check || die "cargo fmt would change the files above: run cargo fmt"
   say "native tests (unit, integration, doc; every crate)"
@@ -235,6 +313,9 @@ run_tests() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
   fi
   command -v python3 >/dev/null || die "python3 is missing (the demo upstream): apt-get install python3"
+  ensure_command docker-registry docker-registry "a real OCI registry for the image round trip"
+  ensure_command skopeo skopeo "a real OCI client: push and pull the image"
+  ensure_istio_python
   cargo test -p abmesh --features e2e --test e2e
   say "statistics against independent implementations (statsmodels, SciPy)"
   ensure_reference_python
@@ -297,11 +378,14 @@ simulate() {
 case "${1:-build}" in
   build) build ;;
   check) check ;;
+  image) image ;;
+  pin) pin ;;
+  release) release ;;
   simulate) simulate ;;
   test) run_tests ;;
   demo) demo ;;
   bench) bench ;;
   soak) soak ;;
   fuzz) fuzz "${2:-600}" ;;
-  *) die "unknown command '$1' (expected: build, check, test, demo, bench, simulate, soak, fuzz [seconds])" ;;
+  *) die "unknown command '$1' (expected: build, check, test, demo, image, pin, release, bench, simulate, soak, fuzz [seconds])" ;;
 esac

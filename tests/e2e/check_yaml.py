@@ -25,8 +25,8 @@ for path in sorted(glob.glob(f"{ROOT}/examples/**/*.yaml", recursive=True) + glo
     print("parsed", os.path.relpath(path, ROOT))
 
 plugin = docs["examples/istio/wasmplugin.yaml"][0]
-if plugin["kind"] != "WasmPlugin" or plugin["spec"]["failStrategy"] != "FAIL_RELOAD":
-    fail("the WasmPlugin must use the recommended failStrategy FAIL_RELOAD")
+if plugin["kind"] != "WasmPlugin" or plugin["spec"]["failStrategy"] != "FAIL_OPEN":
+    fail("the WasmPlugin must use the recommended failStrategy FAIL_OPEN")
 config = plugin["spec"]["pluginConfig"]
 extracted = json.loads(sys.stdin.read())
 if config != extracted:
@@ -42,6 +42,14 @@ for doc in docs["examples/istio/virtualservice.yaml"]:
             for name, cond in match.get("headers", {}).items():
                 if name not in route_headers or cond["exact"] not in route_headers[name]:
                     fail(f"VirtualService matches {name}: {cond}, which the WasmPlugin never sets")
+
+# The TrafficExtension is the same gateway plugin in the newer API.
+extension = docs["examples/istio/trafficextension.yaml"][0]
+if extension["spec"]["wasm"]["pluginConfig"] != config or extension["spec"]["selector"] != plugin["spec"]["selector"]:
+    fail("the TrafficExtension must deploy the WasmPlugin's configuration on the same gateway")
+for field in ("url", "sha256", "failStrategy", "imagePullPolicy"):
+    if extension["spec"]["wasm"][field] != plugin["spec"][field]:
+        fail(f"the TrafficExtension's wasm.{field} differs from the WasmPlugin's {field}")
 
 # The internal tier trusts, so it must be reachable only through the edge.
 internal, policy = docs["examples/istio/wasmplugin-internal.yaml"]
@@ -59,8 +67,11 @@ if ours & {e["key"] for e in config["experiments"]}:
 workflow = docs["examples/ci/github-actions.yml"][0]
 steps = workflow["jobs"]["guard"]["steps"]
 guard_step = next(s for s in steps if s.get("id") == "guard")
-if "examples/ci/abmesh-guard.sh run" not in guard_step["run"] or guard_step["env"]["ABMESH_APPLY"] != "istio":
-    fail("the workflow must run examples/ci/abmesh-guard.sh with ABMESH_APPLY=istio")
+if '"$ABMESH_GUARD" run' not in guard_step["run"] or guard_step["env"]["ABMESH_APPLY"] != "istio":
+    fail("the workflow must run the released abmesh-guard.sh with ABMESH_APPLY=istio")
+install = next(s for s in steps if s.get("id") == "install")
+if "sha256sum -c -" not in install["run"] or "git clone" in install["run"] or "cargo build" in install["run"]:
+    fail("the workflow must install a released CLI and check its sha256, not build from source")
 if not os.access(f"{ROOT}/examples/ci/abmesh-guard.sh", os.X_OK):
     fail("examples/ci/abmesh-guard.sh must be executable")
 template = docs["examples/ci/wasmplugin.template.yaml"][0]

@@ -437,6 +437,19 @@ pub fn direct_listener(
     wasm: &str,
     config: &str,
 ) -> String {
+    let code = format!("{{local: {{filename: {wasm}}}}}");
+    direct_listener_with_code(name, port, policy, &code, config)
+}
+
+/// `direct_listener` with the module's `vm_config.code` given as a YAML flow mapping (a local
+/// file, or `remote` with its `sha256`).
+pub fn direct_listener_with_code(
+    name: &str,
+    port: u16,
+    policy: Option<&str>,
+    code: &str,
+    config: &str,
+) -> String {
     let policy = policy
         .map(|p| format!("\n                failure_policy: {p}"))
         .unwrap_or_default();
@@ -464,7 +477,7 @@ pub fn direct_listener(
                 vm_config:
                   vm_id: {name}
                   runtime: envoy.wasm.runtime.v8
-                  code: {{local: {{filename: {wasm}}}}}
+                  code: {code}
                 configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
                   value: '{config}'

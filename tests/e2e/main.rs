@@ -9,6 +9,7 @@ mod guardrails;
 mod harness;
 mod hostile;
 mod http;
+mod istio;
 mod load;
 mod progressive;
 mod records;

@@ -228,3 +228,96 @@ fn ramps_in_envoy_take_the_traffic_of_the_step_in_force_now() {
         );
     }
 }
+
+/// The CI example's install step, run as GitHub Actions would run it, against a release
+/// served over HTTP: it installs the CLI only when both pinned sha256 match.
+#[test]
+fn the_ci_example_installs_a_released_cli_only_when_its_pinned_sha256_match() {
+    let workflow = repo().join("examples/ci/github-actions.yml");
+    let out = Command::new(crate::harness::python())
+        .arg("-c")
+        .arg("import sys, yaml; steps = yaml.safe_load(open(sys.argv[1]))['jobs']['guard']['steps']; print(next(s for s in steps if s.get('id') == 'install')['run'])")
+        .arg(&workflow)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let step = String::from_utf8(out.stdout).unwrap();
+    let dir = scratch_dir("release");
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let cli = std::fs::read(repo().join("dist/abmesh")).unwrap();
+    let guard = std::fs::read(repo().join("examples/ci/abmesh-guard.sh")).unwrap();
+    std::fs::write(www.join(format!("abmesh-{version}-x86_64-linux")), &cli).unwrap();
+    std::fs::write(www.join("abmesh-guard.sh"), &guard).unwrap();
+    let port = crate::harness::free_port();
+    let mut server = Command::new(crate::harness::python())
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(&www)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the release server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sha = |b: &[u8]| -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
+    };
+    let run = |name: &str, cli_sha: &str| {
+        let runner = dir.join(name);
+        std::fs::create_dir_all(&runner).unwrap();
+        let env_file = runner.join("github_env");
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(&step)
+            .env("ABMESH_VERSION", version)
+            .env("ABMESH_RELEASE_URL", format!("http://127.0.0.1:{port}"))
+            .env("ABMESH_CLI_SHA256", cli_sha)
+            .env("ABMESH_GUARD_SHA256", sha(&guard))
+            .env("RUNNER_TEMP", &runner)
+            .env("GITHUB_ENV", &env_file)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            output_text(&out),
+            std::fs::read_to_string(&env_file).unwrap_or_default(),
+        )
+    };
+    let (ok, text, env) = run("good", &sha(&cli));
+    let installed = dir.join("good/abmesh/abmesh");
+    assert!(ok, "{text}");
+    assert!(text.contains(&format!("abmesh {version}")), "{text}");
+    assert_eq!(
+        env,
+        format!(
+            "ABMESH={}\nABMESH_GUARD={}\n",
+            installed.display(),
+            dir.join("good/abmesh/abmesh-guard.sh").display()
+        )
+    );
+    // A release whose CLI is not the pinned one is refused before it runs.
+    let (ok, text, env) = run("tampered", &sha(b"another build"));
+    assert!(!ok, "{text}");
+    assert!(text.contains("abmesh/abmesh: FAILED"), "{text}");
+    assert!(!text.contains(&format!("abmesh {version}")), "{text}");
+    assert_eq!(env, "");
+    let _ = server.kill();
+    let _ = server.wait();
+}
