@@ -157,12 +157,17 @@ release() {
   CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$remap -C target-feature=+crt-static" \
     cargo build --release -p abmesh-cli --bin abmesh --target x86_64-unknown-linux-musl
   cp target/x86_64-unknown-linux-musl/release/abmesh "$out/abmesh-$VERSION-x86_64-linux"
-  say "CLI for aarch64 Linux (glibc; cross-compiled with Debian's gcc-aarch64-linux-gnu)"
+  say "CLI for aarch64 Linux (glibc 2.34 or later; cross-compiled with Debian's gcc-aarch64-linux-gnu)"
   ensure_cli_target aarch64-unknown-linux-gnu gcc-aarch64-linux-gnu || die "cannot install the aarch64-unknown-linux-gnu target or gcc-aarch64-linux-gnu"
   CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="$remap" \
     cargo build --release -p abmesh-cli --bin abmesh --target aarch64-unknown-linux-gnu
   cp target/aarch64-unknown-linux-gnu/release/abmesh "$out/abmesh-$VERSION-aarch64-linux"
+  say "running both CLIs (aarch64 under qemu-user, Debian's qemu-user)"
+  ensure_command qemu-aarch64 qemu-user "runs the aarch64 CLI once before it is released"
+  "$out/abmesh-$VERSION-x86_64-linux" check examples/basic-ab.json >/dev/null || die "the x86_64 CLI does not run"
+  qemu-aarch64 -L /usr/aarch64-linux-gnu "$out/abmesh-$VERSION-aarch64-linux" check examples/basic-ab.json >/dev/null \
+    || die "the aarch64 CLI does not run under qemu-aarch64"
   cp examples/ci/abmesh-guard.sh CHANGELOG.md LICENSE "$out/"
   cp examples/istio/*.yaml examples/ci/wasmplugin.template.yaml "$out/istio/"
   (cd "$out" && find . -type f ! -name SHA256SUMS | sed 's|^\./||' | LC_ALL=C sort | xargs sha256sum > SHA256SUMS)
