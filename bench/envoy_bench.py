@@ -1,17 +1,26 @@
 #!/usr/bin/env python3
-"""abmesh in Envoy: CPU per request against no filter, the no-op wasm floor and a Lua peer.
+"""abmesh in Envoy: CPU per request against no filter, the no-op wasm floor, Envoy's native
+header_mutation filter and a Lua peer, with a breakdown of abmesh's request path by stage.
 
-Run by `./build.sh bench` (which builds dist/abmesh.wasm, dist/bench/noop.wasm and
-dist/bench/abmesh-count.wasm first). One Envoy process, --concurrency 1, one listener per
+Run by `./build.sh bench` (which builds dist/abmesh.wasm, dist/bench/noop.wasm,
+dist/bench/abmesh-count.wasm and the dist/bench/abmesh-stop-<stage>.wasm variants first). One
+Envoy process, --concurrency 1, at Envoy's default log level (info), one listener per
 configuration, every route a direct response so only the filters cost:
   none      no filter
   noop      a proxy-wasm filter that does nothing (same toolchain and SDK as abmesh)
-  floor-20  the same module making exactly the host calls abmesh-20 must make for an exposed
+  header-mutation
+            Envoy's own header_mutation filter setting one header: the native reference
+  floor-20  the no-op module making exactly the host calls abmesh-20 makes for an exposed
             request (same payload sizes), with no computation: the platform's floor for the job
   abmesh-1, abmesh-20, abmesh-100
-            abmesh with bench/configs/experiments-N.json: exposure log, filter state, metrics on
-  abmesh-1-quiet, abmesh-100-quiet
-            exposure log and filter state off: how evaluation alone grows with experiments
+            abmesh with bench/configs/experiments-N.json (the defaults: filter state for the
+            access log, no application log; metrics on)
+  abmesh-20-log, abmesh-20-without-slis, abmesh-20-without-replicates
+            one thing changed at 20 experiments: the exposure also logged; no per-variant SLIs;
+            no replicate series
+  stop-<stage>-N
+            abmesh built to stop after one stage of the request path (filter/src/stage.rs),
+            at 1, 20 and 100 experiments: the breakdown; abmesh-N is the last stage
   lua-20    an Envoy Lua filter doing the same job for the 20 experiments: hash the unit, pick
             the variant by weight, set the header, log a line
 Load: wrk (one thread, 8 connections) on loopback, a different x-user-id per request.
@@ -182,11 +191,26 @@ static_resources:
 """ % (admin, "".join(listeners))
 
 
-def quiet(config_json):
-    """The same experiments with the exposure log and filter state off (metrics stay on)."""
+STAGES = ["headers", "units", "evaluate", "render", "set-headers", "filter-state", "count"]
+SIZES = (1, 20, 100)
+
+
+def logged(config_json):
+    """The same experiments with the exposure record also written to the application log."""
     c = json.loads(config_json)
-    c["exposure"].update({"log": False, "filter_state": False})
+    c["exposure"]["log"] = True
     return json.dumps(c, indent=1)
+
+
+HEADER_MUTATION = """
+    - name: envoy.filters.http.header_mutation
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
+        mutations:
+          request_mutations:
+          - append:
+              header: {key: x-experiments, value: "exp-0000=control"}
+              append_action: OVERWRITE_IF_EXISTS_OR_ADD"""
 
 
 def without_replicates(config_json):
@@ -198,7 +222,7 @@ def without_replicates(config_json):
 
 def payload(n, users=200):
     """What abmesh writes for the benchmark's requests at n experiments, from the native CLI
-    (the same core): mean exposure log line and dictionary sizes, and route headers set."""
+    (the same core): mean exposure record and dictionary sizes, and route headers set."""
     cli = os.path.join(ROOT, "dist/abmesh")
     config = os.path.join(ROOT, "bench/configs/experiments-%d.json" % n)
     lines, dicts, routes = [], [], []
@@ -208,29 +232,34 @@ def payload(n, users=200):
              "--header", "x-user-id=user-%d" % i, "--cookie", "theme=dark", "--cookie", "did=device-%d" % (i % 5000)],
             capture_output=True, text=True, check=True).stdout
         record = re.search(r"^exposure: (\{.*)$", out, re.M)
-        lines.append(len("abmesh.exposure ") + len(record.group(1)) if record else 0)
+        lines.append(len(record.group(1)) if record else 0)
         d = re.search(r"^set request header: x-experiments: (.*)$", out, re.M)
         dicts.append(len(d.group(1)) if d else 0)
         routes.append(len(re.findall(r"^set request header: x-exp-", out, re.M)))
-    return {"log": round(statistics.mean(lines)), "header": round(statistics.mean(dicts)),
+    return {"record": round(statistics.mean(lines)), "header": round(statistics.mean(dicts)),
             "route": round(statistics.mean(routes))}
 
 
 def configurations(wasm, noop, floor_payload):
     p = floor_payload
-    return {
+    confs = {
         "none": "",
         "noop": wasm_filter("noop", noop, None),
-        "floor-20": wasm_filter("floor", noop, "log=%d header=%d route=%d" % (p["log"], p["header"], p["route"])),
+        "header-mutation": HEADER_MUTATION,
+        "floor-20": wasm_filter("floor", noop, "record=%d header=%d route=%d" % (p["record"], p["header"], p["route"])),
+        "lua-20": lua_filter(lua_peer(load_config(20))),
         "abmesh-1": wasm_filter("abmesh", wasm, load_config(1)),
         "abmesh-20": wasm_filter("abmesh", wasm, load_config(20)),
+        "abmesh-100": wasm_filter("abmesh", wasm, load_config(100)),
+        "abmesh-20-log": wasm_filter("abmesh", wasm, logged(load_config(20))),
         "abmesh-20-without-slis": wasm_filter("abmesh", os.path.join(ROOT, "dist/bench/abmesh-without-slis.wasm"), load_config(20)),
         "abmesh-20-without-replicates": wasm_filter("abmesh", wasm, without_replicates(load_config(20))),
-        "abmesh-100": wasm_filter("abmesh", wasm, load_config(100)),
-        "abmesh-1-quiet": wasm_filter("abmesh", wasm, quiet(load_config(1))),
-        "abmesh-100-quiet": wasm_filter("abmesh", wasm, quiet(load_config(100))),
-        "lua-20": lua_filter(lua_peer(load_config(20))),
     }
+    for stage in STAGES:
+        path = os.path.join(ROOT, "dist/bench/abmesh-stop-%s.wasm" % stage)
+        for n in SIZES:
+            confs["stop-%s-%d" % (stage, n)] = wasm_filter("abmesh", path, load_config(n))
+    return confs
 
 
 class Envoy:
@@ -364,7 +393,8 @@ def main():
     wasm = os.path.join(ROOT, "dist/abmesh.wasm")
     noop = os.path.join(ROOT, "dist/bench/noop.wasm")
     wasm_count = os.path.join(ROOT, "dist/bench/abmesh-count.wasm")
-    for p in (wasm, noop, wasm_count):
+    stops = [os.path.join(ROOT, "dist/bench/abmesh-stop-%s.wasm" % s) for s in STAGES]
+    for p in [wasm, noop, wasm_count] + stops:
         if not os.path.exists(p):
             raise SystemExit("bench: %s is missing: run ./build.sh bench" % p)
     work = tempfile.mkdtemp(prefix="abmesh-bench-")
@@ -392,7 +422,7 @@ def main():
                 samples[n].append(us)
                 runs.append({"round": r, "config": n, "requests": requests, "cpu_s": cpu,
                              "rps": requests / SECONDS, "us_per_request": us, "socket_errors": errors})
-                print("bench: round %d %-10s %7d requests  %6.2f us/request" % (r + 1, n, requests, us),
+                print("bench: round %d %-28s %7d requests  %6.2f us/request" % (r + 1, n, requests, us),
                       file=sys.stderr)
         prom = envoy.get("/stats/prometheus")
     finally:
@@ -400,6 +430,7 @@ def main():
     median = {n: statistics.median(v) for n, v in samples.items()}
     results = {
         "machine": machine(),
+        "stages": STAGES,
         "opt_level": re.search(r'^opt-level = "?(\w+)"?', open(os.path.join(ROOT, "Cargo.toml")).read(), re.M).group(1),
         "method": {"rounds": ROUNDS, "seconds": SECONDS, "connections": CONNECTIONS, "wrk_threads": 1,
                    "envoy_concurrency": 1, "clock_ticks_per_s": TICK},

@@ -4,7 +4,8 @@ experiments), deterministic, used by the native and the Envoy benchmarks alike.
 
 Each configuration is realistic rather than minimal: two unit types, a holdout, a layer
 holding some experiments, targeting on a share of them, partial traffic, 2-4 variants, a
-route header on the first experiment, exposure log, filter state and metrics on."""
+route header on the first experiment, the default exposure pipeline (filter state for the
+access log; no application log) and metrics on."""
 import json
 import os
 import random
@@ -42,7 +43,7 @@ def config(n, rng):
         "holdout": {"unit": "user", "salt": "holdout-bench", "percent": 2},
         "layers": {"checkout": {"unit": "user", "salt": "layer-checkout"}},
         "experiments": experiments,
-        "exposure": {"log": True, "log_level": "info", "unit_id": "raw", "filter_state": True},
+        "exposure": {"unit_id": "raw", "filter_state": True},
     }
 
 

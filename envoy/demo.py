@@ -192,14 +192,16 @@ def main():
     # Envoy flushes logs asynchronously: wait (bounded) for them.
     end = time.time() + 10
     while time.time() < end:
-        exposures = [l for l in open(envoy_log) if "abmesh.exposure " in l]
         lines = open(access_log).read().splitlines()
         if len(lines) >= requests:
             break
         time.sleep(0.2)
-    heading(f"Exposure records ({len(exposures)} logged; rollout-only requests have none); one of them")
+    # The exposure pipeline is the access log: each exposed request's line carries its record
+    # (filter state); "exposure": {"log": true} would also write it to Envoy's log.
+    exposures = [json.loads(l)["exposure"] for l in lines if json.loads(l).get("exposure")]
+    heading(f"Exposure records ({len(exposures)} in the access log; rollout-only requests have none); one of them")
     if exposures:
-        print("  " + exposures[0].split("abmesh.exposure ", 1)[1].strip())
+        print("  " + exposures[0])
     heading(f"Access log ({len(lines)} lines, one per request); one of them")
     exposed = [l for l in lines if '"exposure":"{' in l.replace(": ", ":")]
     print("  " + (exposed[0] if exposed else lines[0] if lines else "(none)"))

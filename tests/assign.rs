@@ -249,3 +249,49 @@ fn every_not_assigned_reason_has_its_label() {
         ]
     );
 }
+
+#[test]
+fn the_exposure_record_goes_to_filter_state_by_default_and_to_the_log_only_when_asked() {
+    use abmesh::plan::Effect;
+    let kinds = |c: &Config| -> Vec<String> {
+        let (plan, _) = run(c, &[("x-user-id", b"alice")], 0);
+        plan.effects()
+            .iter()
+            .map(|e| match e {
+                Effect::RemoveRequestHeader(n) => format!("remove {n}"),
+                Effect::SetRequestHeader(n, _) => format!("set {n}"),
+                Effect::Log(level, line) => {
+                    format!(
+                        "log {} {}",
+                        level.as_str(),
+                        &line[..line.find(' ').unwrap()]
+                    )
+                }
+                Effect::SetFilterState(n, _) => format!("filter state {n}"),
+            })
+            .collect()
+    };
+    let default = config(&format!(r#"{{"key": "k", {AB}}}"#), "");
+    assert!(!default.exposure.log);
+    assert_eq!(
+        kinds(&default),
+        [
+            "set x-experiments",
+            "filter state abmesh_exposure",
+            "filter state abmesh_assignments"
+        ]
+    );
+    let logged = config(
+        &format!(r#"{{"key": "k", {AB}}}"#),
+        r#", "exposure": {"log": true, "log_level": "warn"}"#,
+    );
+    assert_eq!(
+        kinds(&logged),
+        [
+            "set x-experiments",
+            "log warn abmesh.exposure",
+            "filter state abmesh_exposure",
+            "filter state abmesh_assignments"
+        ]
+    );
+}

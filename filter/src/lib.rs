@@ -23,6 +23,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 
 mod fault;
 mod host;
+mod stage;
 
 use host::HostError;
 
@@ -32,6 +33,8 @@ use abmesh::config::{Config, LogLevel as ExposureLevel};
 use abmesh::counts::{Counts, Series, Sink, SinkError};
 use abmesh::metrics::{replicated, status_class, ErrorKind};
 use abmesh::plan::{Effect, Plan, ResponseEffect};
+use abmesh::Evaluation;
+use stage::Stage;
 use abmesh::summary::one_line;
 use abmesh::RequestView;
 
@@ -310,15 +313,65 @@ fn handle_request(compiled: &Compiled, ctx: &mut Request) -> Result<(), HostErro
     {
         ctx.faults = fault::requested(req.header(b"x-abmesh-fault"));
     }
+    // Benchmark builds stop here or at a later stage (`stage`); the release build runs on.
+    if !stage::runs(Stage::Units) {
+        return Ok(());
+    }
+    if !stage::runs(Stage::Evaluate) {
+        core::hint::black_box(abmesh::assign::resolve_units(config, &req));
+        return Ok(());
+    }
     let now_ns = now_ns()?;
+    if !stage::runs(Stage::Render) {
+        let now_ms = (now_ns / 1_000_000) as i64;
+        core::hint::black_box(abmesh::evaluate(config, &req, now_ms));
+        return Ok(());
+    }
     let (plan, eval) = Plan::at(config, &req, now_ns, ctx.context_id);
-    let replicated = replicated(config, &eval);
+    if !stage::runs(Stage::SetHeaders) {
+        core::hint::black_box((&plan, &eval));
+        return Ok(());
+    }
+    // Apply the plan: every effect is tried, a failed one counted, none skipped.
+    let map = MapType::HttpRequestHeaders;
+    let mut ok = true;
+    for effect in plan.effects() {
+        ok &= match effect {
+            Effect::RemoveRequestHeader(name) => host!(host::remove_header(map, &name)).is_ok(),
+            Effect::SetRequestHeader(name, value) => {
+                host!(host::set_header(map, name, value)).is_ok()
+            }
+            Effect::Log(level, line) if stage::runs(Stage::FilterState) => {
+                host!(host::log(log_level(level), line)).is_ok()
+            }
+            Effect::SetFilterState(name, value) if stage::runs(Stage::FilterState) => {
+                host!(host::set_property(name, value.as_bytes())).is_ok()
+            }
+            Effect::Log(..) | Effect::SetFilterState(..) => true,
+        };
+    }
+    if stage::runs(Stage::Count) {
+        count(compiled, ctx, &plan, &eval, now_ns);
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(HostError)
+    }
+}
+
+/// Counts the request in the VM and keeps what the response and stream-end callbacks need.
+fn count(compiled: &Compiled, ctx: &mut Request, plan: &Plan, eval: &Evaluation, now_ns: u64) {
+    let replicated = replicated(&compiled.config, eval);
     let mut metrics = compiled.metrics.borrow_mut();
-    metrics.count(&eval, &replicated);
+    metrics.count(eval, &replicated);
     if plan.baggage_full {
         metrics.add(Series::Error(ErrorKind::Baggage as usize));
     }
     drop(metrics);
+    if !stage::runs(Stage::Full) {
+        return;
+    }
     ctx.start_ms = (now_ns / 1_000_000) as i64;
     ctx.replicated = replicated;
     ctx.assigned = eval
@@ -334,26 +387,6 @@ fn handle_request(compiled: &Compiled, ctx: &mut Request) -> Result<(), HostErro
             ResponseEffect::AddSetCookie(c) => (true, "set-cookie".to_string(), c.to_string()),
         })
         .collect();
-    // Apply the plan: every effect is tried, a failed one counted, none skipped.
-    let map = MapType::HttpRequestHeaders;
-    let mut ok = true;
-    for effect in plan.effects() {
-        ok &= match effect {
-            Effect::RemoveRequestHeader(name) => host!(host::remove_header(map, &name)).is_ok(),
-            Effect::SetRequestHeader(name, value) => {
-                host!(host::set_header(map, name, value)).is_ok()
-            }
-            Effect::Log(level, line) => host!(host::log(log_level(level), line)).is_ok(),
-            Effect::SetFilterState(name, value) => {
-                host!(host::set_property(name, value.as_bytes())).is_ok()
-            }
-        };
-    }
-    if ok {
-        Ok(())
-    } else {
-        Err(HostError)
-    }
 }
 
 fn log_level(level: ExposureLevel) -> LogLevel {

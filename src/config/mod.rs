@@ -368,7 +368,7 @@ impl Keyword for UnitIdMode {
 #[derive(Debug, Clone)]
 /// How exposures are recorded (`exposure`).
 pub struct ExposureConfig {
-    /// Also write each record to the host log.
+    /// Also write each record to the host log (default false: the access log carries it).
     pub log: bool,
     /// At this level.
     pub log_level: LogLevel,

@@ -61,8 +61,10 @@ pub(super) fn compile_output(top: &Obj, errors: &mut Errors) -> Output {
 }
 
 pub(super) fn compile_exposure(top: &Obj, errors: &mut Errors) -> ExposureConfig {
+    // The access log (filter state) is the exposure pipeline; the application log is opt-in:
+    // Envoy writes it synchronously, line by line, at several µs per exposed request.
     let mut out = ExposureConfig {
-        log: true,
+        log: false,
         log_level: LogLevel::Info,
         unit_id: UnitIdMode::Raw,
         filter_state: true,
@@ -74,7 +76,7 @@ pub(super) fn compile_exposure(top: &Obj, errors: &mut Errors) -> ExposureConfig
     ) else {
         return out;
     };
-    out.log = o.bool("log", errors).unwrap_or(true);
+    out.log = o.bool("log", errors).unwrap_or(false);
     out.filter_state = o.bool("filter_state", errors).unwrap_or(true);
     if let Some(level) = o.string("log_level", errors) {
         match LogLevel::ALL.into_iter().find(|l| l.as_str() == level) {

@@ -606,12 +606,28 @@ pub fn borrow<'a>(h: &'a [(&'static str, Vec<u8>)]) -> Vec<(&'static str, &'a [u
     h.iter().map(|(n, v)| (*n, v.as_slice())).collect()
 }
 
+/// The exposure records of an Envoy's access log, in order: filter state, the default pipeline.
 pub fn exposure_records(envoy: &Envoy) -> Vec<Value> {
-    exposure_records_in(&envoy.dir.join("envoy.log"))
+    access_log_exposures(&envoy.dir.join("access.log"))
 }
 
-/// The exposure records logged to an Envoy log file, in order.
-pub fn exposure_records_in(log: &std::path::Path) -> Vec<Value> {
+/// The exposure records in an access log written with `envoy/envoy.yaml`'s format (the
+/// `exposure` field holds the record as a string on the lines that have one).
+pub fn access_log_exposures(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let line: Value = serde_json::from_str(l).ok()?;
+            line["exposure"]
+                .as_str()
+                .map(|r| serde_json::from_str(r).unwrap())
+        })
+        .collect()
+}
+
+/// The exposure records written to an Envoy log file (`"exposure": {"log": true}`), in order.
+pub fn logged_exposure_records_in(log: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
@@ -620,6 +636,15 @@ pub fn exposure_records_in(log: &std::path::Path) -> Vec<Value> {
                 .map(|(_, json)| serde_json::from_str(json).unwrap())
         })
         .collect()
+}
+
+/// `MULTI` with the exposure record also written to the application log.
+pub fn multi_logged() -> String {
+    MULTI.replacen(
+        r#""overrides""#,
+        r#""exposure": {"log": true, "log_level": "info"}, "overrides""#,
+        1,
+    )
 }
 
 /// Prometheus text once `name{labels}` reaches `want` (counters are published every second).

@@ -124,7 +124,8 @@ fn as_received(headers: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn hostile_requests_are_ordinary_input_and_the_next_requests_are_assigned() {
     let config = Config::parse(MULTI.as_bytes()).unwrap();
-    let envoy = Envoy::start(Some(MULTI), 1);
+    // Both exposure pipelines on: neither may be broken by hostile bytes.
+    let envoy = Envoy::start(Some(&crate::harness::multi_logged()), 1);
     let mut client = Client::new(envoy.ports.listener);
     // Normal requests: 20 units the core assigns to at least one experiment.
     let normal: Vec<String> = (0..)
@@ -203,9 +204,12 @@ fn hostile_requests_are_ordinary_input_and_the_next_requests_are_assigned() {
             );
         }
     }
-    // Every exposure record Envoy logged is valid JSON, whatever the hostile bytes were.
+    // Every exposure record is valid JSON in both pipelines, whatever the hostile bytes were.
     envoy.wait_for_logs("exposure records", 1, |e| {
         crate::harness::exposure_records(e).len()
+    });
+    envoy.wait_for_logs("logged exposure records", 1, |e| {
+        crate::harness::logged_exposure_records_in(&e.dir.join("envoy.log")).len()
     });
     assert!(
         crate::harness::prometheus_error_count(&envoy) == 0,

@@ -89,7 +89,8 @@ fn under_load_every_assigned_request_has_exactly_one_exposure_record() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
     let config = Arc::new(Config::parse(MULTI.as_bytes()).unwrap());
-    let envoy = Envoy::start(Some(MULTI), 2);
+    // Both pipelines on: neither may lose a record under load.
+    let envoy = Envoy::start(Some(&crate::harness::multi_logged()), 2);
     let pid = envoy.pid();
 
     // Warm up (V8 code, allocator, connection pools), then measure from here.

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{exposure_records_in, header, output_text, text, upstream};
+use crate::harness::{access_log_exposures, header, output_text, text, upstream};
 use crate::harness::{render, repo, scratch_dir, spawn_echo, spawn_envoy, KillOnDrop, Ports};
 use crate::http::Client;
 use crate::reload::{split, stat, wait_first_listener, wait_stat};
@@ -131,7 +131,7 @@ fn the_ci_script_pauses_a_failing_experiment_through_a_watched_file_and_spares_t
     assert_eq!(deployed["experiments"][1].get("status"), None);
 
     wait_stat(ports.admin, "listener_manager.lds.update_success", 2, &log);
-    let records_before = exposure_records_in(&log).len();
+    let records_before = access_log_exposures(&dir.join("access.log")).len();
     let deadline = Instant::now() + Duration::from_secs(20);
     let after = loop {
         let a = assignments(ports.listener, 0, 1_000);
@@ -154,7 +154,7 @@ fn the_ci_script_pauses_a_failing_experiment_through_a_watched_file_and_spares_t
     }
     // No exposure record of the paused experiment once it serves (the last 1,000 requests).
     std::thread::sleep(Duration::from_millis(500));
-    let records = exposure_records_in(&log);
+    let records = access_log_exposures(&dir.join("access.log"));
     let last: Vec<&serde_json::Value> = records[records.len() - 1_000..].iter().collect();
     assert!(records.len() >= records_before + 1_000);
     for r in last {

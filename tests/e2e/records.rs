@@ -13,7 +13,7 @@ use crate::http::Client;
 #[test]
 fn each_exposed_request_yields_one_log_record_and_one_matching_access_log_line() {
     let config = Config::parse(MULTI.as_bytes()).unwrap();
-    let envoy = Envoy::start(Some(MULTI), 1);
+    let envoy = Envoy::start(Some(&multi_logged()), 1);
     let mut client = Client::new(envoy.ports.listener);
     let mut expected: BTreeMap<String, Option<String>> = BTreeMap::new(); // request id -> dictionary
     let mut exposed = 0;
@@ -37,9 +37,10 @@ fn each_exposed_request_yields_one_log_record_and_one_matching_access_log_line()
         "{exposed} of {n} exposed: the mix needs rollouts and unassigned requests too"
     );
     envoy.wait_for_logs("access-log lines", n, |e| e.access_log().lines().count());
-    envoy.wait_for_logs("exposure records", exposed, |e| exposure_records(e).len());
+    let logged = |e: &Envoy| logged_exposure_records_in(&e.dir.join("envoy.log"));
+    envoy.wait_for_logs("exposure records", exposed, |e| logged(e).len());
 
-    let records = exposure_records(&envoy);
+    let records = logged(&envoy);
     assert_eq!(
         records.len(),
         exposed,
@@ -94,6 +95,36 @@ fn each_exposed_request_yields_one_log_record_and_one_matching_access_log_line()
     assert!(lines
         .iter()
         .any(|l| l["assignments"] == "banner=on" && l["exposure"].is_null()));
+}
+
+#[test]
+fn by_default_the_access_log_carries_every_exposure_and_the_application_log_none() {
+    let config = Config::parse(MULTI.as_bytes()).unwrap();
+    let envoy = Envoy::start(Some(MULTI), 1);
+    let mut client = Client::new(envoy.ports.listener);
+    let mut exposed = std::collections::BTreeSet::new();
+    let n = 100;
+    for i in 0..n {
+        let (path, headers) = varied_request(i);
+        let headers = borrow(&headers);
+        let (_, seen) = upstream(&client.get(&path, &headers));
+        if core_plan(&config, b"GET", &path, &headers)
+            .exposure()
+            .is_some()
+        {
+            exposed.insert(text(header(&seen, "x-request-id")).unwrap());
+        }
+    }
+    envoy.wait_for_logs("access-log lines", n, |e| e.access_log().lines().count());
+    let in_access_log: std::collections::BTreeSet<String> = exposure_records(&envoy)
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(exposed.len() > 20, "{} exposed", exposed.len());
+    assert_eq!(in_access_log, exposed);
+    let log = envoy.log();
+    assert!(log.contains("abmesh 0.1.0 configured"), "{log}");
+    assert!(!log.contains("abmesh.exposure"), "{log}");
 }
 
 #[test]

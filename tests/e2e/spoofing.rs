@@ -167,7 +167,7 @@ fn a_valid_token_forces_the_variant_and_a_wrong_or_missing_one_is_ignored() {
 #[test]
 fn non_utf8_bytes_in_unit_cookie_query_and_override_are_ordinary_input() {
     let config = Config::parse(MULTI.as_bytes()).unwrap();
-    let envoy = Envoy::start(Some(MULTI), 1);
+    let envoy = Envoy::start(Some(&multi_logged()), 1);
     let mut client = Client::new(envoy.ports.listener);
     type Case<'a> = (&'a [u8], Vec<(&'a str, &'a [u8])>);
     let cases: Vec<Case> = vec![
@@ -220,11 +220,14 @@ fn non_utf8_bytes_in_unit_cookie_query_and_override_are_ordinary_input() {
             "request {i} after hostile input: {exp:?}"
         );
     }
-    // Records for non-UTF-8 ids are still valid JSON (exposure_records parses each one).
+    // Records for non-UTF-8 ids are still valid JSON in both pipelines (each is parsed).
     envoy.wait_for_logs("exposure records", 1, |e| exposure_records(e).len());
-    let first = &exposure_records(&envoy)[0];
-    assert_eq!(
-        first["units"]["user"],
-        "\u{fffd}\u{fffd}\u{fffd}user\u{fffd}("
-    );
+    let logged = |e: &Envoy| logged_exposure_records_in(&e.dir.join("envoy.log"));
+    envoy.wait_for_logs("logged exposure records", 1, |e| logged(e).len());
+    for first in [&exposure_records(&envoy)[0], &logged(&envoy)[0]] {
+        assert_eq!(
+            first["units"]["user"],
+            "\u{fffd}\u{fffd}\u{fffd}user\u{fffd}("
+        );
+    }
 }

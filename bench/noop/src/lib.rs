@@ -2,11 +2,12 @@
 //!
 //! - with no plugin configuration, a filter that does nothing: Envoy still creates a context
 //!   per request and calls into the VM for each callback, the cost every wasm filter pays;
-//! - with a configuration `log=N header=M route=K`, a filter that makes exactly the host calls
-//!   abmesh's contract requires for an exposed request (read the headers, read the clock, set
-//!   the assignments header and K route headers, log an N-byte exposure line, store the record
-//!   and the M-byte dictionary in filter state) with fixed payloads and no computation: what
-//!   abmesh would cost if its own work were free.
+//! - with a configuration `record=N header=M route=K [log=1]`, a filter that makes exactly the
+//!   host calls abmesh's contract requires for an exposed request (read the headers, read the
+//!   clock, set the assignments header and K route headers, store the N-byte record and the
+//!   M-byte dictionary in filter state, and log the record with `log=1`, as abmesh does with
+//!   `exposure.log`) with fixed payloads and no computation: what abmesh would cost if its own
+//!   work were free.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -18,6 +19,7 @@ proxy_wasm::main! {{
 }}
 
 struct Calls {
+    log: bool,
     log_line: String,
     header: String,
     route: usize,
@@ -36,10 +38,11 @@ impl RootContext for Root {
         let get = |key: &str| -> usize {
             config.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok()).unwrap_or(0)
         };
-        if get("log") > 0 {
+        if get("record") > 0 {
             let mut log_line = String::from("abmesh.exposure ");
-            log_line.push_str(&"x".repeat(get("log").saturating_sub(log_line.len())));
-            self.calls = Some(Rc::new(Calls { log_line, header: "x".repeat(get("header")), route: get("route") }));
+            log_line.push_str(&"x".repeat(get("record")));
+            let (log, header, route) = (get("log") == 1, "x".repeat(get("header")), get("route"));
+            self.calls = Some(Rc::new(Calls { log, log_line, header, route }));
         }
         true
     }
@@ -80,7 +83,9 @@ impl HttpContext for Filter {
         for _ in 0..c.route {
             let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, "x-exp-floor", Some(b"control"));
         }
-        let _ = hostcalls::log(LogLevel::Info, &c.log_line);
+        if c.log {
+            let _ = hostcalls::log(LogLevel::Info, &c.log_line);
+        }
         let _ = hostcalls::set_property(vec!["abmesh_exposure"], Some(&c.log_line.as_bytes()[16..]));
         let _ = hostcalls::set_property(vec!["abmesh_assignments"], Some(c.header.as_bytes()));
         Action::Continue
