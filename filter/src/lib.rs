@@ -33,10 +33,10 @@ use abmesh::config::{Config, LogLevel as ExposureLevel};
 use abmesh::counts::{Counts, Series, Sink, SinkError};
 use abmesh::metrics::{replicated, status_class, ErrorKind};
 use abmesh::plan::{Effect, Plan, ResponseEffect};
-use abmesh::Evaluation;
-use stage::Stage;
 use abmesh::summary::one_line;
+use abmesh::Evaluation;
 use abmesh::RequestView;
+use stage::Stage;
 
 proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
