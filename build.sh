@@ -354,6 +354,10 @@ bench() {
   cp "target/$WASM_TARGET/release/abmesh_filter.wasm" dist/bench/abmesh-count.wasm
   wasm_cargo build --release -p abmesh-filter --features bench-without-slis
   cp "target/$WASM_TARGET/release/abmesh_filter.wasm" dist/bench/abmesh-without-slis.wasm
+  say "building the size-optimised variant (opt-level s, dependencies z: the budget spent on size instead)"
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=s wasm_cargo build --release -p abmesh-filter --config 'profile.release.package."*".opt-level="z"'
+  wasm-opt -O3 "${WASM_FEATURES[@]}" --strip-debug --strip-producers \
+    "target/$WASM_TARGET/release/abmesh_filter.wasm" -o dist/bench/abmesh-opt-s.wasm
   say "building the breakdown variants: the request path stopped after each stage (filter/src/stage.rs)"
   local stage
   for stage in headers units evaluate render set-headers filter-state count; do
