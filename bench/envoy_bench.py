@@ -15,9 +15,9 @@ configuration, every route a direct response so only the filters cost:
   abmesh-1, abmesh-20, abmesh-100
             abmesh with bench/configs/experiments-N.json (the defaults: filter state for the
             access log, no application log; metrics on)
-  abmesh-20-log, abmesh-20-without-slis, abmesh-20-without-replicates, abmesh-20-opt-s
+  abmesh-20-log, abmesh-20-without-slis, abmesh-20-without-replicates, abmesh-20-opt-3
             one thing changed at 20 experiments: the exposure also logged; no per-variant SLIs;
-            no replicate series; the module optimised for size (opt-level s, dependencies z)
+            no replicate series; the module built at opt-level 3 throughout
   stop-<stage>-N
             abmesh built to stop after one stage of the request path (filter/src/stage.rs),
             at 1, 20 and 100 experiments: the breakdown; abmesh-N is the last stage
@@ -255,7 +255,7 @@ def configurations(wasm, noop, floor_payload):
         "abmesh-20-log": wasm_filter("abmesh", wasm, logged(load_config(20))),
         "abmesh-20-without-slis": wasm_filter("abmesh", os.path.join(ROOT, "dist/bench/abmesh-without-slis.wasm"), load_config(20)),
         "abmesh-20-without-replicates": wasm_filter("abmesh", wasm, without_replicates(load_config(20))),
-        "abmesh-20-opt-s": wasm_filter("abmesh", os.path.join(ROOT, "dist/bench/abmesh-opt-s.wasm"), load_config(20)),
+        "abmesh-20-opt-3": wasm_filter("abmesh", os.path.join(ROOT, "dist/bench/abmesh-opt-3.wasm"), load_config(20)),
     }
     for stage in STAGES:
         path = os.path.join(ROOT, "dist/bench/abmesh-stop-%s.wasm" % stage)
@@ -365,6 +365,7 @@ def memory(work, wasm, noop):
     out = {}
     for name, filters in (("none", ""), ("noop", wasm_filter("noop", noop, None)),
                           ("abmesh-1", wasm_filter("abmesh", wasm, load_config(1))),
+                          ("abmesh-1-opt-3", wasm_filter("abmesh", os.path.join(ROOT, "dist/bench/abmesh-opt-3.wasm"), load_config(1))),
                           ("abmesh-100", wasm_filter("abmesh", wasm, load_config(100)))):
         envoy = Envoy(work, {name: filters})
         try:
@@ -396,7 +397,7 @@ def main():
     noop = os.path.join(ROOT, "dist/bench/noop.wasm")
     wasm_count = os.path.join(ROOT, "dist/bench/abmesh-count.wasm")
     stops = [os.path.join(ROOT, "dist/bench/abmesh-stop-%s.wasm" % s) for s in STAGES]
-    for p in [wasm, noop, wasm_count] + stops:
+    for p in [wasm, noop, wasm_count, os.path.join(ROOT, "dist/bench/abmesh-opt-3.wasm")] + stops:
         if not os.path.exists(p):
             raise SystemExit("bench: %s is missing: run ./build.sh bench" % p)
     work = tempfile.mkdtemp(prefix="abmesh-bench-")
@@ -452,7 +453,7 @@ def main():
         "host_calls": host_calls(work, wasm_count),
         "memory_kib": memory(work, wasm, noop),
         "wasm_bytes": {"abmesh": os.path.getsize(wasm), "noop": os.path.getsize(noop),
-                       "abmesh-opt-s": os.path.getsize(os.path.join(ROOT, "dist/bench/abmesh-opt-s.wasm"))},
+                       "abmesh-opt-3": os.path.getsize(os.path.join(ROOT, "dist/bench/abmesh-opt-3.wasm"))},
         "payload_bytes": payloads,
         "abmesh_series": len([l for l in prom.splitlines() if l.startswith("abmesh_")]),
     }
