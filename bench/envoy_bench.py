@@ -265,7 +265,10 @@ def configurations(wasm, noop, floor_payload):
 
 
 class Envoy:
-    def __init__(self, work, filters, log_path=os.devnull, level="info"):
+    def __init__(self, work, filters, log_path=None, level="info"):
+        # A real file, as an operator's Envoy writes: /dev/null would hide what a synchronous
+        # application-log line costs (exposure.log).
+        log_path = log_path or os.path.join(work, "envoy-%d.log" % len(os.listdir(work)))
         self.ports = {name: free_port() for name in filters}
         self.admin = free_port()
         yaml = envoy_yaml(self.admin, [listener(n, self.ports[n], f) for n, f in filters.items()])
