@@ -3,7 +3,7 @@
 //! and Envoy loading the module the way a plain Envoy user fetches it (`remote`, `sha256`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::harness::{free_port, output_text, python, repo, scratch_dir};
@@ -263,14 +263,6 @@ fn the_image_round_trips_through_a_real_registry_and_istios_pull_gets_the_same_w
     );
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// A listener answering 200 itself behind abmesh loaded from `remote` with `sha256`, echoing
 /// assignments on the response so the client sees them.
 fn remote_listener(name: &str, port: u16, module_port: u16, sha256: &str) -> String {
@@ -288,29 +280,11 @@ fn envoy_loads_the_module_by_remote_with_its_sha256_and_refuses_a_wrong_one() {
     std::fs::create_dir_all(&www).unwrap();
     let wasm = std::fs::read(repo().join("dist/abmesh.wasm")).unwrap();
     std::fs::write(www.join("abmesh.wasm"), &wasm).unwrap();
-    let module_port = free_port();
-    let server_log = std::fs::File::create(dir.join("http.log")).unwrap();
-    let mut server = Command::new(python())
-        .args([
-            "-m",
-            "http.server",
-            &module_port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .current_dir(&www)
-        .stdout(Stdio::null())
-        .stderr(server_log)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", module_port)).is_err() {
-        assert!(Instant::now() < deadline, "the module server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut server = crate::harness::FileServer::start(&www);
+    let module_port = server.port;
     let (admin, good, bad) = (free_port(), free_port(), free_port());
-    let right = sha256_hex(&wasm);
-    let wrong = sha256_hex(b"not abmesh");
+    let right = crate::harness::sha256_hex(&wasm);
+    let wrong = crate::harness::sha256_hex(b"not abmesh");
     let yaml = format!(
         r#"admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
@@ -332,7 +306,7 @@ static_resources:
     let mut envoy = crate::harness::spawn_envoy(&dir.join("envoy.yaml"), 1, &log);
     let _guard = crate::harness::KillOnDrop {
         envoy: &mut envoy,
-        upstream: &mut server,
+        upstream: &mut server.child,
         log: &log,
     };
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();

@@ -250,35 +250,9 @@ fn the_ci_example_installs_a_released_cli_only_when_its_pinned_sha256_match() {
     let guard = std::fs::read(repo().join("examples/ci/abmesh-guard.sh")).unwrap();
     std::fs::write(www.join(format!("abmesh-{version}-x86_64-linux")), &cli).unwrap();
     std::fs::write(www.join("abmesh-guard.sh"), &guard).unwrap();
-    let port = crate::harness::free_port();
-    let mut server = Command::new(crate::harness::python())
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .current_dir(&www)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the release server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let sha = |b: &[u8]| -> String {
-        use sha2::Digest;
-        sha2::Sha256::digest(b)
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect()
-    };
+    let server = crate::harness::FileServer::start(&www);
+    let port = server.port;
+    let sha = crate::harness::sha256_hex;
     let run = |name: &str, cli_sha: &str| {
         let runner = dir.join(name);
         std::fs::create_dir_all(&runner).unwrap();
@@ -318,6 +292,5 @@ fn the_ci_example_installs_a_released_cli_only_when_its_pinned_sha256_match() {
     assert!(text.contains("abmesh/abmesh: FAILED"), "{text}");
     assert!(!text.contains(&format!("abmesh {version}")), "{text}");
     assert_eq!(env, "");
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
