@@ -47,108 +47,167 @@ pub enum Series {
     Replicate(usize, usize, u16, ReplicateSeries),
 }
 
-/// One variant's service-level indicators.
-#[derive(Clone, Copy, Default)]
-struct Sli {
-    responses: [Counter; CLASSES.len()],
-    buckets: [Counter; DURATION_BOUNDS_MS.len() + 1],
-    /// Requests per bucket since the last publication, not cumulative: a request adds one
-    /// here, and publishing turns them into the cumulative `le` counts.
-    recent: [u64; DURATION_BOUNDS_MS.len() + 1],
-    sum: Counter,
-    count: Counter,
-    sum_squares: Counter,
-}
+/// Duration buckets per variant (the `le` bounds and `+Inf`).
+const BUCKETS: usize = DURATION_BOUNDS_MS.len() + 1;
+/// Reasons per experiment.
+const REASONS: usize = Reason::ALL.len();
 
-/// A counter: the count not yet published, and its Envoy metric id once defined.
-#[derive(Clone, Copy, Default)]
-struct Counter {
-    pending: u64,
-    id: Option<u32>,
-}
+// Where a variant's counters sit in its slot of `Counts::pending`.
+const ASSIGNED_AT: usize = 0;
+const FORCED_AT: usize = 1;
+const RESPONSES_AT: usize = 2;
+const BUCKETS_AT: usize = RESPONSES_AT + CLASSES.len();
+const SUM_AT: usize = BUCKETS_AT + BUCKETS;
+const COUNT_AT: usize = SUM_AT + 1;
+const SUM_SQUARES_AT: usize = COUNT_AT + 1;
+/// Counters per variant.
+const PER_VARIANT: usize = SUM_SQUARES_AT + 1;
+/// Replicate series per replicate.
+const PER_REPLICATE: usize = REPLICATE_METRICS.len();
 
-/// The VM's counters, shaped by the configuration. Request callbacks only add to `pending`
-/// (no host call); `publish` hands the sums to Envoy.
+/// A counter with no Envoy metric id yet.
+const UNDEFINED: u32 = u32::MAX;
+/// A variant with no replicate block yet.
+const NO_BLOCK: u32 = u32::MAX;
+
+/// The VM's counters, shaped by the configuration: flat arrays indexed by offsets computed
+/// once, so a request adds to a counter with one indexed add — the request path does no
+/// lookup, allocation or bookkeeping beyond marking its experiments as having news.
+///
+/// Layout of `pending` (and of `ids`, the Envoy metric id of each counter): the error kinds,
+/// then per experiment its reasons followed by, per variant, [`PER_VARIANT`] counters.
+/// Replicate series live in blocks of `replicates × 4` counters, allocated on a variant's
+/// first replicated request, so idle variants cost nothing.
 pub struct Counts {
-    assigned: Vec<Vec<Counter>>,
-    forced: Vec<Vec<Counter>>,
-    not_assigned: Vec<[Counter; 7]>,
-    errors: [Counter; ErrorKind::COUNT],
-    slis: Vec<Vec<Sli>>,
-    /// Per experiment and variant, the replicate series `[replicate][series]`; allocated on
-    /// the variant's first replicated request, so idle variants cost nothing.
-    replicates: Vec<Vec<Vec<[Counter; 4]>>>,
+    pending: Vec<u64>,
+    ids: Vec<u32>,
+    /// Per experiment, the index of its first counter (its reasons) in `pending`.
+    experiment_at: Vec<usize>,
+    /// Per experiment, the index of its first variant in `recent` and `blocks`.
+    variant_at: Vec<usize>,
+    /// Per variant, requests per duration bucket since the last publication, not cumulative:
+    /// publishing turns them into the cumulative `le` counts.
+    recent: Vec<[u64; BUCKETS]>,
+    /// Experiments with a pending count since the last publication.
+    dirty: Vec<bool>,
+    /// Per variant, its replicate block in `replicate_pending` (or [`NO_BLOCK`]).
+    blocks: Vec<u32>,
+    /// `(experiment, variant)` of each replicate block, in allocation order.
+    block_owner: Vec<(usize, usize)>,
+    replicate_pending: Vec<u64>,
+    replicate_ids: Vec<u32>,
     replicate_count: u16,
-    /// Counters with a pending count, so publishing never scans every series.
-    touched: Vec<Series>,
-    /// Variants with `recent` durations to fold into their buckets.
-    recent: Vec<(usize, usize)>,
 }
 
 impl Counts {
     /// Counters shaped by the configuration, all at zero.
     pub fn for_config(config: &Config) -> Self {
-        let per_variant = || {
-            config
-                .experiments
-                .iter()
-                .map(|e| vec![Counter::default(); e.variants.len()])
-                .collect()
-        };
+        let mut experiment_at = Vec::with_capacity(config.experiments.len());
+        let mut variant_at = Vec::with_capacity(config.experiments.len());
+        let (mut counters, mut variants) = (ErrorKind::COUNT, 0);
+        for e in &config.experiments {
+            experiment_at.push(counters);
+            variant_at.push(variants);
+            counters += REASONS + PER_VARIANT * e.variants.len();
+            variants += e.variants.len();
+        }
         Counts {
-            assigned: per_variant(),
-            forced: per_variant(),
-            not_assigned: vec![[Counter::default(); 7]; config.experiments.len()],
-            errors: [Counter::default(); ErrorKind::COUNT],
-            slis: config
-                .experiments
-                .iter()
-                .map(|e| vec![Sli::default(); e.variants.len()])
-                .collect(),
-            replicates: per_variant()
-                .into_iter()
-                .map(|v: Vec<Counter>| v.iter().map(|_| Vec::new()).collect())
-                .collect(),
+            pending: vec![0; counters],
+            ids: vec![UNDEFINED; counters],
+            experiment_at,
+            variant_at,
+            recent: vec![[0; BUCKETS]; variants],
+            dirty: vec![false; config.experiments.len()],
+            blocks: vec![NO_BLOCK; variants],
+            block_owner: Vec::new(),
+            replicate_pending: Vec::new(),
+            replicate_ids: Vec::new(),
             replicate_count: config.replicates,
-            touched: Vec::new(),
-            recent: Vec::new(),
         }
     }
 
-    fn counter(&mut self, s: Series) -> Option<&mut Counter> {
-        match s {
-            Series::Assigned(e, v) => self.assigned.get_mut(e)?.get_mut(v),
-            Series::Forced(e, v) => self.forced.get_mut(e)?.get_mut(v),
-            Series::NotAssigned(e, r) => self.not_assigned.get_mut(e)?.get_mut(r),
-            Series::Error(k) => self.errors.get_mut(k),
-            Series::Response(e, v, c) => self.sli(e, v)?.responses.get_mut(c),
-            Series::Bucket(e, v, b) => self.sli(e, v)?.buckets.get_mut(b),
-            Series::DurationSum(e, v) => Some(&mut self.sli(e, v)?.sum),
-            Series::DurationCount(e, v) => Some(&mut self.sli(e, v)?.count),
-            Series::DurationSumSquares(e, v) => Some(&mut self.sli(e, v)?.sum_squares),
-            Series::Replicate(e, v, r, k) => {
-                let count = usize::from(self.replicate_count);
-                let series = self.replicates.get_mut(e)?.get_mut(v)?;
-                if series.is_empty() {
-                    series.resize(count, [Counter::default(); 4]);
-                }
-                series.get_mut(usize::from(r))?.get_mut(k as usize)
+    /// The index of a variant's first counter in `pending`; marks its experiment as having news.
+    #[inline]
+    fn variant_slot(&mut self, e: usize, v: usize) -> Option<usize> {
+        let start = *self.experiment_at.get(e)?;
+        let flat = self.variant_at.get(e)? + v;
+        // A variant index past the experiment's last would read the next experiment's slot.
+        let last = self
+            .variant_at
+            .get(e + 1)
+            .copied()
+            .unwrap_or(self.recent.len());
+        if flat >= last {
+            return None;
+        }
+        self.dirty[e] = true;
+        Some(start + REASONS + PER_VARIANT * v)
+    }
+
+    /// The index of a replicate series in `replicate_pending`, allocating the variant's block
+    /// on its first use.
+    fn replicate_slot(&mut self, e: usize, v: usize, r: u16, k: ReplicateSeries) -> Option<usize> {
+        if r >= self.replicate_count {
+            return None;
+        }
+        self.variant_slot(e, v)?;
+        let flat = self.variant_at[e] + v;
+        let per_block = usize::from(self.replicate_count) * PER_REPLICATE;
+        let block = match self.blocks[flat] {
+            NO_BLOCK => {
+                let block = self.block_owner.len();
+                self.blocks[flat] = u32::try_from(block).ok()?;
+                self.block_owner.push((e, v));
+                self.replicate_pending
+                    .resize(self.replicate_pending.len() + per_block, 0);
+                self.replicate_ids
+                    .resize(self.replicate_ids.len() + per_block, UNDEFINED);
+                block
             }
-        }
+            b => b as usize,
+        };
+        Some(block * per_block + usize::from(r) * PER_REPLICATE + k as usize)
     }
 
-    fn sli(&mut self, e: usize, v: usize) -> Option<&mut Sli> {
-        self.slis.get_mut(e)?.get_mut(v)
+    /// Where a series' pending count lives: `(in the replicate blocks, index)`.
+    fn slot(&mut self, s: Series) -> Option<(bool, usize)> {
+        let variant = |c: &mut Self, e, v, at: usize| Some((false, c.variant_slot(e, v)? + at));
+        match s {
+            Series::Error(k) => (k < ErrorKind::COUNT).then_some((false, k)),
+            Series::NotAssigned(e, r) if r < REASONS => {
+                let at = *self.experiment_at.get(e)? + r;
+                self.dirty[e] = true;
+                Some((false, at))
+            }
+            Series::NotAssigned(..) => None,
+            Series::Assigned(e, v) => variant(self, e, v, ASSIGNED_AT),
+            Series::Forced(e, v) => variant(self, e, v, FORCED_AT),
+            Series::Response(e, v, c) if c < CLASSES.len() => variant(self, e, v, RESPONSES_AT + c),
+            Series::Bucket(e, v, b) if b < BUCKETS => variant(self, e, v, BUCKETS_AT + b),
+            Series::Response(..) | Series::Bucket(..) => None,
+            Series::DurationSum(e, v) => variant(self, e, v, SUM_AT),
+            Series::DurationCount(e, v) => variant(self, e, v, COUNT_AT),
+            Series::DurationSumSquares(e, v) => variant(self, e, v, SUM_SQUARES_AT),
+            Series::Replicate(e, v, r, k) => Some((true, self.replicate_slot(e, v, r, k)?)),
+        }
     }
 
     /// Adds `n` to a series (no host call).
     pub fn add_n(&mut self, s: Series, n: u64) {
-        let Some(c) = self.counter(s) else { return };
-        let was_zero = c.pending == 0;
-        c.pending = c.pending.saturating_add(n);
-        if was_zero && n > 0 {
-            self.touched.push(s);
-        }
+        let Some((replicate, i)) = self.slot(s) else {
+            return;
+        };
+        let pending = if replicate {
+            &mut self.replicate_pending[i]
+        } else {
+            &mut self.pending[i]
+        };
+        *pending = pending.saturating_add(n);
+    }
+
+    /// Adds one to a series (no host call).
+    pub fn add(&mut self, s: Series) {
+        self.add_n(s, 1);
     }
 
     /// One finished request: its status class and duration, for each of its assignments and
@@ -160,95 +219,174 @@ impl Counts {
         class: usize,
         duration_ms: u64,
     ) {
+        let is_5xx = u64::from(CLASSES.get(class) == Some(&"5xx"));
         for &(e, v, r) in replicated {
-            self.add(Series::Replicate(e, v, r, ReplicateSeries::Responses));
-            if CLASSES.get(class) == Some(&"5xx") {
-                self.add(Series::Replicate(e, v, r, ReplicateSeries::Errors5xx));
-            }
-            self.add_n(
-                Series::Replicate(e, v, r, ReplicateSeries::DurationSum),
-                duration_ms,
-            );
+            let Some(i) = self.replicate_slot(e, v, r, ReplicateSeries::Assignments) else {
+                continue;
+            };
+            let series = &mut self.replicate_pending[i..i + PER_REPLICATE];
+            series[ReplicateSeries::Responses as usize] += 1;
+            series[ReplicateSeries::Errors5xx as usize] += is_5xx;
+            let sum = &mut series[ReplicateSeries::DurationSum as usize];
+            *sum = sum.saturating_add(duration_ms);
         }
         let first = first_bucket(duration_ms);
+        let square = duration_ms.saturating_mul(duration_ms);
         for &(e, v) in assigned {
-            self.add(Series::Response(e, v, class));
-            if let Some(sli) = self.sli(e, v) {
-                let fresh = sli.recent.iter().all(|&n| n == 0);
-                sli.recent[first] += 1;
-                if fresh {
-                    self.recent.push((e, v));
-                }
+            let Some(at) = self.variant_slot(e, v) else {
+                continue;
+            };
+            let flat = self.variant_at[e] + v;
+            self.recent[flat][first] += 1;
+            let c = &mut self.pending[at..at + PER_VARIANT];
+            if class < CLASSES.len() {
+                c[RESPONSES_AT + class] += 1;
             }
-            self.add_n(Series::DurationSum(e, v), duration_ms);
-            self.add(Series::DurationCount(e, v));
-            self.add_n(
-                Series::DurationSumSquares(e, v),
-                duration_ms.saturating_mul(duration_ms),
-            );
-        }
-    }
-
-    /// Adds one to a series (no host call).
-    pub fn add(&mut self, s: Series) {
-        let Some(c) = self.counter(s) else { return };
-        c.pending += 1;
-        if c.pending == 1 {
-            self.touched.push(s);
+            c[SUM_AT] = c[SUM_AT].saturating_add(duration_ms);
+            c[COUNT_AT] += 1;
+            c[SUM_SQUARES_AT] = c[SUM_SQUARES_AT].saturating_add(square);
         }
     }
 
     /// Counts a request's assignments, reasons and replicated assignments.
     pub fn count(&mut self, eval: &Evaluation, replicated: &[(usize, usize, u16)]) {
         for &(e, v, r) in replicated {
-            self.add(Series::Replicate(e, v, r, ReplicateSeries::Assignments));
+            if let Some(i) = self.replicate_slot(e, v, r, ReplicateSeries::Assignments) {
+                self.replicate_pending[i] += 1;
+            }
         }
         for a in &eval.assignments {
-            self.add(Series::Assigned(a.experiment, a.variant));
-            if a.forced {
-                self.add(Series::Forced(a.experiment, a.variant));
-            }
+            let Some(at) = self.variant_slot(a.experiment, a.variant) else {
+                continue;
+            };
+            self.pending[at + ASSIGNED_AT] += 1;
+            self.pending[at + FORCED_AT] += u64::from(a.forced);
         }
         for &(e, reason) in &eval.not_assigned {
-            if let Some(r) = Reason::ALL.iter().position(|x| *x == reason) {
-                self.add(Series::NotAssigned(e, r));
-            }
+            let Some(&at) = self.experiment_at.get(e) else {
+                continue;
+            };
+            self.dirty[e] = true;
+            self.pending[at + reason as usize] += 1;
         }
     }
 
     /// Publishes pending counts: defines each metric on first use, then one increment per
-    /// touched series.
+    /// series with news. Only experiments with news are looked at.
     pub fn publish(&mut self, config: &Config, sink: &mut impl Sink) {
-        let mut failed = Vec::new();
-        for (e, v) in std::mem::take(&mut self.recent) {
-            let Some(sli) = self.sli(e, v) else { continue };
-            let recent = std::mem::take(&mut sli.recent);
-            let mut cumulative = 0;
-            for (b, n) in recent.iter().enumerate() {
-                cumulative += n;
-                self.add_n(Series::Bucket(e, v, b), cumulative);
+        let mut failures = 0u64;
+        for k in 0..ErrorKind::COUNT {
+            failures += u64::from(!self.publish_one(config, sink, k, Series::Error(k)));
+        }
+        for e in 0..self.dirty.len() {
+            if !std::mem::take(&mut self.dirty[e]) {
+                continue;
+            }
+            let at = self.experiment_at[e];
+            for r in 0..REASONS {
+                failures +=
+                    u64::from(!self.publish_one(config, sink, at + r, Series::NotAssigned(e, r)));
+            }
+            let variants = config.experiments.get(e).map_or(0, |x| x.variants.len());
+            for v in 0..variants {
+                let at = at + REASONS + PER_VARIANT * v;
+                let recent = std::mem::take(&mut self.recent[self.variant_at[e] + v]);
+                let mut cumulative = 0u64;
+                for (b, n) in recent.iter().enumerate() {
+                    cumulative += n;
+                    let c = &mut self.pending[at + BUCKETS_AT + b];
+                    *c = c.saturating_add(cumulative);
+                }
+                for (i, s) in variant_series(e, v) {
+                    failures += u64::from(!self.publish_one(config, sink, at + i, s));
+                }
             }
         }
-        for s in std::mem::take(&mut self.touched) {
-            let Some(c) = self.counter(s) else { continue };
-            let pending = std::mem::take(&mut c.pending);
-            if c.id.is_none() {
-                c.id = sink.define(&series_name(config, s)).ok();
-            }
-            let published = match c.id {
-                Some(id) => sink.increment(id, pending).is_ok(),
-                None => false,
-            };
-            if !published {
-                // Kept for the next publication (defining is retried), and counted.
-                c.pending = c.pending.saturating_add(pending);
-                failed.push(s);
+        let per_block = usize::from(self.replicate_count) * PER_REPLICATE;
+        for (block, &(e, v)) in self.block_owner.iter().enumerate() {
+            for j in 0..per_block {
+                let i = block * per_block + j;
+                let pending = std::mem::take(&mut self.replicate_pending[i]);
+                if pending == 0 {
+                    continue;
+                }
+                let r = (j / PER_REPLICATE) as u16;
+                let k = REPLICATE_SERIES[j % PER_REPLICATE];
+                let s = Series::Replicate(e, v, r, k);
+                if !publish(config, sink, &mut self.replicate_ids[i], s, pending) {
+                    self.replicate_pending[i] = self.replicate_pending[i].saturating_add(pending);
+                    self.dirty[e] = true;
+                    failures += 1;
+                }
             }
         }
-        let failures = failed.len() as u64;
-        self.touched.extend(failed);
-        self.add_n(Series::Error(ErrorKind::Host as usize), failures);
+        if failures > 0 {
+            self.pending[ErrorKind::Host as usize] += failures;
+        }
     }
+
+    /// Publishes one counter of `pending`; false when the sink refused (the count is kept and
+    /// its experiment stays marked, for the next publication).
+    fn publish_one(&mut self, config: &Config, sink: &mut impl Sink, i: usize, s: Series) -> bool {
+        let pending = std::mem::take(&mut self.pending[i]);
+        if pending == 0 || publish(config, sink, &mut self.ids[i], s, pending) {
+            return true;
+        }
+        self.pending[i] = self.pending[i].saturating_add(pending);
+        if let Some(e) = experiment_of(s) {
+            self.dirty[e] = true;
+        }
+        false
+    }
+}
+
+/// The experiment a series belongs to (`None` for the error kinds).
+fn experiment_of(s: Series) -> Option<usize> {
+    match s {
+        Series::Error(_) => None,
+        Series::Assigned(e, _)
+        | Series::Forced(e, _)
+        | Series::NotAssigned(e, _)
+        | Series::Response(e, ..)
+        | Series::Bucket(e, ..)
+        | Series::DurationSum(e, _)
+        | Series::DurationCount(e, _)
+        | Series::DurationSumSquares(e, _)
+        | Series::Replicate(e, ..) => Some(e),
+    }
+}
+
+/// The replicate series in the order of their offsets.
+const REPLICATE_SERIES: [ReplicateSeries; PER_REPLICATE] = [
+    ReplicateSeries::Assignments,
+    ReplicateSeries::Responses,
+    ReplicateSeries::Errors5xx,
+    ReplicateSeries::DurationSum,
+];
+
+/// A variant's published series with their offsets in its slot.
+fn variant_series(e: usize, v: usize) -> impl Iterator<Item = (usize, Series)> {
+    let fixed = [
+        (ASSIGNED_AT, Series::Assigned(e, v)),
+        (FORCED_AT, Series::Forced(e, v)),
+        (SUM_AT, Series::DurationSum(e, v)),
+        (COUNT_AT, Series::DurationCount(e, v)),
+        (SUM_SQUARES_AT, Series::DurationSumSquares(e, v)),
+    ];
+    let responses = (0..CLASSES.len()).map(move |c| (RESPONSES_AT + c, Series::Response(e, v, c)));
+    let buckets = (0..BUCKETS).map(move |b| (BUCKETS_AT + b, Series::Bucket(e, v, b)));
+    fixed.into_iter().chain(responses).chain(buckets)
+}
+
+/// Defines the counter on first use and adds `n`; false when the sink refused either call.
+fn publish(config: &Config, sink: &mut impl Sink, id: &mut u32, s: Series, n: u64) -> bool {
+    if *id == UNDEFINED {
+        match sink.define(&series_name(config, s)) {
+            Ok(defined) if defined != UNDEFINED => *id = defined,
+            _ => return false,
+        }
+    }
+    sink.increment(*id, n).is_ok()
 }
 
 /// The stat name of a series.
@@ -471,6 +609,31 @@ mod tests {
         counts.record_response(&[(0, 1)], &[], 1, 4);
         counts.publish(&config, &mut sink);
         assert_eq!(["1", "5", "+Inf"].map(|le| bucket(&sink, le)), [0, 2, 6]);
+    }
+
+    #[test]
+    fn reasons_are_counted_at_their_position_in_the_label_list() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{}", r.as_str());
+        }
+    }
+
+    #[test]
+    fn counts_of_an_unknown_experiment_variant_or_label_are_ignored() {
+        let config = config();
+        let mut counts = Counts::for_config(&config);
+        let mut sink = MapSink::default();
+        counts.add(Series::Assigned(0, 2));
+        counts.add(Series::Assigned(1, 0));
+        counts.add(Series::NotAssigned(0, 7));
+        counts.add(Series::Response(0, 0, 6));
+        counts.add(Series::Bucket(0, 0, 14));
+        counts.add(Series::Replicate(0, 0, 4, ReplicateSeries::Assignments));
+        counts.add(Series::Error(2));
+        counts.record_response(&[(0, 2), (3, 0)], &[(0, 0, 9)], 1, 5);
+        counts.record_response(&[], &[], 6, 5);
+        counts.publish(&config, &mut sink);
+        assert_eq!(sink.calls, 0, "{:?}", sink.names);
     }
 
     #[test]
