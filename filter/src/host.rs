@@ -13,7 +13,31 @@
 
 #![allow(clashing_extern_declarations)]
 
-use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
+/// A log level of the proxy-wasm ABI.
+#[allow(dead_code)] // the ABI's whole scale; abmesh logs at some of them
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum LogLevel {
+    Trace = 0,
+    Debug = 1,
+    Info = 2,
+    Warn = 3,
+    Error = 4,
+    Critical = 5,
+}
+
+/// The header maps abmesh reads and changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum MapType {
+    HttpRequestHeaders = 0,
+    HttpResponseHeaders = 2,
+}
+
+/// The ABI's buffer type of the plugin configuration.
+const PLUGIN_CONFIGURATION: u32 = 7;
+/// The ABI's metric type of a counter.
+const COUNTER: u32 = 0;
 
 /// A host call answered with a status other than Ok.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,8 +186,8 @@ pub fn set_tick_period_ms(period: u32) -> Result<(), HostError> {
 /// Takes ownership of a buffer the host allocated for us.
 ///
 /// SAFETY: `data` must be null, or a buffer of exactly `size` bytes allocated by this module's
-/// `proxy_on_memory_allocate` (the SDK's, a boxed slice of that size), as the host does for
-/// every value it returns.
+/// `malloc` export (`abi::malloc`, a boxed slice of that size), as the host does for every
+/// value it returns.
 unsafe fn owned(data: *mut u8, size: usize) -> Vec<u8> {
     if data.is_null() {
         Vec::new()
@@ -178,15 +202,7 @@ pub fn plugin_configuration(size: usize) -> Result<Option<Vec<u8>>, HostError> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut len: usize = 0;
     // SAFETY: the host fills in a pointer and a length (see `owned`).
-    let st = unsafe {
-        proxy_get_buffer_bytes(
-            BufferType::PluginConfiguration as u32,
-            0,
-            size,
-            &mut data,
-            &mut len,
-        )
-    };
+    let st = unsafe { proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, size, &mut data, &mut len) };
     match st {
         // SAFETY: see `owned`.
         OK => Ok(Some(unsafe { owned(data, len) })),
@@ -284,12 +300,7 @@ pub fn define_counter(name: &str) -> Result<u32, HostError> {
     let mut id: u32 = 0;
     // SAFETY: the pointer and length describe `name`; the host writes one u32.
     status(Call::DefineMetric, || unsafe {
-        proxy_define_metric(
-            MetricType::Counter as u32,
-            name.as_ptr(),
-            name.len(),
-            &mut id,
-        )
+        proxy_define_metric(COUNTER, name.as_ptr(), name.len(), &mut id)
     })?;
     Ok(id)
 }

@@ -12,20 +12,20 @@
 //! and remove headers only when a client sent spoofable ones. Counters are accumulated in
 //! the VM during request callbacks and published by the VM's own timer (`on_tick`), so 100
 //! experiments cost no more host calls than one.
+//!
+//! The ABI entry points and the contexts' bookkeeping are in `abi` (no SDK dispatcher).
 #![cfg(target_arch = "wasm32")]
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
-
+mod abi;
 mod fault;
 mod host;
 mod stage;
 
-use host::HostError;
+use host::{HostError, LogLevel, MapType};
 
 use abmesh::request::parse_header_map;
 
@@ -37,10 +37,6 @@ use abmesh::summary::one_line;
 use abmesh::Evaluation;
 use abmesh::RequestView;
 use stage::Stage;
-
-proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
-}}
 
 /// Counts host calls made on behalf of a request (feature `count-host-calls`, used by
 /// `./build.sh bench` to report the figure; compiled out otherwise).
@@ -107,10 +103,9 @@ struct Root {
     retired: Vec<Rc<Compiled>>,
 }
 
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, size: usize) -> bool {
+impl Root {
+    /// Reads, compiles and swaps in the plugin configuration; false refuses it.
+    fn configure(&mut self, size: usize) -> bool {
         let bytes = match host::plugin_configuration(size) {
             Ok(Some(b)) => b,
             Ok(None) => Vec::new(),
@@ -162,7 +157,8 @@ impl RootContext for Root {
         }
     }
 
-    fn on_tick(&mut self) {
+    /// The VM's timer: publish what the requests counted.
+    fn tick(&mut self) {
         #[cfg(feature = "fault-injection")]
         fault::begin_tick();
         for c in self.retired.iter().chain(&self.compiled) {
@@ -173,24 +169,6 @@ impl RootContext for Root {
         // A retired configuration still referenced by an in-flight request stays until the
         // request ends, so its counts are published by a later tick.
         self.retired.retain(|c| Rc::strong_count(c) > 1);
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Request {
-            compiled: self.compiled.clone(),
-            context_id,
-            response: Vec::new(),
-            assigned: Vec::new(),
-            replicated: Vec::new(),
-            start_ms: 0,
-            status: None,
-            #[cfg(feature = "fault-injection")]
-            faults: Vec::new(),
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }
 
@@ -213,13 +191,25 @@ struct Request {
     faults: Vec<host::Call>,
 }
 
-impl Context for Request {}
+impl Request {
+    fn new(compiled: Option<Rc<Compiled>>, context_id: u32) -> Self {
+        Request {
+            compiled,
+            context_id,
+            response: Vec::new(),
+            assigned: Vec::new(),
+            replicated: Vec::new(),
+            start_ms: 0,
+            status: None,
+            #[cfg(feature = "fault-injection")]
+            faults: Vec::new(),
+        }
+    }
 
-impl HttpContext for Request {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_request_headers(&mut self) {
         let Some(compiled) = self.compiled.clone() else {
             // Unreachable in Envoy (a refused configuration creates no filter), but fail open.
-            return Action::Continue;
+            return;
         };
         #[cfg(feature = "fault-injection")]
         fault::begin(&[], true);
@@ -230,12 +220,11 @@ impl HttpContext for Request {
         fault::end();
         #[cfg(feature = "count-host-calls")]
         report_host_calls("request");
-        Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_response_headers(&mut self) {
         let Some(compiled) = self.compiled.clone() else {
-            return Action::Continue;
+            return;
         };
         #[cfg(feature = "fault-injection")]
         fault::begin(&self.faults, false);
@@ -261,7 +250,6 @@ impl HttpContext for Request {
         fault::end();
         #[cfg(feature = "count-host-calls")]
         report_host_calls("response");
-        Action::Continue
     }
 
     /// The stream is over (answered, or reset): record the outcome of every assignment.
