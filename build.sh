@@ -372,7 +372,8 @@ bench() {
   # Benches build the library with panic=unwind; building the CLI alike keeps two differently
   # built copies of the library out of one target directory.
   CARGO_PROFILE_RELEASE_PANIC=unwind cargo bench -p abmesh --bench core | tee dist/bench/native.jsonl
-  say "Envoy benchmark (about $(( ${BENCH_ROUNDS:-5} * 6 * ${BENCH_SECONDS:-4} / 60 + 2 )) minutes)"
+  command -v node >/dev/null || die "node is missing (bench/vm_bench.mjs runs the modules under V8): apt-get install nodejs"
+  say "Envoy benchmark (about $(( ${BENCH_ROUNDS:-9} * 34 * (${BENCH_SECONDS:-2} + 0) / 60 + 4 )) minutes)"
   python3 bench/envoy_bench.py
   python3 bench/report.py
   say "wrote BENCHMARKS.md and bench/plot.svg"

@@ -39,8 +39,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-SECONDS = int(os.environ.get("BENCH_SECONDS", "4"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "9"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "2"))
 CONNECTIONS = 8
 IDLE_SECONDS = 3
 TICK = os.sysconf("SC_CLK_TCK")
@@ -298,6 +298,18 @@ class Envoy:
         return c.getresponse().read().decode()
 
     def cpu_seconds(self):
+        """CPU time of every Envoy thread, in nanoseconds from the scheduler (schedstat) where
+        the kernel has it; clock ticks (1/100 s) otherwise."""
+        total, seen = 0, False
+        for task in os.listdir("/proc/%d/task" % self.proc.pid):
+            try:
+                with open("/proc/%d/task/%s/schedstat" % (self.proc.pid, task)) as f:
+                    total += int(f.read().split()[0])
+                    seen = True
+            except (OSError, ValueError, IndexError):
+                pass
+        if seen:
+            return total / 1e9
         with open("/proc/%d/stat" % self.proc.pid) as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
@@ -383,6 +395,35 @@ def memory(work, wasm, noop):
     return out
 
 
+VM_FLAGS = ["--no-liftoff", "--no-wasm-tier-up"]
+
+
+def vm_figures(work, wasm, noop, floor_payload):
+    """abmesh's own work per request under V8, without Envoy (bench/vm_bench.mjs): node runs
+    each module with TurboFan only, as proxy-wasm-cpp-host configures Envoy's V8 (Liftoff
+    off), the host functions in JavaScript. Far less noise than Envoy's CPU per request, so
+    it is the breakdown that tells where abmesh's own time goes."""
+    floor = os.path.join(work, "floor.txt")
+    with open(floor, "w") as f:
+        f.write("record=%d header=%d route=%d" % (floor_payload["record"], floor_payload["header"], floor_payload["route"]))
+    runs = {"noop": (noop, "-"), "floor-20": (noop, floor)}
+    for n in SIZES:
+        config = os.path.join(ROOT, "bench/configs/experiments-%d.json" % n)
+        runs["abmesh-%d" % n] = (wasm, config)
+        for stage in STAGES:
+            runs["stop-%s-%d" % (stage, n)] = (os.path.join(ROOT, "dist/bench/abmesh-stop-%s.wasm" % stage), config)
+    out = {}
+    for name, (module, config) in runs.items():
+        text = subprocess.run(["node"] + VM_FLAGS + [os.path.join(ROOT, "bench/vm_bench.mjs"), module, config, "5000"],
+                              capture_output=True, text=True, check=True).stdout
+        out[name] = json.loads(text)
+        print("bench: vm %-22s %7.2f us/request (min %.2f)" % (name, out[name]["ns_per_request"] / 1000,
+                                                              out[name]["min_ns_per_request"] / 1000), file=sys.stderr)
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    v8 = subprocess.run(["node", "-p", "process.versions.v8"], capture_output=True, text=True).stdout.strip()
+    return {"node": node, "v8": v8, "flags": VM_FLAGS, "runs": out}
+
+
 def machine():
     model = "unknown"
     for line in open("/proc/cpuinfo"):
@@ -408,6 +449,7 @@ def main():
     with open(script, "w") as f:
         f.write(WRK_SCRIPT)
     payloads = {n: payload(n) for n in (1, 20, 100)}
+    vm = vm_figures(work, wasm, noop, payloads[20])
     confs = configurations(wasm, noop, payloads[20])
     names = list(confs)
     envoy = Envoy(work, confs)
@@ -442,6 +484,10 @@ def main():
     finally:
         envoy.stop()
     median = {n: statistics.median(v) for n, v in samples.items()}
+    # What a configuration adds is taken round by round against *none* in the same round, so a
+    # slow spell of the machine (this is a shared VM) moves both sides of each difference.
+    paired = {n: [x - y for x, y in zip(v, samples["none"])] for n, v in samples.items()}
+    quartiles = {n: statistics.quantiles(v, n=4) if len(v) > 1 else [v[0], v[0], v[0]] for n, v in paired.items()}
     results = {
         "machine": machine(),
         "stages": STAGES,
@@ -449,7 +495,8 @@ def main():
         "method": {"rounds": ROUNDS, "seconds": SECONDS, "connections": CONNECTIONS, "wrk_threads": 1,
                    "envoy_concurrency": 1, "clock_ticks_per_s": TICK},
         "median_us_per_request": median,
-        "added_us_over_none": {n: median[n] - median["none"] for n in names},
+        "added_us_over_none": {n: statistics.median(paired[n]) for n in names},
+        "added_quartiles": {n: [quartiles[n][0], quartiles[n][2]] for n in names},
         "samples": samples,
         "idle_cpu_per_s": idle,
         "runs": runs,
@@ -458,6 +505,7 @@ def main():
         "wasm_bytes": {"abmesh": os.path.getsize(wasm), "noop": os.path.getsize(noop),
                        "abmesh-opt-3": os.path.getsize(os.path.join(ROOT, "dist/bench/abmesh-opt-3.wasm"))},
         "payload_bytes": payloads,
+        "vm": vm,
         "abmesh_series": len([l for l in prom.splitlines() if l.startswith("abmesh_")]),
     }
     with open(os.path.join(ROOT, "bench/results.json"), "w") as f:

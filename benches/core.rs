@@ -45,11 +45,22 @@ fn measure(sample: Duration, mut f: impl FnMut(usize)) -> f64 {
 }
 
 fn main() {
+    // `ABMESH_PROFILE=N` (with `EXPERIMENTS`, default 20): only N plans, untimed, for
+    // `valgrind --tool=callgrind`, which counts instructions per function and line.
+    let profile: Option<usize> = std::env::var("ABMESH_PROFILE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let only: Option<usize> = std::env::var("EXPERIMENTS")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let ids: Vec<String> = (0..4096).map(|i| format!("user-{i:08}")).collect();
     let cookies: Vec<String> = (0..4096)
         .map(|i| format!("theme=dark; did=device-{i}; _ga=GA1.2.3"))
         .collect();
     for n in [1, 20, 100] {
+        if profile.is_some() && n != only.unwrap_or(20) {
+            continue;
+        }
         let (_, config) = config(n);
         let request = |i: usize| -> Vec<(&'static str, Vec<u8>)> {
             vec![
@@ -67,6 +78,13 @@ fn main() {
             ]
         };
         let requests: Vec<_> = (0..4096).map(request).collect();
+        if let Some(count) = profile {
+            for i in 0..count {
+                let view = RequestView::new(&requests[i % 4096]);
+                black_box(Plan::new(&config, &view, 1_795_000_000_000));
+            }
+            return;
+        }
         let eval_ns = measure(Duration::from_millis(300), |i| {
             let h = &requests[i % 4096];
             let view = RequestView::new(h);
