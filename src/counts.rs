@@ -81,10 +81,8 @@ const NO_BLOCK: u32 = u32::MAX;
 pub struct Counts {
     pending: Vec<u64>,
     ids: Vec<u32>,
-    /// Per experiment, the index of its first counter (its reasons) in `pending`.
-    experiment_at: Vec<usize>,
-    /// Per experiment, the index of its first variant in `recent` and `blocks`.
-    variant_at: Vec<usize>,
+    /// Where each experiment's counters are.
+    slots: Vec<Slot>,
     /// Per variant, requests per duration bucket since the last publication, not cumulative:
     /// publishing turns them into the cumulative `le` counts.
     recent: Vec<[u64; BUCKETS]>,
@@ -102,20 +100,21 @@ pub struct Counts {
 impl Counts {
     /// Counters shaped by the configuration, all at zero.
     pub fn for_config(config: &Config) -> Self {
-        let mut experiment_at = Vec::with_capacity(config.experiments.len());
-        let mut variant_at = Vec::with_capacity(config.experiments.len());
+        let mut slots = Vec::with_capacity(config.experiments.len());
         let (mut counters, mut variants) = (ErrorKind::COUNT, 0);
         for e in &config.experiments {
-            experiment_at.push(counters);
-            variant_at.push(variants);
+            slots.push(Slot {
+                counters,
+                variants,
+                variant_count: e.variants.len(),
+            });
             counters += REASONS + PER_VARIANT * e.variants.len();
             variants += e.variants.len();
         }
         Counts {
             pending: vec![0; counters],
             ids: vec![UNDEFINED; counters],
-            experiment_at,
-            variant_at,
+            slots,
             recent: vec![[0; BUCKETS]; variants],
             dirty: vec![false; config.experiments.len()],
             blocks: vec![NO_BLOCK; variants],
@@ -129,19 +128,14 @@ impl Counts {
     /// The index of a variant's first counter in `pending`; marks its experiment as having news.
     #[inline]
     fn variant_slot(&mut self, e: usize, v: usize) -> Option<usize> {
-        let start = *self.experiment_at.get(e)?;
-        let flat = self.variant_at.get(e)? + v;
+        let slot = self.slots.get(e)?;
         // A variant index past the experiment's last would read the next experiment's slot.
-        let last = self
-            .variant_at
-            .get(e + 1)
-            .copied()
-            .unwrap_or(self.recent.len());
-        if flat >= last {
+        if v >= slot.variant_count {
             return None;
         }
+        let at = slot.counters + REASONS + PER_VARIANT * v;
         self.dirty[e] = true;
-        Some(start + REASONS + PER_VARIANT * v)
+        Some(at)
     }
 
     /// The index of a replicate series in `replicate_pending`, allocating the variant's block
@@ -151,7 +145,7 @@ impl Counts {
             return None;
         }
         self.variant_slot(e, v)?;
-        let flat = self.variant_at[e] + v;
+        let flat = self.slots[e].variants + v;
         let per_block = usize::from(self.replicate_count) * PER_REPLICATE;
         let block = match self.blocks[flat] {
             NO_BLOCK => {
@@ -175,7 +169,7 @@ impl Counts {
         match s {
             Series::Error(k) => (k < ErrorKind::COUNT).then_some((false, k)),
             Series::NotAssigned(e, r) if r < REASONS => {
-                let at = *self.experiment_at.get(e)? + r;
+                let at = self.slots.get(e)?.counters + r;
                 self.dirty[e] = true;
                 Some((false, at))
             }
@@ -236,7 +230,7 @@ impl Counts {
             let Some(at) = self.variant_slot(e, v) else {
                 continue;
             };
-            let flat = self.variant_at[e] + v;
+            let flat = self.slots[e].variants + v;
             self.recent[flat][first] += 1;
             let c = &mut self.pending[at..at + PER_VARIANT];
             if class < CLASSES.len() {
@@ -263,7 +257,7 @@ impl Counts {
             self.pending[at + FORCED_AT] += u64::from(a.forced);
         }
         for &(e, reason) in &eval.not_assigned {
-            let Some(&at) = self.experiment_at.get(e) else {
+            let Some(at) = self.slots.get(e).map(|s| s.counters) else {
                 continue;
             };
             self.dirty[e] = true;
@@ -282,7 +276,7 @@ impl Counts {
             if !std::mem::take(&mut self.dirty[e]) {
                 continue;
             }
-            let at = self.experiment_at[e];
+            let at = self.slots[e].counters;
             for r in 0..REASONS {
                 failures +=
                     u64::from(!self.publish_one(config, sink, at + r, Series::NotAssigned(e, r)));
@@ -290,7 +284,7 @@ impl Counts {
             let variants = config.experiments.get(e).map_or(0, |x| x.variants.len());
             for v in 0..variants {
                 let at = at + REASONS + PER_VARIANT * v;
-                let recent = std::mem::take(&mut self.recent[self.variant_at[e] + v]);
+                let recent = std::mem::take(&mut self.recent[self.slots[e].variants + v]);
                 let mut cumulative = 0u64;
                 for (b, n) in recent.iter().enumerate() {
                     cumulative += n;
@@ -354,6 +348,16 @@ fn experiment_of(s: Series) -> Option<usize> {
         | Series::DurationSumSquares(e, _)
         | Series::Replicate(e, ..) => Some(e),
     }
+}
+
+/// Where one experiment's counters sit.
+#[derive(Clone, Copy)]
+struct Slot {
+    /// Index of its first counter (its reasons) in `Counts::pending`.
+    counters: usize,
+    /// Index of its first variant in `Counts::recent` and `Counts::blocks`.
+    variants: usize,
+    variant_count: usize,
 }
 
 /// The replicate series in the order of their offsets.

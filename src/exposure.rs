@@ -16,11 +16,13 @@ pub fn assignments_dictionary(config: &Config, eval: &Evaluation) -> Option<Stri
     }
     let mut out = String::with_capacity(32 * eval.assignments.len());
     for (n, a) in eval.assignments.iter().enumerate() {
-        if n > 0 {
-            out.push_str(", ");
-        }
-        // `key=variant`, rendered once at configuration time.
-        out.push_str(&config.experiments[a.experiment].variants[a.variant].member);
+        // `, key=variant`, rendered once at configuration time; the first without `, `.
+        let member = &config.experiments[a.experiment].variants[a.variant].member;
+        out.push_str(if n > 0 {
+            member
+        } else {
+            member.get(2..).unwrap_or_default()
+        });
         if a.forced {
             out.push_str(";forced");
         }
@@ -99,12 +101,22 @@ pub fn exposure_line(
     }
     out.push_str(",\"assignments\":[");
     for (n, a) in exposures.enumerate() {
-        if n > 0 {
-            out.push(',');
+        // Rendered at configuration time: `,{"experiment":…,"variant":…,"unit":…,"forced":false}`
+        // whole for a hashed assignment, the head alone for a forced one.
+        let variant = &config.experiments[a.experiment].variants[a.variant];
+        if a.forced {
+            if n > 0 {
+                out.push(',');
+            }
+            out.push_str(&variant.exposure_head);
+            out.push_str("true}");
+        } else {
+            out.push_str(if n > 0 {
+                &variant.exposure_entry
+            } else {
+                variant.exposure_entry.get(1..).unwrap_or_default()
+            });
         }
-        // `{"experiment":…,"variant":…,"unit":…,"forced":`, rendered at configuration time.
-        out.push_str(&config.experiments[a.experiment].variants[a.variant].exposure_head);
-        out.push_str(if a.forced { "true}" } else { "false}" });
     }
     out.push_str("]}");
     Some(out)

@@ -150,12 +150,13 @@ pub(super) fn compile_experiment(
     // Everything a request needs that the configuration decides is rendered here, once.
     let unit_name = ctx.units.get(unit).map_or("", |u| u.name.as_str());
     for v in &mut variants {
-        v.member = format!("{key}={}", v.name);
+        v.member = format!(", {key}={}", v.name);
         // Keys, variant and unit names are validated to need no JSON escaping.
         v.exposure_head = format!(
             r#"{{"experiment":"{key}","variant":"{}","unit":"{unit_name}","forced":"#,
             v.name
         );
+        v.exposure_entry = format!(",{}false}}", v.exposure_head);
     }
     Some(Experiment {
         key: key.to_string(),

@@ -263,11 +263,15 @@ impl Experiment {
 pub struct Variant {
     /// Its name in the configuration.
     pub name: String,
-    /// `key=name`, this variant's member of the assignments dictionary.
+    /// `, key=name`: this variant's member of the assignments dictionary after the separator
+    /// that precedes every member but the first (one copy per member on the request path).
     pub member: String,
     /// `{"experiment":"key","variant":"name","unit":"unit","forced":` — the start of this
     /// variant's entry in exposure records.
     pub exposure_head: String,
+    /// `,` then the whole entry of a hashed (not forced) assignment:
+    /// `,{"experiment":…,"unit":…,"forced":false}` — one copy per exposure.
+    pub exposure_entry: String,
     /// Its weight.
     pub weight: u64,
     /// Buckets `[start, end)` this variant covers at the experiment's traffic.

@@ -193,6 +193,7 @@ pub(super) fn compile_growthbook(
             ),
             member: String::new(),
             exposure_head: String::new(),
+            exposure_entry: String::new(),
         })
         .collect();
     (

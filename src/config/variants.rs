@@ -90,6 +90,7 @@ pub(super) fn compile_variants(o: &Obj, traffic_bp: u32, errors: &mut Errors) ->
             // Rendered once the experiment's unit is known (end of `compile_experiment`).
             member: String::new(),
             exposure_head: String::new(),
+            exposure_entry: String::new(),
         })
         .collect()
 }
