@@ -373,7 +373,8 @@ bench() {
   # built copies of the library out of one target directory.
   CARGO_PROFILE_RELEASE_PANIC=unwind cargo bench -p abmesh --bench core | tee dist/bench/native.jsonl
   command -v node >/dev/null || die "node is missing (bench/vm_bench.mjs runs the modules under V8): apt-get install nodejs"
-  say "Envoy benchmark (about $(( ${BENCH_ROUNDS:-9} * 34 * (${BENCH_SECONDS:-2} + 0) / 60 + 4 )) minutes)"
+  ensure_command valgrind valgrind "callgrind counts Envoy's work per request (bench/envoy_count.py)"
+  say "Envoy benchmark (about $(( ${BENCH_ROUNDS:-9} * 34 * (${BENCH_SECONDS:-2} + 0) / 60 + 4 )) minutes, then about 15 more counting under valgrind)"
   python3 bench/envoy_bench.py
   python3 bench/report.py
   say "wrote BENCHMARKS.md and bench/plot.svg"

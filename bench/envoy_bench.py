@@ -396,6 +396,7 @@ def memory(work, wasm, noop):
 
 
 VM_FLAGS = ["--no-liftoff", "--no-wasm-tier-up"]
+VM_PASSES = int(os.environ.get("BENCH_VM_PASSES", "4"))
 
 
 def vm_figures(work, wasm, noop, floor_payload):
@@ -412,16 +413,21 @@ def vm_figures(work, wasm, noop, floor_payload):
         runs["abmesh-%d" % n] = (wasm, config)
         for stage in STAGES:
             runs["stop-%s-%d" % (stage, n)] = (os.path.join(ROOT, "dist/bench/abmesh-stop-%s.wasm" % stage), config)
+    # Interleaved passes, the fastest sample of all: a slow spell of the machine (a shared VM)
+    # then costs a module one pass, not its figure.
     out = {}
-    for name, (module, config) in runs.items():
-        text = subprocess.run(["node"] + VM_FLAGS + [os.path.join(ROOT, "bench/vm_bench.mjs"), module, config, "5000"],
-                              capture_output=True, text=True, check=True).stdout
-        out[name] = json.loads(text)
-        print("bench: vm %-22s %7.2f us/request (min %.2f)" % (name, out[name]["ns_per_request"] / 1000,
-                                                              out[name]["min_ns_per_request"] / 1000), file=sys.stderr)
+    for p in range(VM_PASSES):
+        for name, (module, config) in runs.items():
+            text = subprocess.run(["node"] + VM_FLAGS + [os.path.join(ROOT, "bench/vm_bench.mjs"), module, config, "4000"],
+                                  capture_output=True, text=True, check=True).stdout
+            run = json.loads(text)
+            if name not in out or run["min_ns_per_request"] < out[name]["min_ns_per_request"]:
+                out[name] = run
+            print("bench: vm pass %d %-22s %7.2f us/request (min %.2f)" % (
+                p + 1, name, run["ns_per_request"] / 1000, run["min_ns_per_request"] / 1000), file=sys.stderr)
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     v8 = subprocess.run(["node", "-p", "process.versions.v8"], capture_output=True, text=True).stdout.strip()
-    return {"node": node, "v8": v8, "flags": VM_FLAGS, "runs": out}
+    return {"node": node, "v8": v8, "flags": VM_FLAGS, "passes": VM_PASSES, "runs": out}
 
 
 def machine():
@@ -483,6 +489,13 @@ def main():
         prom = envoy.get("/stats/prometheus")
     finally:
         envoy.stop()
+    import envoy_count
+    counted = envoy_count.count(ENVOY, sys.modules[__name__], [
+        [(n, confs[n]) for n in ("noop", "header-mutation", "floor-20", "lua-20")],
+        [(n, confs[n]) for n in ("abmesh-1", "abmesh-20", "abmesh-100", "stop-headers-20", "stop-units-20")],
+        [(n, confs[n]) for n in ("stop-evaluate-20", "stop-render-20", "stop-set-headers-20",
+                                 "stop-filter-state-20", "stop-count-20")],
+    ])
     median = {n: statistics.median(v) for n, v in samples.items()}
     # What a configuration adds is taken round by round against *none* in the same round, so a
     # slow spell of the machine (this is a shared VM) moves both sides of each difference.
@@ -506,6 +519,7 @@ def main():
                        "abmesh-opt-3": os.path.getsize(os.path.join(ROOT, "dist/bench/abmesh-opt-3.wasm"))},
         "payload_bytes": payloads,
         "vm": vm,
+        "counted": counted,
         "abmesh_series": len([l for l in prom.splitlines() if l.startswith("abmesh_")]),
     }
     with open(os.path.join(ROOT, "bench/results.json"), "w") as f:
