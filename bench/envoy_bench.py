@@ -492,9 +492,9 @@ def main():
     import envoy_count
     counted = envoy_count.count(ENVOY, sys.modules[__name__], [
         [(n, confs[n]) for n in ("noop", "header-mutation", "floor-20", "lua-20")],
-        [(n, confs[n]) for n in ("abmesh-1", "abmesh-20", "abmesh-100", "stop-headers-20", "stop-units-20")],
-        [(n, confs[n]) for n in ("stop-evaluate-20", "stop-render-20", "stop-set-headers-20",
-                                 "stop-filter-state-20", "stop-count-20")],
+        [(n, confs[n]) for n in ("abmesh-1", "abmesh-20", "abmesh-100", "stop-headers-20")],
+        [(n, confs[n]) for n in ("stop-units-20", "stop-evaluate-20", "stop-render-20")],
+        [(n, confs[n]) for n in ("stop-set-headers-20", "stop-filter-state-20", "stop-count-20")],
     ])
     median = {n: statistics.median(v) for n, v in samples.items()}
     # What a configuration adds is taken round by round against *none* in the same round, so a
