@@ -132,6 +132,9 @@ pub fn sequential_power(metric: Metric, delta: f64, alpha: f64, mixing: f64, n: 
     normal_sf((half_width(v0, tau2, alpha) - delta.abs()) / v1.sqrt())
 }
 
+/// The largest float below which every whole number is exact (2^53).
+const MAX_WHOLE: f64 = 9_007_199_254_740_992.0;
+
 pub fn sample_size(input: &Input) -> Result<SampleSize, String> {
     let Input {
         metric,
@@ -229,20 +232,40 @@ pub fn sample_size(input: &Input) -> Result<SampleSize, String> {
     };
     // Double until the look at n has the power, then bisect on whole units: the answer is the
     // smallest whole n whose look has the power (power grows with n).
+    // Above 2^53 a float no longer holds every whole number, so the bisection below could not
+    // narrow to one unit (it would spin for ever): such an effect is too small to plan for.
+    let too_small = || {
+        format!(
+            "the effect {delta} is too small for this spread: the sample size would exceed 2^53 (9007199254740992) per variant"
+        )
+    };
+    if n_fixed.is_nan() || n_fixed > MAX_WHOLE {
+        return Err(too_small());
+    }
     let reaches = |n: f64| sequential_power(metric, delta, a, mixing, n) >= power;
     let mut hi = n_fixed.max(2.0).ceil();
     let mut steps = 0;
     while !reaches(hi) {
         hi *= 2.0;
         steps += 1;
+        if hi > MAX_WHOLE {
+            return Err(too_small());
+        }
         if steps > 60 {
             return Err("no sample size reaches that power".into());
         }
     }
     // A whole n known to fall short: the previous doubling, or just below the first guess.
     let mut lo = if steps == 0 { hi - 1.0 } else { hi / 2.0 };
-    while hi - lo > 1.0 {
+    // Each step halves the gap, so 64 steps cover any gap below 2^53; the bound is a guard.
+    for _ in 0..64 {
+        if hi - lo <= 1.0 {
+            break;
+        }
         let mid = ((lo + hi) / 2.0).floor();
+        if mid <= lo || mid >= hi {
+            break;
+        }
         if reaches(mid) {
             hi = mid;
         } else {
@@ -352,6 +375,26 @@ mod tests {
         assert!(p.inflation() > 1.0 && p.days_sequential >= p.days_fixed);
         assert!(sequential_power(i.metric, p.delta, 0.025, 0.1, p.n_sequential) >= 0.8);
         assert!(sequential_power(i.metric, p.delta, 0.025, 0.1, p.n_sequential - 1.0) < 0.8);
+    }
+
+    #[test]
+    fn a_size_past_two_to_the_53_is_refused_and_one_just_below_is_computed() {
+        let mean = |sd: f64, delta: f64| {
+            sample_size(&input(
+                Metric::Mean { sd },
+                Effect::Absolute(delta),
+                0.05,
+                0.8,
+            ))
+        };
+        assert_eq!(
+            mean(1.0, 1e-7).unwrap_err(),
+            "the effect 0.0000001 is too small for this spread: the sample size would exceed 2^53 (9007199254740992) per variant"
+        );
+        // 2 (z_a + z_b)^2 sd^2 / delta^2 ≈ 15.7 / delta^2: about 1.6e13 at 1e-6, within range.
+        let p = mean(1.0, 1e-7 * 10.0).unwrap();
+        assert!(p.per_variant_fixed() > 1_000_000_000_000_000 / 1000);
+        assert!(p.per_variant_sequential() >= p.per_variant_fixed());
     }
 
     #[test]

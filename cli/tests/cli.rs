@@ -383,6 +383,14 @@ fn plan_prints_fixed_and_sequential_sizes_and_durations() {
         stderr(&out),
         "abmesh: baseline 0.99 plus the effect 0.02 is 1.01, outside 0 to 1\n"
     );
+    // An effect so small that the size passes 2^53 once spun for ever (issue 18); it now ends
+    // at once with the reason. Time is not asserted (tests assert behaviour); a hang would hang.
+    let out = abmesh(&["plan", "--sd", "1", "--mde", "0.0000001"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "abmesh: the effect 0.0000001 is too small for this spread: the sample size would exceed 2^53 (9007199254740992) per variant\n"
+    );
     let out = abmesh(&["plan", "--mde", "0.02"]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
