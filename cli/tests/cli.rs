@@ -181,6 +181,36 @@ fn help_documents_every_command() {
 }
 
 #[test]
+fn check_reads_no_more_than_a_configuration_may_hold_from_an_endless_source() {
+    // /dev/zero never ends: one byte past 1 MiB is enough to refuse it (issue 18, item 5).
+    let out = abmesh(&["check", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout(&out),
+        "config: must be at most 1 MiB (1048576 bytes), found more (read no further)\n"
+    );
+    assert_eq!(stderr(&out), "abmesh: 1 error(s) in /dev/zero\n");
+    // An endless pipe on standard input: the writer is stopped by the reader going away.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_abmesh"))
+        .args(["check", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let chunk = vec![b' '; 64 * 1024];
+        while stdin.write_all(&chunk).is_ok() {}
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "abmesh: 1 error(s) in -\n");
+}
+
+#[test]
 fn the_readme_assign_example_prints_what_the_readme_says() {
     let readme = std::fs::read_to_string(
         Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join("README.md"),

@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::io::Read;
 use std::process::ExitCode;
 
+use abmesh::config::MAX_CONFIG_BYTES;
 use abmesh::Config;
 
 /// Writes to standard output; a closed pipe (`abmesh check x | head`) is not an error.
@@ -21,18 +22,34 @@ pub fn read_config(path: &OsString) -> Result<Config, ExitCode> {
     read_config_bytes(path).map(|(_, c)| c)
 }
 
+/// Reads at most one byte more than a configuration may hold, so `/dev/zero` or an endless
+/// pipe ends with an error instead of filling memory.
+fn read_bounded(reader: impl Read) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// The configuration file's bytes and its compiled form.
 pub fn read_config_bytes(path: &OsString) -> Result<(Vec<u8>, Config), ExitCode> {
     let bytes = if path == "-" {
-        let mut b = Vec::new();
-        std::io::stdin().read_to_end(&mut b).map(|_| b)
+        read_bounded(std::io::stdin().lock())
     } else {
-        std::fs::read(path)
+        std::fs::File::open(path).and_then(read_bounded)
     };
     let bytes = bytes.map_err(|e| {
         eprintln!("abmesh: cannot read {}: {e}", path.to_string_lossy());
         ExitCode::from(1)
     })?;
+    if bytes.len() > MAX_CONFIG_BYTES {
+        out(&format!(
+            "config: must be at most 1 MiB ({MAX_CONFIG_BYTES} bytes), found more (read no further)\n"
+        ));
+        eprintln!("abmesh: 1 error(s) in {}", path.to_string_lossy());
+        return Err(ExitCode::from(1));
+    }
     let config = Config::parse(&bytes).map_err(|err| {
         for e in &err.errors {
             out(&format!("{e}\n"));
