@@ -421,6 +421,14 @@ fn plan_prints_fixed_and_sequential_sizes_and_durations() {
         stderr(&out),
         "abmesh: the effect 0.0000001 is too small for this spread: the sample size would exceed 2^53 (9007199254740992) per variant\n"
     );
+    for (flag, value) in [("--mde", "NaN"), ("--sd", "inf"), ("--alpha", "five")] {
+        let out = abmesh(&["plan", "--sd", "1", "--mde", "0.1", flag, value]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        assert_eq!(
+            stderr(&out),
+            format!("abmesh: {flag} needs a finite number, found '{value}'\nrun 'abmesh --help' for usage\n")
+        );
+    }
     let out = abmesh(&["plan", "--mde", "0.02"]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(

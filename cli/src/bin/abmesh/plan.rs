@@ -23,8 +23,16 @@ pub fn run(args: &[OsString]) -> ExitCode {
         let Some(value) = rest.next() else {
             return usage_error(&format!("{flag} needs a value"));
         };
-        let Some(v) = value.to_str().and_then(|v| v.parse::<f64>().ok()) else {
-            return usage_error(&format!("{flag} needs a number"));
+        // `NaN` and `inf` parse as floats but are no answer to any of these questions.
+        let Some(v) = value
+            .to_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite())
+        else {
+            return usage_error(&format!(
+                "{flag} needs a finite number, found '{}'",
+                value.to_string_lossy()
+            ));
         };
         match flag {
             "--baseline-rate" => metric = Some(Metric::Proportion { baseline: v }),
