@@ -37,7 +37,7 @@ def config(n, rng):
         experiments.append(e)
     if experiments:
         experiments[0]["route_header"] = True
-    return {
+    out = {
         "units": {"user": [{"header": "x-user-id"}, {"cookie": "uid"}],
                   "device": [{"cookie": "did"}, {"query": "did"}]},
         "holdout": {"unit": "user", "salt": "holdout-bench", "percent": 2},
@@ -45,6 +45,13 @@ def config(n, rng):
         "experiments": experiments,
         "exposure": {"unit_id": "raw", "filter_state": True},
     }
+    if n > 100:
+        # Past the default limits (SECURITY.md, "Limits"): the compile benchmark only needs a
+        # configuration abmesh accepts, so this one opts into the largest outputs it allows.
+        out["metrics"] = {"replicates": 0}
+        out["output"] = {"max_header_bytes": 61440}
+        out["exposure"]["max_record_bytes"] = 131072
+    return out
 
 
 def main():

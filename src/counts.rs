@@ -51,6 +51,8 @@ pub enum Series {
 const BUCKETS: usize = DURATION_BOUNDS_MS.len() + 1;
 /// Reasons per experiment.
 const REASONS: usize = Reason::ALL.len();
+/// Series per experiment besides its variants': one per reason.
+pub const PER_EXPERIMENT: usize = REASONS;
 
 // Where a variant's counters sit in its slot of `Counts::pending`.
 const ASSIGNED_AT: usize = 0;
@@ -60,15 +62,32 @@ const BUCKETS_AT: usize = RESPONSES_AT + CLASSES.len();
 const SUM_AT: usize = BUCKETS_AT + BUCKETS;
 const COUNT_AT: usize = SUM_AT + 1;
 const SUM_SQUARES_AT: usize = COUNT_AT + 1;
-/// Counters per variant.
-const PER_VARIANT: usize = SUM_SQUARES_AT + 1;
+/// Counters (and series) per variant, replicate series aside.
+pub const PER_VARIANT: usize = SUM_SQUARES_AT + 1;
 /// Replicate series per replicate.
 const PER_REPLICATE: usize = REPLICATE_METRICS.len();
+
+/// The most metrics one publication defines. Envoy defines a stat on the worker thread that
+/// publishes (its name through every `stats_tags` rule), and the worker's requests wait
+/// meanwhile: the bound keeps a publication short however many series a configuration has
+/// (SECURITY.md, "Limits", has the measurement).
+pub const DEFINITIONS_PER_PUBLICATION: usize = 1_000;
 
 /// A counter with no Envoy metric id yet.
 const UNDEFINED: u32 = u32::MAX;
 /// A variant with no replicate block yet.
 const NO_BLOCK: u32 = u32::MAX;
+
+/// Every series the filter may define for `config`: the error kinds, then per experiment its
+/// reasons and per variant its [`PER_VARIANT`] series and 4 per replicate.
+pub fn series_bound(config: &Config) -> u64 {
+    let per_variant = (PER_VARIANT + PER_REPLICATE * usize::from(config.replicates)) as u64;
+    let experiments = config
+        .experiments
+        .iter()
+        .map(|e| PER_EXPERIMENT as u64 + per_variant * e.variants.len() as u64);
+    ErrorKind::COUNT as u64 + experiments.sum::<u64>()
+}
 
 /// The VM's counters, shaped by the configuration: flat arrays indexed by offsets computed
 /// once, so a request adds to a counter with one indexed add — the request path does no
@@ -266,11 +285,15 @@ impl Counts {
     }
 
     /// Publishes pending counts: defines each metric on first use, then one increment per
-    /// series with news. Only experiments with news are looked at.
+    /// series with news. Only experiments with news are looked at. At most
+    /// [`DEFINITIONS_PER_PUBLICATION`] metrics are defined per call: a series past that keeps
+    /// its count (and its experiment its mark) for the next publication.
     pub fn publish(&mut self, config: &Config, sink: &mut impl Sink) {
         let mut failures = 0u64;
+        let mut budget = DEFINITIONS_PER_PUBLICATION;
         for k in 0..ErrorKind::COUNT {
-            failures += u64::from(!self.publish_one(config, sink, k, Series::Error(k)));
+            failures +=
+                u64::from(!self.publish_one(config, sink, &mut budget, k, Series::Error(k)));
         }
         for e in 0..self.dirty.len() {
             if !std::mem::take(&mut self.dirty[e]) {
@@ -278,8 +301,8 @@ impl Counts {
             }
             let at = self.slots[e].counters;
             for r in 0..REASONS {
-                failures +=
-                    u64::from(!self.publish_one(config, sink, at + r, Series::NotAssigned(e, r)));
+                let s = Series::NotAssigned(e, r);
+                failures += u64::from(!self.publish_one(config, sink, &mut budget, at + r, s));
             }
             let variants = config.experiments.get(e).map_or(0, |x| x.variants.len());
             for v in 0..variants {
@@ -292,7 +315,7 @@ impl Counts {
                     *c = c.saturating_add(cumulative);
                 }
                 for (i, s) in variant_series(e, v) {
-                    failures += u64::from(!self.publish_one(config, sink, at + i, s));
+                    failures += u64::from(!self.publish_one(config, sink, &mut budget, at + i, s));
                 }
             }
         }
@@ -307,10 +330,12 @@ impl Counts {
                 let r = (j / PER_REPLICATE) as u16;
                 let k = REPLICATE_SERIES[j % PER_REPLICATE];
                 let s = Series::Replicate(e, v, r, k);
-                if !publish(config, sink, &mut self.replicate_ids[i], s, pending) {
+                let id = &mut self.replicate_ids[i];
+                let outcome = publish(config, sink, &mut budget, id, s, pending);
+                if outcome != Outcome::Published {
                     self.replicate_pending[i] = self.replicate_pending[i].saturating_add(pending);
                     self.dirty[e] = true;
-                    failures += 1;
+                    failures += u64::from(outcome == Outcome::Failed);
                 }
             }
         }
@@ -319,18 +344,30 @@ impl Counts {
         }
     }
 
-    /// Publishes one counter of `pending`; false when the sink refused (the count is kept and
-    /// its experiment stays marked, for the next publication).
-    fn publish_one(&mut self, config: &Config, sink: &mut impl Sink, i: usize, s: Series) -> bool {
+    /// Publishes one counter of `pending`; false when the sink refused. A count not published
+    /// (refused, or deferred for the definition budget) is kept and its experiment stays marked,
+    /// for the next publication.
+    fn publish_one(
+        &mut self,
+        config: &Config,
+        sink: &mut impl Sink,
+        budget: &mut usize,
+        i: usize,
+        s: Series,
+    ) -> bool {
         let pending = std::mem::take(&mut self.pending[i]);
-        if pending == 0 || publish(config, sink, &mut self.ids[i], s, pending) {
+        if pending == 0 {
+            return true;
+        }
+        let outcome = publish(config, sink, budget, &mut self.ids[i], s, pending);
+        if outcome == Outcome::Published {
             return true;
         }
         self.pending[i] = self.pending[i].saturating_add(pending);
         if let Some(e) = experiment_of(s) {
             self.dirty[e] = true;
         }
-        false
+        outcome != Outcome::Failed
     }
 }
 
@@ -382,15 +419,39 @@ fn variant_series(e: usize, v: usize) -> impl Iterator<Item = (usize, Series)> {
     fixed.into_iter().chain(responses).chain(buckets)
 }
 
-/// Defines the counter on first use and adds `n`; false when the sink refused either call.
-fn publish(config: &Config, sink: &mut impl Sink, id: &mut u32, s: Series, n: u64) -> bool {
+/// What became of one series' pending count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Published,
+    /// Not defined yet and this publication's definition budget is spent.
+    Deferred,
+    /// The sink refused a call.
+    Failed,
+}
+
+/// Defines the counter on first use (while `budget` lasts) and adds `n`.
+fn publish(
+    config: &Config,
+    sink: &mut impl Sink,
+    budget: &mut usize,
+    id: &mut u32,
+    s: Series,
+    n: u64,
+) -> Outcome {
     if *id == UNDEFINED {
+        if *budget == 0 {
+            return Outcome::Deferred;
+        }
+        *budget -= 1;
         match sink.define(&series_name(config, s)) {
             Ok(defined) if defined != UNDEFINED => *id = defined,
-            _ => return false,
+            _ => return Outcome::Failed,
         }
     }
-    sink.increment(*id, n).is_ok()
+    match sink.increment(*id, n) {
+        Ok(()) => Outcome::Published,
+        Err(SinkError) => Outcome::Failed,
+    }
 }
 
 /// The stat name of a series.
@@ -662,6 +723,76 @@ mod tests {
             2,
             "nothing lost"
         );
+        assert_eq!(total(&sink, "kind=.=host;.;abmesh_errors_total"), 1);
+    }
+
+    /// Every series of `config` with a count of one: the error kinds, every reason, every
+    /// variant's series and every replicate's.
+    fn count_every_series(config: &Config, counts: &mut Counts) {
+        for k in 0..ErrorKind::COUNT {
+            counts.add(Series::Error(k));
+        }
+        for (e, x) in config.experiments.iter().enumerate() {
+            for r in 0..REASONS {
+                counts.add(Series::NotAssigned(e, r));
+            }
+            for v in 0..x.variants.len() {
+                for (_, s) in variant_series(e, v) {
+                    counts.add(s);
+                }
+                for r in 0..config.replicates {
+                    for k in REPLICATE_SERIES {
+                        counts.add(Series::Replicate(e, v, r, k));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_series_bound_is_exactly_the_series_a_configuration_can_define() {
+        let config = Config::parse(
+            br#"{"units": {"user": [{"header": "x-user-id"}]}, "metrics": {"replicates": 3},
+                 "experiments": [
+                   {"key": "e", "variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1}]},
+                   {"key": "f", "variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1}, {"name": "c", "weight": 1}]}]}"#,
+        )
+        .unwrap();
+        let mut counts = Counts::for_config(&config);
+        let mut sink = MapSink::default();
+        count_every_series(&config, &mut counts);
+        counts.publish(&config, &mut sink);
+        assert_eq!(sink.names.len() as u64, series_bound(&config));
+        assert_eq!(series_bound(&config), 2 + 2 * 7 + 5 * (25 + 4 * 3));
+    }
+
+    #[test]
+    fn a_publication_defines_at_most_its_budget_and_later_ones_define_the_rest_losing_no_count() {
+        // 1 experiment of 100 variants with 8 replicates: 2 + 7 + 100 × 57 = 5,709 series.
+        let variants: Vec<String> = (0..100)
+            .map(|j| format!(r#"{{"name": "v{j}", "weight": 1}}"#))
+            .collect();
+        let json = format!(
+            r#"{{"units": {{"user": [{{"header": "x-user-id"}}]}}, "metrics": {{"replicates": 8}},
+                "experiments": [{{"key": "wide", "variants": [{}]}}]}}"#,
+            variants.join(",")
+        );
+        let config = Config::parse(json.as_bytes()).unwrap();
+        let mut counts = Counts::for_config(&config);
+        let mut sink = MapSink::default();
+        count_every_series(&config, &mut counts);
+        let mut defined = Vec::new();
+        for _ in 0..7 {
+            counts.publish(&config, &mut sink);
+            defined.push(sink.names.len());
+        }
+        assert_eq!(defined, [1000, 2000, 3000, 4000, 5000, 5709, 5709]);
+        assert!(
+            sink.totals.values().all(|&n| n == 1),
+            "every series got its one count, once"
+        );
+        assert_eq!(sink.totals.len(), 5709);
+        // The host error series holds the one count the test gave it: no deferral was a failure.
         assert_eq!(total(&sink, "kind=.=host;.;abmesh_errors_total"), 1);
     }
 }

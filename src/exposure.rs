@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use crate::assign::Evaluation;
+use crate::config::limits::MAX_REQUEST_ID_BYTES;
 use crate::config::{Config, UnitIdMode};
 use crate::hash::xxh3_hex;
 
@@ -57,7 +58,9 @@ pub fn exposure_line(
     out.push_str("{\"ts_ms\":");
     let _ = write!(out, "{ts_ms}");
     out.push_str(",\"request_id\":");
-    match request_id {
+    // A request id longer than any id generator writes is no id: it would only make the
+    // record unbounded.
+    match request_id.filter(|id| id.len() <= MAX_REQUEST_ID_BYTES) {
         Some(id) => push_json_bytes(&mut out, id),
         None => out.push_str("null"),
     }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::config::{Config, Inbound, Source, Status};
+use crate::config::{limits, Config, Inbound, Source, Status};
 use crate::hash::BUCKETS;
 use crate::reader::Keyword;
 use crate::targeting::{Condition, When};
@@ -214,6 +214,17 @@ pub fn describe_at(config: &Config, now_ms: Option<i64>) -> String {
         "inbound: {} ({}: {effect})",
         mode.as_str(),
         mode.gloss().unwrap_or("")
+    );
+    let b = limits::bounds(config);
+    let _ = writeln!(
+        out,
+        "limits (worst cases):\n  Envoy stats series: {} (limit {})\n  headers added to a request: {} bytes (output.max_header_bytes {})\n  exposure record: {} bytes (exposure.max_record_bytes {})",
+        limits::grouped(b.series),
+        limits::grouped(limits::MAX_SERIES),
+        limits::grouped(b.header_bytes as u64),
+        limits::grouped(config.output.max_header_bytes as u64),
+        limits::grouped(b.record_bytes as u64),
+        limits::grouped(config.exposure.max_record_bytes as u64)
     );
     out
 }

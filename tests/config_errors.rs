@@ -63,7 +63,8 @@ fn unknown_fields_are_named_wherever_they_are() {
     );
     assert_eq!(
         one_error(r#"{"output": {"headers": "x"}}"#),
-        "output: unknown field \"headers\"; expected one of: header, route_header_prefix, response_header, baggage"
+        "output: unknown field \"headers\"; expected one of: header, route_header_prefix, response_header, baggage, \
+         max_header_bytes"
     );
 }
 
@@ -272,8 +273,14 @@ fn limits_are_enforced() {
     let many: Vec<String> = (0..1001)
         .map(|i| format!(r#"{{"key": "e{i}", {AB}}}"#))
         .collect();
+    // Within every output limit, so the count is the one error.
+    let roomy = r#""metrics": {"replicates": 0}, "output": {"max_header_bytes": 61440},
+        "exposure": {"max_record_bytes": 131072}"#;
     assert_eq!(
-        one_error(&with_experiment(&many.join(","))),
+        one_error(&format!(
+            r#"{{"units": {{"user": [{{"header": "x-user-id"}}]}}, {roomy}, "experiments": [{}]}}"#,
+            many.join(",")
+        )),
         "experiments: at most 1000 experiments are allowed, found 1001"
     );
     let variants: Vec<String> = (0..101)

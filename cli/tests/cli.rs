@@ -67,6 +67,10 @@ experiments:
     treatment: weight 1, buckets [5000, 10000)
 output: x-experiments (route headers x-exp-*)
 inbound: strip (an edge: assignments sent by clients are removed)
+limits (worst cases):
+  Envoy stats series: 628 (limit 100,000)
+  headers added to a request: 78 bytes (output.max_header_bytes 8,192)
+  exposure record: 4,089 bytes (exposure.max_record_bytes 16,384)
 "
     );
 }

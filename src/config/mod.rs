@@ -3,6 +3,7 @@
 
 mod experiment;
 mod layers;
+pub mod limits;
 mod peers;
 mod sections;
 mod units;
@@ -300,6 +301,9 @@ pub struct Output {
     pub response_header: Option<String>,
     /// Also carry the assignments as the `abmesh` member of W3C `baggage`.
     pub baggage: bool,
+    /// `output.max_header_bytes`: the most bytes of header names and values the filter may add
+    /// to a request (checked against the configuration's worst case, [`limits::bounds`]).
+    pub max_header_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -380,6 +384,9 @@ pub struct ExposureConfig {
     pub unit_id: UnitIdMode,
     /// Store the record and the dictionary in filter state (for the access log).
     pub filter_state: bool,
+    /// `exposure.max_record_bytes`: the longest record the configuration may produce
+    /// (checked against its worst case, [`limits::bounds`]).
+    pub max_record_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -584,7 +591,7 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
         .chain(holdout.iter().map(|h| h.salt.len()))
         .max()
         .unwrap_or(0);
-    Some(Config {
+    let config = Config {
         units,
         max_salt_len,
         holdout,
@@ -595,7 +602,9 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
         overrides,
         inbound,
         replicates,
-    })
+    };
+    limits::check(&config, errors);
+    Some(config)
 }
 
 static EMPTY: Vec<Value> = Vec::new();

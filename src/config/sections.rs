@@ -29,6 +29,7 @@ pub(super) fn compile_output(top: &Obj, errors: &mut Errors) -> Output {
         route_header_prefix: "x-exp-".into(),
         response_header: None,
         baggage: false,
+        max_header_bytes: limits::DEFAULT_MAX_HEADER_BYTES,
     };
     let Some(o) = top.section(
         "output",
@@ -37,6 +38,7 @@ pub(super) fn compile_output(top: &Obj, errors: &mut Errors) -> Output {
             "route_header_prefix",
             "response_header",
             "baggage",
+            "max_header_bytes",
         ],
         errors,
     ) else {
@@ -57,6 +59,16 @@ pub(super) fn compile_output(top: &Obj, errors: &mut Errors) -> Output {
     }
     out.response_header = header_field(&o, "response_header", errors);
     out.baggage = o.bool("baggage", errors).unwrap_or(false);
+    if let Some(v) = o.get("max_header_bytes") {
+        let ceiling = limits::MAX_HEADER_BYTES_CEILING;
+        match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
+            Some(n) if (256..=ceiling).contains(&n) => out.max_header_bytes = n,
+            _ => errors.push(
+                &o.path_of("max_header_bytes"),
+                format!("must be an integer from 256 to {ceiling} (Envoy's default limit on request headers), found {v}"),
+            ),
+        }
+    }
     out
 }
 
@@ -68,10 +80,17 @@ pub(super) fn compile_exposure(top: &Obj, errors: &mut Errors) -> ExposureConfig
         log_level: LogLevel::Info,
         unit_id: UnitIdMode::Raw,
         filter_state: true,
+        max_record_bytes: limits::DEFAULT_MAX_RECORD_BYTES,
     };
     let Some(o) = top.section(
         "exposure",
-        &["log", "log_level", "unit_id", "filter_state"],
+        &[
+            "log",
+            "log_level",
+            "unit_id",
+            "filter_state",
+            "max_record_bytes",
+        ],
         errors,
     ) else {
         return out;
@@ -92,6 +111,16 @@ pub(super) fn compile_exposure(top: &Obj, errors: &mut Errors) -> ExposureConfig
     }
     if let Some(mode) = o.keyword("unit_id", &UnitIdMode::ALL, errors) {
         out.unit_id = mode;
+    }
+    if let Some(v) = o.get("max_record_bytes") {
+        let ceiling = limits::MAX_RECORD_BYTES_CEILING;
+        match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
+            Some(n) if (1024..=ceiling).contains(&n) => out.max_record_bytes = n,
+            _ => errors.push(
+                &o.path_of("max_record_bytes"),
+                format!("must be an integer from 1024 to {ceiling}, found {v}"),
+            ),
+        }
     }
     out
 }

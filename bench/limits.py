@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""What a configuration's series count costs Envoy: the measurement behind abmesh's series
+budget (SECURITY.md, "Limits").
+
+    bench/limits.py EXPERIMENTS VARIANTS [REPLICATES] [REQUESTS]
+
+Starts Envoy (--concurrency 2) with dist/abmesh.wasm and a generated configuration of
+EXPERIMENTS experiments of VARIANTS equal variants each (keys and names at their longest),
+sends REQUESTS requests (default 3,000) from 4 concurrent clients, each with a new x-user-id, so
+nearly every variant's series is published, keeps the clients running until two publications
+have passed, then scrapes /stats/prometheus. Prints one JSON object: the series the
+configuration may create (as `abmesh check` counts them), the slowest request, the request
+latency quantiles, the scrape's size, time and abmesh series, and Envoy's RSS."""
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from envoy_bench import ENVOY, ROOT, envoy_yaml, free_port, listener, wasm_filter  # noqa: E402
+
+
+def generated(experiments, variants, replicates):
+    """Keys of 64 characters and variant names of 64: the widest output per experiment."""
+    def key(i):
+        return ("e%05d-" % i).ljust(64, "k")
+
+    def name(j):
+        return ("v%03d-" % j).ljust(64, "n")
+
+    return json.dumps({
+        "units": {"user": [{"header": "x-user-id"}]},
+        "metrics": {"replicates": replicates},
+        "experiments": [
+            {"key": key(i), "unit": "user",
+             "variants": [{"name": name(j), "weight": 1} for j in range(variants)]}
+            for i in range(experiments)
+        ],
+    })
+
+
+def client(port, ids, latencies, statuses):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    for uid in ids:
+        t = time.monotonic()
+        conn.request("GET", "/", headers={"x-user-id": uid})
+        r = conn.getresponse()
+        r.read()
+        latencies.append(time.monotonic() - t)
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def main():
+    experiments, variants = int(sys.argv[1]), int(sys.argv[2])
+    replicates = int(sys.argv[3]) if len(sys.argv) > 3 else 32
+    requests = int(sys.argv[4]) if len(sys.argv) > 4 else 3000
+    config = generated(experiments, variants, replicates)
+    work = tempfile.mkdtemp(prefix="abmesh-limits-")
+    with open(os.path.join(work, "config.json"), "w") as f:
+        f.write(config)
+    check = subprocess.run([os.path.join(ROOT, "dist/abmesh"), "check", os.path.join(work, "config.json")],
+                           capture_output=True, text=True)
+    m = re.search(r"([\d,]+) series", check.stdout + check.stderr)
+    admin, port = free_port(), free_port()
+    yaml = envoy_yaml(admin, [listener("abmesh", port, wasm_filter(
+        "abmesh", os.path.join(ROOT, "dist/abmesh.wasm"), config))])
+    with open(os.path.join(work, "envoy.yaml"), "w") as f:
+        f.write(yaml)
+    log = open(os.path.join(work, "envoy.log"), "w")
+    envoy = subprocess.Popen([ENVOY, "-c", os.path.join(work, "envoy.yaml"), "--concurrency", "2",
+                              "--base-id", str(os.getpid() % 60000)], stdout=log, stderr=log)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        rss_before = rss_kib(envoy.pid)
+        latencies, statuses, threads = [], {}, []
+        ids = ["user-%d" % i for i in range(requests)]
+        started = time.monotonic()
+        for c in range(4):
+            t = threading.Thread(target=client, args=(port, ids[c::4], latencies, statuses))
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join()
+        # Two more publications with the clients still sending: a tick that defines thousands
+        # of series shows here as a stalled request.
+        more = ["late-%d" % i for i in range(400)]
+        threads = []
+        for c in range(4):
+            t = threading.Thread(target=client, args=(port, more[c::4], latencies, statuses))
+            t.start()
+            threads.append(t)
+        while time.monotonic() - started < 3:
+            time.sleep(0.1)
+        for t in threads:
+            t.join()
+        time.sleep(2.5)
+        t = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=120)
+        conn.request("GET", "/stats/prometheus")
+        body = conn.getresponse().read()
+        scrape_s = time.monotonic() - t
+        lines = [l for l in body.split(b"\n") if l.startswith(b"abmesh_")]
+        latencies.sort()
+        q = lambda p: round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 2)
+        print(json.dumps({
+            "experiments": experiments, "variants": variants, "replicates": replicates,
+            "config_bytes": len(config),
+            "check_series": m.group(1) if m else None, "check_exit": check.returncode,
+            "requests": len(latencies), "statuses": statuses,
+            "latency_ms": {"p50": q(0.5), "p99": q(0.99), "max": q(1.0)},
+            "scrape_bytes": len(body), "scrape_s": round(scrape_s, 3),
+            "abmesh_series": len(lines),
+            "rss_mib": {"before": round(rss_before / 1024, 1), "after": round(rss_kib(envoy.pid) / 1024, 1)},
+        }))
+    finally:
+        envoy.terminate()
+        envoy.wait()
+        log.close()
+
+
+if __name__ == "__main__":
+    main()
