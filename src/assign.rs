@@ -122,29 +122,28 @@ pub fn token_matters(config: &Config, req: &RequestView, trust: bool) -> bool {
     trust || req.header(config.overrides.header.as_bytes()).is_some()
 }
 
-/// Overrides from the request when `token_ok` (its token is one of the configured ones):
-/// `(experiment, variant)` pairs. Unknown experiments and variants are ignored.
-pub fn forced_variants(config: &Config, req: &RequestView, token_ok: bool) -> Vec<(usize, usize)> {
-    let Some(dict) = req.header(config.overrides.header.as_bytes()) else {
-        return Vec::new();
-    };
-    if !token_ok {
+/// Overrides from the request when `token_ok` (its token is one of the configured ones): per
+/// experiment, the forced variant (empty when the request forces nothing). Unknown
+/// experiments and variants are ignored.
+pub fn forced_variants(config: &Config, req: &RequestView, token_ok: bool) -> Vec<Option<usize>> {
+    let name = config.overrides.header.as_bytes();
+    if !token_ok || req.header(name).is_none() {
         return Vec::new();
     }
-    parse_dictionary(dict)
-        .into_iter()
-        .filter_map(|(k, v)| {
-            let e = config
-                .experiments
-                .iter()
-                .position(|e| e.key.as_bytes() == k)?;
-            let variant = config.experiments[e]
-                .variants
-                .iter()
-                .position(|x| x.name.as_bytes() == v)?;
-            Some((e, variant))
-        })
-        .collect()
+    // Repeated header lines are one comma-separated list (RFC 9110, 5.3): a later member wins.
+    let lines: Vec<&[u8]> = req.headers_all(name).collect();
+    let joined = lines.join(&b","[..]);
+    let mut forced = vec![None; config.experiments.len()];
+    for (k, v) in parse_dictionary(&joined) {
+        let Some(e) = config.experiment_index(k) else {
+            continue;
+        };
+        let variants = &config.experiments[e].variants;
+        if let Some(variant) = variants.iter().position(|x| x.name.as_bytes() == v) {
+            forced[e] = Some(variant);
+        }
+    }
+    forced
 }
 
 /// The hasher of a unit type's id, made on first use (`None` when the request has no id).
@@ -215,7 +214,7 @@ pub fn evaluate_units<'a>(
             eval.not_assigned.push((i, Reason::Paused));
             continue;
         }
-        if let Some(&(_, v)) = forced.iter().find(|(x, _)| *x == i) {
+        if let Some(&Some(v)) = forced.get(i) {
             assign(v, true, false);
             continue;
         }

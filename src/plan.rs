@@ -130,7 +130,7 @@ pub fn inherited(config: &Config, req: &RequestView) -> String {
         };
         if !is_valid_key(key)
             || !is_valid_variant(variant)
-            || config.experiments.iter().any(|e| e.key == key)
+            || config.experiment_index(key.as_bytes()).is_some()
         {
             continue;
         }

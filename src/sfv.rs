@@ -47,10 +47,32 @@ pub fn parse_members(input: &[u8]) -> Vec<Member<'_>> {
             .split(|&c| c == b';')
             .map(trim_ows)
             .any(|p| p == b"forced" || p == b"forced=?1");
-        out.retain(|m| m.key != key);
         out.push(Member { key, value, forced });
     }
-    out
+    keep_last_of_each_key(out)
+}
+
+/// Drops every member whose key appears again later, keeping the order of the rest: sorting
+/// positions by key makes this O(n log n), where removing earlier duplicates on each insert
+/// was O(n²) in a header a client writes.
+fn keep_last_of_each_key(members: Vec<Member<'_>>) -> Vec<Member<'_>> {
+    if members.len() < 2 {
+        return members;
+    }
+    let mut by_key: Vec<usize> = (0..members.len()).collect();
+    // Stable: equal keys stay in header order, so the last of each run is the later duplicate.
+    by_key.sort_by(|&a, &b| members[a].key.cmp(members[b].key));
+    let mut superseded = vec![false; members.len()];
+    for pair in by_key.windows(2) {
+        if members[pair[0]].key == members[pair[1]].key {
+            superseded[pair[0]] = true;
+        }
+    }
+    members
+        .into_iter()
+        .zip(superseded)
+        .filter_map(|(m, gone)| (!gone).then_some(m))
+        .collect()
 }
 
 /// Splits on commas outside double quotes.

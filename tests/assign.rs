@@ -295,3 +295,59 @@ fn the_exposure_record_goes_to_filter_state_by_default_and_to_the_log_only_when_
         ]
     );
 }
+
+#[test]
+fn repeated_override_lines_are_one_list_and_a_later_member_wins() {
+    let c = config(
+        &format!(r#"{{"key": "a", {AB}}}, {{"key": "b", {AB}}}, {{"key": "c", {AB}}}"#),
+        "",
+    );
+    let (plan, _) = run(
+        &c,
+        &[
+            ("x-abmesh-token", b"demo-qa-token"),
+            ("x-abmesh-force", b"a=treatment, b=treatment"),
+            ("x-user-id", b"u"),
+            ("x-abmesh-force", b"b=control, c=treatment"),
+        ],
+        0,
+    );
+    let dict = plan.assignments.unwrap();
+    assert_eq!(
+        dict,
+        "a=treatment;forced, b=control;forced, c=treatment;forced"
+    );
+}
+
+#[test]
+fn an_override_of_thousands_of_members_forces_what_its_last_members_say() {
+    let keys: Vec<String> = (0..100).map(|i| format!("e{i}")).collect();
+    let exps: Vec<String> = keys
+        .iter()
+        .map(|k| format!(r#"{{"key": "{k}", {AB}}}"#))
+        .collect();
+    let c = config(&exps.join(","), "");
+    // 6,000 members: 60 rounds over the 100 experiments and a few unknown keys; the last round
+    // forces treatment everywhere.
+    let mut members = Vec::new();
+    for round in 0..60 {
+        let v = if round == 59 { "treatment" } else { "control" };
+        members.extend(keys.iter().map(|k| format!("{k}={v}")));
+    }
+    members.truncate(5_990);
+    members.extend((0..10).map(|i| format!("unknown{i}=x")));
+    let header = members.join(", ");
+    let (plan, _) = run(
+        &c,
+        &[
+            ("x-abmesh-token", b"demo-qa-token"),
+            ("x-abmesh-force", header.as_bytes()),
+        ],
+        0,
+    );
+    let dict = plan.assignments.unwrap();
+    let treatment = dict.matches("=treatment;forced").count();
+    let control = dict.matches("=control;forced").count();
+    // The last round lost its final 10 members to the truncation: those 10 keep control.
+    assert_eq!((treatment, control), (90, 10));
+}

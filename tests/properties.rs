@@ -154,3 +154,33 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #[test]
+    fn the_dictionary_parser_keeps_the_last_of_each_key_in_order_as_the_naive_rule_does(
+        members in prop::collection::vec(("[a-d]", "[xyz]{0,2}", any::<bool>(), any::<bool>()), 0..40)
+    ) {
+        let parts: Vec<String> = members
+            .iter()
+            .map(|(k, v, quoted, forced)| {
+                let v = if *quoted { format!("\"{v}\"") } else { v.clone() };
+                format!("{k}={v}{}", if *forced { ";forced" } else { "" })
+            })
+            .collect();
+        let header = parts.join(", ");
+        let fast: Vec<(Vec<u8>, Vec<u8>)> = abmesh::sfv::parse_dictionary(header.as_bytes())
+            .into_iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        // The rule read literally (quadratic, as the parser once was): each member, parsed on
+        // its own, replaces an earlier one with its key and moves to the end.
+        let mut reference: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for part in &parts {
+            for (k, v) in abmesh::sfv::parse_dictionary(part.as_bytes()) {
+                reference.retain(|(x, _)| x != k);
+                reference.push((k.to_vec(), v.to_vec()));
+            }
+        }
+        prop_assert_eq!(fast, reference);
+    }
+}

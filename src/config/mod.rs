@@ -67,6 +67,9 @@ pub struct Config {
     pub inbound: Inbound,
     /// `metrics.replicates`: the number of replicate series per variant (0: none).
     pub replicates: u16,
+    /// Experiment indices sorted by key: a key a request names is found by binary search, not
+    /// by comparing it with every key.
+    by_key: Vec<usize>,
 }
 
 /// The default of `metrics.replicates`: the simulation study in the README shows false
@@ -503,6 +506,15 @@ impl Config {
         }
     }
 
+    /// The index of the experiment with this key.
+    pub fn experiment_index(&self, key: &[u8]) -> Option<usize> {
+        let at = self
+            .by_key
+            .binary_search_by(|&i| self.experiments[i].key.as_bytes().cmp(key))
+            .ok()?;
+        self.by_key.get(at).copied()
+    }
+
     /// The index of the unit type `name`.
     pub fn unit_index(&self, name: &str) -> Option<usize> {
         self.units.iter().position(|u| u.name == name)
@@ -602,7 +614,12 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
         overrides,
         inbound,
         replicates,
+        by_key: Vec::new(),
     };
+    let mut config = config;
+    let mut by_key: Vec<usize> = (0..config.experiments.len()).collect();
+    by_key.sort_by(|&a, &b| config.experiments[a].key.cmp(&config.experiments[b].key));
+    config.by_key = by_key;
     limits::check(&config, errors);
     Some(config)
 }
