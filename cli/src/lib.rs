@@ -11,6 +11,7 @@
 //! ```
 
 pub mod bayes;
+pub mod bounded;
 pub mod guard;
 pub mod import;
 pub mod power;

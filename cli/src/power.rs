@@ -132,10 +132,23 @@ pub fn sequential_power(metric: Metric, delta: f64, alpha: f64, mixing: f64, n: 
     normal_sf((half_width(v0, tau2, alpha) - delta.abs()) / v1.sqrt())
 }
 
+/// A number as a message names it: as typed for ordinary magnitudes, in scientific notation
+/// where the decimal form would run to hundreds of digits.
+fn shown(x: f64) -> String {
+    let plain = x.to_string();
+    if plain.len() <= 24 {
+        plain
+    } else {
+        format!("{x:e}")
+    }
+}
+
 /// The largest float below which every whole number is exact (2^53).
 const MAX_WHOLE: f64 = 9_007_199_254_740_992.0;
 
-pub fn sample_size(input: &Input) -> Result<SampleSize, String> {
+/// The minimum detectable effect in the metric's units, when every input is in its range and
+/// they fit together; else what is wrong with them (a usage error: `plan` exits 2).
+pub fn check_input(input: &Input) -> Result<f64, String> {
     let Input {
         metric,
         effect,
@@ -162,22 +175,40 @@ pub fn sample_size(input: &Input) -> Result<SampleSize, String> {
         }
     }
     if !(alpha > 0.0 && alpha < 1.0) {
-        return Err(format!("alpha must be between 0 and 1, found {alpha}"));
+        return Err(format!(
+            "alpha must be between 0 and 1, found {}",
+            shown(alpha)
+        ));
     }
     if !(power > 0.0 && power < 1.0) {
-        return Err(format!("power must be between 0 and 1, found {power}"));
+        return Err(format!(
+            "power must be between 0 and 1, found {}",
+            shown(power)
+        ));
     }
     if variants < 2 {
         return Err(format!(
             "an experiment needs at least 2 variants (control and one more), found {variants}"
         ));
     }
-    if !(mixing > 0.0 && mixing.is_finite()) {
-        return Err(format!("mixing must be a positive number, found {mixing}"));
+    if variants > abmesh::config::MAX_VARIANTS {
+        return Err(format!(
+            "an experiment has at most {} variants, found {variants}",
+            abmesh::config::MAX_VARIANTS
+        ));
+    }
+    // The mixing scale is in standard deviations of the effect: beyond 10 the confidence
+    // sequence is wider than any effect worth planning for.
+    if !(mixing > 0.0 && mixing <= 10.0) {
+        return Err(format!(
+            "mixing must be above 0 and at most 10 (standard deviations), found {}",
+            shown(mixing)
+        ));
     }
     if !(traffic_percent > 0.0 && traffic_percent <= 100.0) {
         return Err(format!(
-            "traffic percent must be above 0 and at most 100, found {traffic_percent}"
+            "traffic percent must be above 0 and at most 100, found {}",
+            shown(traffic_percent)
         ));
     }
     if daily_units.is_some_and(|d| d.is_nan() || d <= 0.0) {
@@ -199,24 +230,54 @@ pub fn sample_size(input: &Input) -> Result<SampleSize, String> {
         Metric::Proportion { baseline } => {
             if !(baseline > 0.0 && baseline < 1.0) {
                 return Err(format!(
-                    "the baseline rate must be between 0 and 1, found {baseline}"
+                    "the baseline rate must be between 0 and 1, found {}",
+                    shown(baseline)
                 ));
             }
             let p1 = baseline + delta;
             if !(p1 > 0.0 && p1 < 1.0) {
                 return Err(format!(
-                    "baseline {baseline} plus the effect {delta} is {p1}, outside 0 to 1"
+                    "baseline {} plus the effect {} is {}, outside 0 to 1",
+                    shown(baseline),
+                    shown(delta),
+                    shown(p1)
                 ));
             }
         }
         Metric::Mean { sd } => {
             if !(sd > 0.0 && sd.is_finite()) {
                 return Err(format!(
-                    "the standard deviation must be positive, found {sd}"
+                    "the standard deviation must be positive, found {}",
+                    shown(sd)
                 ));
+            }
+            // One unit per arm detects an effect of a few standard deviations already; past
+            // 100 the arithmetic, not the plan, would be what the answer measures.
+            if delta.abs() / sd > 100.0 {
+                return Err(format!(
+                "the effect {} is more than 100 standard deviations ({}): no experiment is needed to see it"
+                , shown(delta), shown(sd)));
             }
         }
     }
+    Ok(delta)
+}
+
+/// The sample size of `input`: an error names a bad input ([`check_input`]) or a plan no
+/// sample size can meet (an effect too small to plan for).
+pub fn sample_size(input: &Input) -> Result<SampleSize, String> {
+    let delta = check_input(input)?;
+    let Input {
+        metric,
+        alpha,
+        power,
+        variants,
+        mixing,
+        daily_units,
+        traffic_percent,
+        per_request,
+        ..
+    } = *input;
     let comparisons = variants - 1;
     let a = alpha / comparisons as f64;
     let (z_a, z_b) = (normal_isf(a / 2.0), normal_isf(1.0 - power));
@@ -236,8 +297,8 @@ pub fn sample_size(input: &Input) -> Result<SampleSize, String> {
     // narrow to one unit (it would spin for ever): such an effect is too small to plan for.
     let too_small = || {
         format!(
-            "the effect {delta} is too small for this spread: the sample size would exceed 2^53 (9007199254740992) per variant"
-        )
+                "the effect {} is too small for this spread: the sample size would exceed 2^53 (9007199254740992) per variant"
+        , shown(delta))
     };
     if n_fixed.is_nan() || n_fixed > MAX_WHOLE {
         return Err(too_small());

@@ -8,20 +8,36 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::guard::{parse_prometheus, Sample};
+use crate::bounded::{read_at_most, MAX_STATS_BYTES};
+use crate::guard::{consistent, parse_prometheus, Sample};
 use abmesh::metrics::{ASSIGNMENTS, DURATION, FORCED, REPLICATE_METRICS, RESPONSES};
 
 /// How to reach an HTTP source.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Http {
     /// The `Authorization` header value (never printed).
     pub authorization: Option<String>,
     /// PEM file of the CAs to trust instead of the system's roots.
     pub ca_file: Option<String>,
+    /// The deadline of each request, from connecting to the body's last byte (`--timeout`).
+    pub timeout: Duration,
 }
 
-/// The largest body guard reads (Envoy's stats of a thousand experiments fit many times over).
-const MAX_BODY: u64 = 512 << 20;
+/// The default `--timeout`: Prometheus' own default scrape timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long connecting may take, within the deadline.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            authorization: None,
+            ca_file: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
 
 /// The credential in `value`: a whole header value (`Bearer …`, `Basic …`) when it has a space,
 /// else a bearer token. Surrounding whitespace (a file's final newline) is dropped.
@@ -57,7 +73,8 @@ fn agent(http: &Http) -> Result<ureq::Agent, String> {
     };
     let config = ureq::Agent::config_builder()
         .tls_config(TlsConfig::builder().root_certs(roots).build())
-        .timeout_global(Some(Duration::from_secs(60)))
+        .timeout_connect(Some(CONNECT_TIMEOUT.min(http.timeout)))
+        .timeout_global(Some(http.timeout))
         .http_status_as_error(false)
         .build();
     Ok(config.into())
@@ -89,12 +106,9 @@ fn get(
         .trim_end()
         .to_string());
     }
-    response
-        .body_mut()
-        .with_config()
-        .limit(MAX_BODY)
-        .read_to_string()
-        .map_err(|e| format!("{url}: {e}"))
+    let body = read_at_most(response.body_mut().as_reader(), MAX_STATS_BYTES)
+        .map_err(|e| format!("{url}: {e}"))?;
+    String::from_utf8(body).map_err(|_| format!("{url}: the body is not UTF-8 text"))
 }
 
 /// Prometheus text from a file or an `http(s)://` URL.
@@ -102,9 +116,15 @@ pub fn prometheus_text(source: &str, http: &Http) -> Result<Vec<Sample>, String>
     let text = if source.starts_with("http://") || source.starts_with("https://") {
         get(&agent(http)?, http, source, &[])?
     } else {
-        std::fs::read_to_string(source).map_err(|e| format!("{source}: {e}"))?
+        let bytes = std::fs::File::open(source)
+            .map_err(|e| e.to_string())
+            .and_then(|f| read_at_most(f, MAX_STATS_BYTES))
+            .map_err(|e| format!("{source}: {e}"))?;
+        String::from_utf8(bytes).map_err(|_| format!("{source}: not UTF-8 text"))?
     };
-    Ok(parse_prometheus(&text))
+    let samples = parse_prometheus(&text).map_err(|e| format!("{source} {e}"))?;
+    consistent(&samples).map_err(|e| format!("{source}: {e}"))?;
+    Ok(samples)
 }
 
 /// A Prometheus range-vector duration: `30s`, `1h`, `1h30m`, `7d`.
@@ -199,10 +219,17 @@ pub fn parse_query_answer(name: &str, body: &str) -> Result<Vec<Sample>, String>
             .as_str()
             .and_then(|s| s.parse::<f64>().ok())
             .ok_or_else(|| format!("a sample of {name} has no numeric value"))?;
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(format!(
+                "a sample of {name} ({}) has the value {value}, not a count (a finite number of at least 0)",
+                labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect::<Vec<_>>().join(",")
+            ));
+        }
         out.push(Sample {
             name: name.to_string(),
             labels,
             value,
+            line: 0,
         });
     }
     Ok(out)
@@ -221,6 +248,7 @@ pub fn prometheus_api(
         let body = get(&agent, http, &url, &[("query", &q)])?;
         samples.extend(parse_query_answer(&name, &body).map_err(|e| format!("{url} ({q}): {e}"))?);
     }
+    consistent(&samples).map_err(|e| format!("{url}: {e}"))?;
     Ok(samples)
 }
 

@@ -412,10 +412,10 @@ fn plan_prints_fixed_and_sequential_sizes_and_durations() {
     assert_eq!(v["correction"], "bonferroni");
     assert!(v["sequential_inflation"].as_f64().unwrap() > 1.5);
     let out = abmesh(&["plan", "--baseline-rate", "0.99", "--mde", "0.02"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         stderr(&out),
-        "abmesh: baseline 0.99 plus the effect 0.02 is 1.01, outside 0 to 1\n"
+        "abmesh: baseline 0.99 plus the effect 0.02 is 1.01, outside 0 to 1\nrun 'abmesh --help' for usage\n"
     );
     // An effect so small that the size passes 2^53 once spun for ever (issue 18); it now ends
     // at once with the reason. Time is not asserted (tests assert behaviour); a hang would hang.
@@ -433,6 +433,25 @@ fn plan_prints_fixed_and_sequential_sizes_and_durations() {
             format!("abmesh: {flag} needs a finite number, found '{value}'\nrun 'abmesh --help' for usage\n")
         );
     }
+    // Inputs out of their range are usage errors that name the value, however extreme.
+    for (args, why) in [
+        (&["--sd", "1", "--mde", "1e308"][..], "the effect 1e308 is more than 100 standard deviations (1): no experiment is needed to see it"),
+        (&["--sd", "1", "--mde", "1", "--mixing", "1e300"], "mixing must be above 0 and at most 10 (standard deviations), found 1e300"),
+        (&["--sd", "1", "--mde", "1", "--variants", "101"], "an experiment has at most 100 variants, found 101"),
+        (&["--sd", "1", "--mde", "1", "--alpha", "3"], "alpha must be between 0 and 1, found 3"),
+        (&["--baseline-rate", "-1e-320", "--mde", "0.1"], "the baseline rate must be between 0 and 1, found -1e-320"),
+    ] {
+        let out = abmesh(&[&["plan"][..], args].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(stderr(&out), format!("abmesh: {why}\nrun 'abmesh --help' for usage\n"));
+    }
+    // A plan no sample size can meet is no usage error.
+    let out = abmesh(&["plan", "--sd", "1e300", "--mde", "1e-300"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "abmesh: the effect 1e-300 is too small for this spread: the sample size would exceed 2^53 (9007199254740992) per variant\n"
+    );
     let out = abmesh(&["plan", "--mde", "0.02"]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(

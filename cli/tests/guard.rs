@@ -157,7 +157,7 @@ fn a_variant_with_more_errors_than_allowed_breaches_and_names_the_experiment() {
     // sequence is wider than the one-look interval, the price of looking as often as wanted.
     assert_eq!(guard(CONFIG, &stats, &["--max-error-increase", "0.1"]).0, 0);
     // Ten times the data at the same rates is.
-    let mut stats = split_stats(CONFIG, 4_000);
+    let mut stats = split_stats(CONFIG, 40_000);
     stats += &sli("checkout-v2", "control", 20_000, 40, 20.0, 5.0);
     stats += &sli("checkout-v2", "treatment", 20_000, 200, 20.0, 5.0);
     let (code, out) = guard(CONFIG, &stats, &[]);
@@ -715,5 +715,141 @@ fn the_ci_script_applies_nothing_and_exits_4_when_the_stats_are_no_evidence() {
         std::fs::read_to_string(d.join("config.json")).unwrap(),
         RAMPED,
         "the deployed configuration changed"
+    );
+}
+
+/// A real 20-point 5xx breach, then one line that would once have hidden it.
+fn breach_and(line: &str) -> String {
+    let mut stats = split_stats(CONFIG, 4_000);
+    stats += &sli("checkout-v2", "control", 2_000, 4, 20.0, 5.0);
+    stats += &sli("checkout-v2", "treatment", 2_000, 400, 26.0, 6.0);
+    stats + line + "\n"
+}
+
+#[test]
+fn a_nan_negative_or_twice_labelled_counter_ends_guard_with_exit_1_naming_the_line() {
+    let (code, _) = guard(CONFIG, &breach_and(""), &[]);
+    assert_eq!(code, 3, "the breach itself is found");
+    // The appended line takes the place of the empty last line of `breach_and("")`.
+    let lines = breach_and("").lines().count();
+    for (line, why) in [
+        (
+            r#"abmesh_responses_total{experiment="checkout-v2",variant="control",class="4xx"} NaN"#,
+            "the value NaN is not a count (a finite number of at least 0)",
+        ),
+        (
+            r#"abmesh_responses_total{experiment="checkout-v2",variant="control",class="4xx"} -2000"#,
+            "the value -2000 is not a count (a finite number of at least 0)",
+        ),
+        (
+            r#"abmesh_responses_total{experiment="checkout-v2",variant="treatment",class="5xx",class="2xx"} 0"#,
+            "the label \"class\" is given twice (which one counts is unknowable)",
+        ),
+    ] {
+        let (code, out, err, path) = guard_all(CONFIG, &breach_and(line), &[]);
+        assert_eq!(code, 1, "{line}: {out}");
+        assert_eq!(out, "");
+        assert_eq!(
+            err,
+            format!("abmesh: cannot read stats: {path} line {lines}: {line}: {why}\n")
+        );
+    }
+}
+
+#[test]
+fn responses_far_beyond_assignments_end_guard_with_exit_1_naming_both_lines() {
+    let mut stats = String::from(
+        "abmesh_assignments_total{experiment=\"checkout-v2\",variant=\"control\"} 100\n",
+    );
+    stats += &sli("checkout-v2", "control", 5_000, 4, 20.0, 5.0);
+    let (code, out, err, path) = guard_all(CONFIG, &stats, &[]);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert_eq!(
+        err,
+        format!(
+            "abmesh: cannot read stats: {path}: abmesh_responses_total (line 2) of experiment \
+             \"checkout-v2\" variant \"control\" add up to 5000, more than its 100 \
+             abmesh_assignments_total (line 1) allow (a publication can lag by 1000): the source \
+             does not hold one proxy's or one Prometheus' abmesh counters\n"
+        )
+    );
+}
+
+#[test]
+fn guard_reads_no_more_than_64_mib_of_stats_from_an_endless_file() {
+    let d = dir().join("endless");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("config.json"), CONFIG).unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_abmesh"))
+        .args([
+            "guard",
+            "--config",
+            d.join("config.json").to_str().unwrap(),
+            "--stats",
+            "/dev/zero",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "abmesh: cannot read stats: /dev/zero: more than 64 MiB (67108864 bytes): read no further\n"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[test]
+fn a_server_that_never_finishes_its_body_meets_the_deadline() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Answers 200 and then one line of stats a second, for ever.
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                let _ = s.read(&mut request);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n");
+                loop {
+                    if s.write_all(b"# still coming\n").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            });
+        }
+    });
+    let d = dir().join("slow");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("config.json"), CONFIG).unwrap();
+    let url = format!("http://127.0.0.1:{port}/stats/prometheus");
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_abmesh"))
+        .args([
+            "guard",
+            "--config",
+            d.join("config.json").to_str().unwrap(),
+            "--stats",
+            &url,
+        ])
+        .args(["--timeout", "2"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with(&format!("abmesh: cannot read stats: {url}: ")),
+        "{err}"
+    );
+    assert!(
+        err.contains("timeout") || err.contains("timed out"),
+        "{err}"
+    );
+    assert!(
+        took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(6),
+        "{took:?}"
     );
 }

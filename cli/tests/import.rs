@@ -108,3 +108,23 @@ fn a_flagd_file_imports_and_assigns_as_flagd() {
         );
     }
 }
+
+#[test]
+fn import_reads_no_more_than_16_mib_from_an_endless_file() {
+    for kind in ["growthbook", "flagd"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_abmesh"))
+            .args(["import", kind, "/dev/zero"])
+            .output()
+            .unwrap();
+        let (code, out, err) = (
+            out.status.code().unwrap(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        );
+        assert_eq!((code, out.as_str()), (1, ""));
+        assert_eq!(
+            err,
+            "abmesh: cannot read /dev/zero: more than 16 MiB (16777216 bytes): read no further\n"
+        );
+    }
+}

@@ -19,7 +19,10 @@ fn config() -> &'static Config {
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let samples = parse_prometheus(&text);
+    let Ok(samples) = parse_prometheus(&text) else {
+        return;
+    };
+    let _ = abmesh_cli::guard::consistent(&samples);
     for (mode, use_replicates) in [
         (Mode::Sequential { mixing: 0.1 }, true),
         (Mode::FixedHorizon, true),

@@ -13,11 +13,13 @@ mod judge;
 mod parse;
 mod render;
 mod rewrite;
+mod sanity;
 
 pub use judge::judge;
 pub use parse::{parse_prometheus, Sample};
 pub use render::{render_json, render_text};
 pub use rewrite::{rollback, Change, Rollback};
+pub use sanity::consistent;
 
 use crate::sequential::DEFAULT_MIXING;
 use crate::stats::Comparison;

@@ -92,6 +92,7 @@ fn sample(name: &str, variant: &str, extra: Option<(&str, String)>, value: f64) 
         name: name.to_string(),
         labels,
         value,
+        line: 0,
     }
 }
 

@@ -53,6 +53,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
                 | "--auth-file"
                 | "--cacert"
                 | "--max-error-increase"
+                | "--timeout"
                 | "--write-config"
                 | "--rollback-to"),
             ) => {
@@ -102,6 +103,19 @@ pub fn run(args: &[OsString]) -> ExitCode {
                         }
                     }
                     "--cacert" => http.ca_file = Some(value.to_string_lossy().into_owned()),
+                    "--timeout" => match value
+                        .to_str()
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .filter(|v| *v > 0.0 && *v <= 3600.0)
+                    {
+                        Some(s) => http.timeout = std::time::Duration::from_secs_f64(s),
+                        None => {
+                            return usage_error(&format!(
+                                "--timeout needs seconds, more than 0 and at most 3600, found '{}'",
+                                value.to_string_lossy()
+                            ))
+                        }
+                    },
                     "--write-config" => write_config = Some(value.clone()),
                     "--rollback-to" => {
                         how = match value.to_str() {

@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use abmesh::Config;
+use abmesh_cli::bounded::{read_at_most, MAX_IMPORT_BYTES};
 
 use crate::common::{out, usage_error};
 
@@ -17,7 +18,10 @@ pub fn run(args: &[OsString]) -> ExitCode {
     ) else {
         return usage_error("import needs growthbook|flagd and a FILE");
     };
-    let text = match std::fs::read(path) {
+    let read = std::fs::File::open(path)
+        .map_err(|e| e.to_string())
+        .and_then(|f| read_at_most(f, MAX_IMPORT_BYTES));
+    let text = match read {
         Ok(t) => t,
         Err(e) => {
             eprintln!("abmesh: cannot read {}: {e}", path.to_string_lossy());

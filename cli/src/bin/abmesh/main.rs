@@ -32,7 +32,7 @@ usage:
       Header and cookie values are taken byte for byte (they may be any bytes).
 
   abmesh guard --config CONFIG (--stats URL_OR_FILE | --prometheus URL [--window 1h])
-               [--auth-env VAR | --auth-file FILE] [--cacert PEM] [--json]
+               [--auth-env VAR | --auth-file FILE] [--cacert PEM] [--timeout SECONDS] [--json]
                [--max-error-increase POINTS] [--max-latency-increase MS] [--alpha A]
                [--fixed-horizon | --mixing M] [--per-request]
       Judge every running experiment in force: from Prometheus text (Envoy's
@@ -40,7 +40,8 @@ usage:
       or from a Prometheus server's query API (--prometheus: sums over every proxy; --window:
       only what each series gained in that recent window). --auth-env/--auth-file: the Authorization value
       (a bare token is sent as Bearer); never printed. --cacert: trust these CAs instead of
-      the system's. Per unit: with the filter's replicate series every variance is
+      the system's. --timeout: each HTTP request's deadline, connection to last byte (default
+      10 s); a stats file or body past 64 MiB is refused. Per unit: with the filter's replicate series every variance is
       cluster-robust (--per-request ignores them, and without them guard says its p-values
       assume independent requests). Tests a traffic-share mismatch of the split against the
       configured weights, and per variant the 5xx ratio and mean latency against control. Sequential by default: always-valid p-values and 95% confidence
@@ -61,7 +62,8 @@ usage:
       Translate a GrowthBook SDK payload (features with experiment rules) or a flagd flag file
       (flags whose targeting is a fractional) into an abmesh configuration that assigns
       identically, printed on standard output. What cannot be expressed at the mesh is listed on
-      standard error with the reason; then the command exits 1 unless --allow-partial.
+      standard error with the reason; then the command exits 1 unless --allow-partial. FILE
+      may hold at most 16 MiB.
 
   abmesh plan (--baseline-rate RATE | --sd SD) (--mde EFFECT | --mde-relative FRACTION)
               [--alpha 0.05] [--power 0.8] [--variants 2] [--daily-units N]

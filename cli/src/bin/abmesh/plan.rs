@@ -70,6 +70,10 @@ pub fn run(args: &[OsString]) -> ExitCode {
             )
         }
     };
+    // An input out of its range is a usage error (2); a plan that cannot be met is not (1).
+    if let Err(e) = abmesh_cli::power::check_input(&input) {
+        return usage_error(&e);
+    }
     let p = match abmesh_cli::power::sample_size(&input) {
         Ok(p) => p,
         Err(e) => {
