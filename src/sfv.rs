@@ -60,8 +60,8 @@ fn keep_last_of_each_key(members: Vec<Member<'_>>) -> Vec<Member<'_>> {
         return members;
     }
     let mut by_key: Vec<usize> = (0..members.len()).collect();
-    // Stable: equal keys stay in header order, so the last of each run is the later duplicate.
-    by_key.sort_by(|&a, &b| members[a].key.cmp(members[b].key));
+    // Equal keys in header order, so the last of each run is the later duplicate.
+    by_key.sort_unstable_by(|&a, &b| members[a].key.cmp(members[b].key).then(a.cmp(&b)));
     let mut superseded = vec![false; members.len()];
     for pair in by_key.windows(2) {
         if members[pair[0]].key == members[pair[1]].key {

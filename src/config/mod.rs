@@ -618,7 +618,7 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
     };
     let mut config = config;
     let mut by_key: Vec<usize> = (0..config.experiments.len()).collect();
-    by_key.sort_by(|&a, &b| config.experiments[a].key.cmp(&config.experiments[b].key));
+    by_key.sort_unstable_by(|&a, &b| config.experiments[a].key.cmp(&config.experiments[b].key));
     config.by_key = by_key;
     limits::check(&config, errors);
     Some(config)

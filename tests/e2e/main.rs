@@ -10,6 +10,7 @@ mod harness;
 mod hostile;
 mod http;
 mod istio;
+mod limits;
 mod load;
 mod progressive;
 mod records;
