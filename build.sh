@@ -376,6 +376,8 @@ bench() {
   ensure_command valgrind valgrind "callgrind counts Envoy's work per request (bench/envoy_count.py)"
   say "Envoy benchmark (about $(( ${BENCH_ROUNDS:-9} * 34 * (${BENCH_SECONDS:-2} + 0) / 60 + 4 )) minutes, then about 15 more counting under valgrind)"
   python3 bench/envoy_bench.py
+  say "the largest configuration the limits accept, under load (bench/limits.py, about 3 minutes)"
+  python3 bench/limits.py 39 100 0 150 > bench/limits.json
   python3 bench/report.py
   say "wrote BENCHMARKS.md and bench/plot.svg"
 }

@@ -2,15 +2,15 @@
 """What a configuration's series count costs Envoy: the measurement behind abmesh's series
 budget (SECURITY.md, "Limits").
 
-    bench/limits.py EXPERIMENTS VARIANTS [REPLICATES] [REQUESTS]
+    bench/limits.py EXPERIMENTS VARIANTS [REPLICATES] [SECONDS]
 
 Starts Envoy (--concurrency 2) with dist/abmesh.wasm and a generated configuration of
 EXPERIMENTS experiments of VARIANTS equal variants each (keys and names at their longest),
-sends REQUESTS requests (default 3,000) from 4 concurrent clients, each with a new x-user-id, so
-nearly every variant's series is published, keeps the clients running until two publications
-have passed, then scrapes /stats/prometheus. Prints one JSON object: the series the
-configuration may create (as `abmesh check` counts them), the slowest request, the request
-latency quantiles, the scrape's size, time and abmesh series, and Envoy's RSS."""
+sends requests from 4 concurrent clients for SECONDS (default 5), each with a new x-user-id,
+so nearly every variant's series is published, waits for two more publications, then scrapes
+/stats/prometheus. Prints one JSON object: the series the configuration may create (as
+`abmesh check` counts them), the request latency quantiles and the slowest request, the
+scrape's size, time and abmesh series, and Envoy's RSS before and after."""
 import http.client
 import json
 import os
@@ -45,9 +45,12 @@ def generated(experiments, variants, replicates):
     })
 
 
-def client(port, ids, latencies, statuses):
+def client(port, prefix, until, latencies, statuses):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    for uid in ids:
+    i = 0
+    while time.monotonic() < until:
+        uid = "%s-%d" % (prefix, i)
+        i += 1
         t = time.monotonic()
         conn.request("GET", "/", headers={"x-user-id": uid})
         r = conn.getresponse()
@@ -64,14 +67,14 @@ def rss_kib(pid):
 def main():
     experiments, variants = int(sys.argv[1]), int(sys.argv[2])
     replicates = int(sys.argv[3]) if len(sys.argv) > 3 else 32
-    requests = int(sys.argv[4]) if len(sys.argv) > 4 else 3000
+    seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 5
     config = generated(experiments, variants, replicates)
     work = tempfile.mkdtemp(prefix="abmesh-limits-")
     with open(os.path.join(work, "config.json"), "w") as f:
         f.write(config)
     check = subprocess.run([os.path.join(ROOT, "dist/abmesh"), "check", os.path.join(work, "config.json")],
                            capture_output=True, text=True)
-    m = re.search(r"([\d,]+) series", check.stdout + check.stderr)
+    m = re.search(r"Envoy stats series: ([\d,]+)", check.stdout + check.stderr)
     admin, port = free_port(), free_port()
     yaml = envoy_yaml(admin, [listener("abmesh", port, wasm_filter(
         "abmesh", os.path.join(ROOT, "dist/abmesh.wasm"), config))])
@@ -90,24 +93,11 @@ def main():
                 time.sleep(0.2)
         rss_before = rss_kib(envoy.pid)
         latencies, statuses, threads = [], {}, []
-        ids = ["user-%d" % i for i in range(requests)]
-        started = time.monotonic()
+        until = time.monotonic() + seconds
         for c in range(4):
-            t = threading.Thread(target=client, args=(port, ids[c::4], latencies, statuses))
+            t = threading.Thread(target=client, args=(port, "user-%d" % c, until, latencies, statuses))
             t.start()
             threads.append(t)
-        for t in threads:
-            t.join()
-        # Two more publications with the clients still sending: a tick that defines thousands
-        # of series shows here as a stalled request.
-        more = ["late-%d" % i for i in range(400)]
-        threads = []
-        for c in range(4):
-            t = threading.Thread(target=client, args=(port, more[c::4], latencies, statuses))
-            t.start()
-            threads.append(t)
-        while time.monotonic() - started < 3:
-            time.sleep(0.1)
         for t in threads:
             t.join()
         time.sleep(2.5)
@@ -121,6 +111,7 @@ def main():
         q = lambda p: round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 2)
         print(json.dumps({
             "experiments": experiments, "variants": variants, "replicates": replicates,
+            "seconds": seconds,
             "config_bytes": len(config),
             "check_series": m.group(1) if m else None, "check_exit": check.returncode,
             "requests": len(latencies), "statuses": statuses,

@@ -60,6 +60,14 @@ pub fn cases() -> Vec<Case> {
         .collect::<Vec<_>>()
         .join(",")
         .into_bytes();
+    // 2,500 members (about 52 KB, within Envoy's 60 KiB of request headers): 2,499 that force
+    // control and a last one that forces treatment.
+    let long_override: Vec<u8> = std::iter::repeat_n("checkout-v2=control", 2_499)
+        .chain(std::iter::once("checkout-v2=treatment"))
+        .collect::<Vec<_>>()
+        .join(", ")
+        .into_bytes();
+    let long_request_id = vec![b'r'; 200];
     let many_cookies: String =
         (0..200).map(|i| format!("c{i}=v{i}; ")).collect::<String>() + "uid=cookie-user";
     vec![
@@ -108,6 +116,13 @@ pub fn cases() -> Vec<Case> {
              b"/%63heckout", &[("x-user-id", b"u-8"), ("x-country", b"US")], SameAsCore),
         case("forged baggage member among 1,000", "200; the client's `abmesh` baggage member is removed, the 1,000 others pass in order",
              b"/checkout", &[("x-user-id", b"u-9"), ("baggage", &thousand_members)], SameAsCore),
+        case("2,500-member override dictionary", "200; with a valid token, parsed in O(n log n); the last member for a key wins",
+             b"/checkout", &[("x-user-id", b"u-11"), ("x-abmesh-token", TOKEN), ("x-abmesh-force", &long_override)], SameAsCore),
+        case("repeated override lines", "200; the lines form one list (RFC 9110): a member of a later line wins",
+             b"/checkout", &[("x-user-id", b"u-12"), ("x-abmesh-token", TOKEN), ("x-abmesh-force", b"checkout-v2=treatment, pay-button=green"),
+                             ("x-abmesh-force", b"checkout-v2=control")], SameAsCore),
+        case("200-byte request id", "200; longer than 128 bytes, the record's `request_id` is null",
+             b"/checkout", &[("x-user-id", b"u-13"), ("x-request-id", &long_request_id)], SameAsCore),
         case("non-UTF-8 and malformed baggage", "200; members are split on commas as bytes; only a member keyed `abmesh` is removed",
              b"/checkout", &[("x-user-id", b"u-10"), ("baggage", b"k=\xff\xfe,,=x, abmesh = forged ;p, noequals")], SameAsCore),
     ]
