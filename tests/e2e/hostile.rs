@@ -62,7 +62,8 @@ pub fn cases() -> Vec<Case> {
         .into_bytes();
     // 2,500 members (about 52 KB, within Envoy's 60 KiB of request headers): 2,499 that force
     // control and a last one that forces treatment.
-    let long_override: Vec<u8> = std::iter::repeat_n("checkout-v2=control", 2_499)
+    let long_override: Vec<u8> = std::iter::repeat("checkout-v2=control")
+        .take(2_499)
         .chain(std::iter::once("checkout-v2=treatment"))
         .collect::<Vec<_>>()
         .join(", ")
