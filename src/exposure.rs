@@ -125,6 +125,32 @@ pub fn exposure_line(
     Some(out)
 }
 
+/// The request's unit ids as one JSON object, `{"user":"alice","device":"d-1"}`, in
+/// configuration order and in `exposure.unit_id`'s form: on every request that has a unit, so
+/// an access-log line can be attributed to its units whether or not it is an exposure (`abmesh
+/// analyze`). `None` when the request has no unit or ids are omitted.
+pub fn units_object(config: &Config, eval: &Evaluation) -> Option<String> {
+    if config.exposure.unit_id == UnitIdMode::Omit {
+        return None;
+    }
+    let mut out = String::new();
+    for (unit, id) in config.units.iter().zip(&eval.units) {
+        let Some(id) = id else { continue };
+        out.push(if out.is_empty() { '{' } else { ',' });
+        push_json_str(&mut out, &unit.name);
+        out.push(':');
+        match config.exposure.unit_id {
+            UnitIdMode::Xxh3 => push_json_str(&mut out, &xxh3_hex(id)),
+            _ => push_json_bytes(&mut out, id),
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    out.push('}');
+    Some(out)
+}
+
 /// Bytes as a JSON string: UTF-8 as is (escaped), invalid sequences replaced by U+FFFD so the
 /// record stays valid JSON whatever the client sent.
 pub fn push_json_bytes(out: &mut String, bytes: &[u8]) {

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use crate::assign::{evaluate_units, has_valid_token, resolve_units, token_matters, Evaluation};
 use crate::baggage::{self, Rewrite};
 use crate::config::{is_valid_key, is_valid_variant, Config, Inbound, LogLevel};
-use crate::exposure::{assignments_dictionary, exposure_line};
+use crate::exposure::{assignments_dictionary, exposure_line, units_object};
 use crate::mint::{mint_id, set_cookie};
 use crate::request::RequestView;
 use crate::sfv::parse_members;
@@ -50,6 +50,8 @@ pub struct Plan<'c> {
     pub log_level: Option<LogLevel>,
     /// `exposure.filter_state`: the record and the dictionary go to filter state.
     pub filter_state: bool,
+    /// The request's unit ids (`wasm.abmesh_units`), on every request that has one.
+    pub units: Option<String>,
 }
 
 /// One thing the filter does in the request callback, in the order it does it. The filter
@@ -79,6 +81,9 @@ pub enum ResponseEffect<'p> {
 pub const FILTER_STATE_EXPOSURE: &str = "abmesh_exposure";
 /// The filter-state name of the assignments dictionary.
 pub const FILTER_STATE_ASSIGNMENTS: &str = "abmesh_assignments";
+/// The request's unit ids as a JSON object (`wasm.abmesh_units`), for attributing every
+/// access-log line to its units.
+pub const FILTER_STATE_UNITS: &str = "abmesh_units";
 
 /// Whether a request header must never reach the upstream as the client sent it (at an edge).
 pub fn is_spoofable(config: &Config, name: &[u8]) -> bool {
@@ -270,6 +275,11 @@ impl<'c> Plan<'c> {
             baggage_full,
             log_level: config.exposure.log.then_some(config.exposure.log_level),
             filter_state: config.exposure.filter_state,
+            units: if config.exposure.filter_state {
+                units_object(config, &eval)
+            } else {
+                None
+            },
         };
         (plan, eval)
     }
@@ -314,6 +324,9 @@ impl<'c> Plan<'c> {
         }
         if let (Some(a), true) = (&self.assignments, self.filter_state) {
             out.push(Effect::SetFilterState(FILTER_STATE_ASSIGNMENTS, a));
+        }
+        if let (Some(u), true) = (&self.units, self.filter_state) {
+            out.push(Effect::SetFilterState(FILTER_STATE_UNITS, u));
         }
         out
     }

@@ -278,7 +278,8 @@ fn the_exposure_record_goes_to_filter_state_by_default_and_to_the_log_only_when_
         [
             "set x-experiments",
             "filter state abmesh_exposure",
-            "filter state abmesh_assignments"
+            "filter state abmesh_assignments",
+            "filter state abmesh_units"
         ]
     );
     let logged = config(
@@ -291,9 +292,54 @@ fn the_exposure_record_goes_to_filter_state_by_default_and_to_the_log_only_when_
             "set x-experiments",
             "log warn abmesh.exposure",
             "filter state abmesh_exposure",
-            "filter state abmesh_assignments"
+            "filter state abmesh_assignments",
+            "filter state abmesh_units"
         ]
     );
+}
+
+#[test]
+fn every_request_with_a_unit_carries_its_units_for_the_access_log_assigned_or_not() {
+    let c = config(
+        &format!(r#"{{"key": "k", "when": {{"path_prefix": ["/checkout"]}}, {AB}}}"#),
+        "",
+    );
+    let units = |path: &[u8], headers: &[(&str, &[u8])]| {
+        let mut all = vec![(":path", path)];
+        all.extend_from_slice(headers);
+        Plan::new(&c, &RequestView::new(&all), 0).0.units
+    };
+    // Not assigned (targeting), yet attributed: a later goal request of an exposed unit.
+    assert_eq!(
+        units(b"/home", &[("x-user-id", b"alice")]).as_deref(),
+        Some(r#"{"user":"alice"}"#)
+    );
+    let odd = units(b"/home", &[("x-user-id", b"a\"b\xff")]);
+    assert_eq!(odd.as_deref(), Some("{\"user\":\"a\\\"b\u{fffd}\"}"));
+    assert_eq!(units(b"/home", &[]), None);
+    let hashed = config(
+        &format!(r#"{{"key": "k", {AB}}}"#),
+        r#", "exposure": {"unit_id": "xxh3"}"#,
+    );
+    let (plan, _) = Plan::new(
+        &hashed,
+        &RequestView::new(&[("x-user-id", &b"alice"[..])]),
+        0,
+    );
+    assert_eq!(
+        plan.units.as_deref(),
+        Some(format!(r#"{{"user":"{}"}}"#, abmesh::hash::xxh3_hex(b"alice")).as_str())
+    );
+    let omitted = config(
+        &format!(r#"{{"key": "k", {AB}}}"#),
+        r#", "exposure": {"unit_id": "omit"}"#,
+    );
+    let (plan, _) = Plan::new(
+        &omitted,
+        &RequestView::new(&[("x-user-id", &b"alice"[..])]),
+        0,
+    );
+    assert_eq!(plan.units, None);
 }
 
 #[test]
