@@ -291,7 +291,8 @@ fn assign_with_cookie_query_and_no_assignment() {
     ]);
     assert_eq!(
         stdout(&out),
-        "set request header: none (no assignments)
+        "set filter state: wasm.abmesh_units: {\"device\":\"dev-7\",\"user\":\"u1\"}
+set request header: none (no assignments)
 not assigned: checkout-north-america (targeting)
 not assigned: mobile-home (targeting)
 exposure: none
