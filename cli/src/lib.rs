@@ -10,6 +10,7 @@
 //! assert_eq!(r.estimate, 0.15);
 //! ```
 
+pub mod analyze;
 pub mod bayes;
 pub mod bounded;
 pub mod guard;

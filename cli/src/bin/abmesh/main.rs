@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
+mod analyze;
 mod assign;
 mod check;
 mod common;
@@ -58,6 +59,19 @@ usage:
       control (first) variant as the winner; every other experiment, ramps included, is kept.
       Each change is printed with its reasons. Exits 0 when nothing changed, 3 when it did.
 
+  abmesh analyze --config CONFIG --access-log FILE... [--goal NAME=SPEC]... [--goals FILE]
+                 [--json] [--fixed-horizon | --mixing M] [--alpha A] [--strict]
+      Per-unit results from the access logs Envoy wrote (the shipped format: files, globs, - for
+      standard input, gzip by content): each unit's first exposure from the exposure records,
+      every later request of the unit attributed to its variant through wasm.abmesh_units. A
+      goal is NAME=[METHOD ]PATH[ CLASS] (PATH exact, or a prefix ending in *), e.g.
+      purchase=POST /checkout/complete 2xx; --goals reads one per line. Per experiment: exposed
+      units and the exact binomial SRM against the configured shares; per variant against
+      control, per goal the conversion and goals per unit, requests per unit, 5xx per request
+      and duration per request (delta method), with always-valid 95% confidence sequences by
+      default, Holm over every comparison. Lines it cannot use are counted by kind with their
+      first locations; --strict makes any exit 1. Exits 3 on SRM (p < 0.001).
+
   abmesh import growthbook|flagd FILE [--allow-partial]
       Translate a GrowthBook SDK payload (features with experiment rules) or a flagd flag file
       (flags whose targeting is a fractional) into an abmesh configuration that assigns
@@ -82,7 +96,8 @@ usage:
 
 exit codes: 0 success (guard: healthy, with evidence), 1 invalid configuration or unreadable
 input (guard: a source that fails, with its URL and HTTP status), 2 usage error, 3 guardrail
-breached (guard --write-config: the written configuration changed), 4 guard: no evidence (no
+breached (guard --write-config: the written configuration changed; analyze: sample ratio
+mismatch), 4 guard: no evidence (no
 samples, no abmesh series or labels, or a running experiment without assignments; nothing
 is written)
 ";
@@ -95,7 +110,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     match args.first().and_then(|a| a.to_str()) {
-        None => usage_error("missing command (check, assign, guard, import or plan)"),
+        None => usage_error("missing command (check, assign, guard, analyze, import or plan)"),
         Some("--help" | "-h" | "help") => {
             out(HELP);
             ExitCode::SUCCESS
@@ -107,6 +122,7 @@ fn main() -> ExitCode {
         Some("check") => check::run(&args[1..]),
         Some("assign") => assign::run(&args[1..]),
         Some("guard") => guard::run(&args[1..]),
+        Some("analyze") => analyze::run(&args[1..]),
         Some("import") => import::run(&args[1..]),
         Some("plan") => plan::run(&args[1..]),
         Some(other) => usage_error(&format!("unknown command '{other}'")),

@@ -1,0 +1,278 @@
+//! Reading access logs: files (plain or gzip, by their first bytes), globs, `-` for standard
+//! input; one JSON object per line, in the format of the shipped `envoy/envoy.yaml`. Whatever
+//! cannot be read is counted by kind with its first locations, never dropped silently.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A line longer than this is counted and skipped (an exposure record is at most 1 MiB).
+pub const MAX_LINE_BYTES: usize = 2 << 20;
+
+/// How many locations of each kind of bad input are kept for the report.
+const LOCATIONS_KEPT: usize = 5;
+
+/// Kinds of input `analyze` could not use, in the order the report lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Problem {
+    Unreadable,
+    TruncatedGzip,
+    TooLong,
+    NotJson,
+    OtherFormat,
+    BadTime,
+    BadUnits,
+    BadExposure,
+    UnknownExperiment,
+    UnknownVariant,
+    NoUnitId,
+    TwoVariants,
+}
+
+impl Problem {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Problem::Unreadable => "unreadable input",
+            Problem::TruncatedGzip => "truncated or corrupt gzip (the rest of the file is lost)",
+            Problem::TooLong => "line longer than 2 MiB",
+            Problem::NotJson => "not a JSON object",
+            Problem::OtherFormat => "a line of another format (no time, method and path)",
+            Problem::BadTime => "time is not RFC 3339",
+            Problem::BadUnits => "units is not a JSON object of unit ids",
+            Problem::BadExposure => "exposure is not an abmesh exposure record",
+            Problem::UnknownExperiment => "exposure of an experiment not in the configuration",
+            Problem::UnknownVariant => "exposure of a variant not in the configuration",
+            Problem::NoUnitId => {
+                "exposure without the experiment's unit id (exposure.unit_id omit?)"
+            }
+            Problem::TwoVariants => {
+                "a unit exposed to a second variant of an experiment (the first is kept)"
+            }
+        }
+    }
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Problem::Unreadable => "unreadable",
+            Problem::TruncatedGzip => "truncated_gzip",
+            Problem::TooLong => "too_long",
+            Problem::NotJson => "not_json",
+            Problem::OtherFormat => "other_format",
+            Problem::BadTime => "bad_time",
+            Problem::BadUnits => "bad_units",
+            Problem::BadExposure => "bad_exposure",
+            Problem::UnknownExperiment => "unknown_experiment",
+            Problem::UnknownVariant => "unknown_variant",
+            Problem::NoUnitId => "no_unit_id",
+            Problem::TwoVariants => "two_variants",
+        }
+    }
+}
+
+/// Bad input by kind: how many, and where the first ones were (`file:line`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tally(pub BTreeMap<Problem, (u64, Vec<String>)>);
+
+impl Tally {
+    pub fn add(&mut self, p: Problem, at: &Location) {
+        let e = self.0.entry(p).or_default();
+        e.0 += 1;
+        if e.1.len() < LOCATIONS_KEPT {
+            e.1.push(at.to_string());
+        }
+    }
+
+    /// Adds another tally's counts (keeping the first locations).
+    pub fn merge(&mut self, other: Tally) {
+        for (p, (n, at)) in other.0 {
+            let e = self.0.entry(p).or_default();
+            e.0 += n;
+            let room = LOCATIONS_KEPT.saturating_sub(e.1.len());
+            e.1.extend(at.into_iter().take(room));
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.values().map(|(n, _)| n).sum()
+    }
+}
+
+/// Where a line is.
+#[derive(Debug, Clone)]
+pub struct Location<'a> {
+    pub source: &'a str,
+    pub line: u64,
+}
+
+impl std::fmt::Display for Location<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            f.write_str(self.source)
+        } else {
+            write!(f, "{}:{}", self.source, self.line)
+        }
+    }
+}
+
+/// One access-log line, as the shipped format writes it.
+#[derive(Debug, Deserialize)]
+pub struct Line<'a> {
+    #[serde(borrow, default)]
+    pub time: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub path: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub code: Option<Number>,
+    #[serde(default)]
+    pub duration_ms: Option<Number>,
+    #[serde(borrow, default)]
+    pub units: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub exposure: Option<Cow<'a, str>>,
+}
+
+/// A number Envoy writes as a number, or as a string in a text format.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Number {
+    Number(f64),
+    Text(String),
+}
+
+impl Number {
+    pub fn value(&self) -> Option<f64> {
+        match self {
+            Number::Number(n) => Some(*n),
+            Number::Text(t) => t.parse().ok(),
+        }
+    }
+}
+
+/// The inputs named on the command line: globs expanded (sorted), `-` kept as is.
+pub fn expand(patterns: &[String]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for p in patterns {
+        if p == "-" || !p.contains(['*', '?', '[']) {
+            out.push(p.clone());
+            continue;
+        }
+        let paths = glob::glob(p).map_err(|e| format!("--access-log {p}: {e}"))?;
+        let mut found: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
+        if found.is_empty() {
+            return Err(format!("--access-log {p}: no file matches"));
+        }
+        found.sort();
+        out.extend(found.into_iter().map(|f| f.display().to_string()));
+    }
+    Ok(out)
+}
+
+/// Standard input copied to a temporary file, so that both passes can read it.
+pub fn spool_stdin() -> Result<tempfile::NamedTempFile, String> {
+    let mut f =
+        tempfile::NamedTempFile::new().map_err(|e| format!("cannot spool standard input: {e}"))?;
+    std::io::copy(&mut std::io::stdin().lock(), &mut f)
+        .and_then(|_| f.flush())
+        .map_err(|e| format!("cannot spool standard input: {e}"))?;
+    Ok(f)
+}
+
+/// A file's reader, gunzipped when it starts with the gzip magic bytes (and whether it is).
+fn open(path: &Path) -> std::io::Result<(Box<dyn BufRead>, bool)> {
+    let mut file = BufReader::new(File::open(path)?);
+    let gzip = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    Ok(if gzip {
+        let reader = BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(file));
+        (Box::new(reader), true)
+    } else {
+        (Box::new(BufReader::with_capacity(1 << 16, file)), false)
+    })
+}
+
+/// Calls `each` with every line of `path` (without its newline), its location and the tally; a line
+/// longer than [`MAX_LINE_BYTES`], an unreadable file and a truncated gzip are counted.
+pub fn each_line(
+    path: &Path,
+    name: &str,
+    tally: &mut Tally,
+    mut each: impl FnMut(&[u8], &Location, &mut Tally),
+) {
+    let (mut reader, gzip) = match open(path) {
+        Ok(r) => r,
+        Err(_) => {
+            tally.add(
+                Problem::Unreadable,
+                &Location {
+                    source: name,
+                    line: 0,
+                },
+            );
+            return;
+        }
+    };
+    let mut line = Vec::with_capacity(1024);
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        let mut too_long = false;
+        let ended = loop {
+            let buf = match reader.fill_buf() {
+                Ok(b) => b,
+                Err(_) => {
+                    let at = Location {
+                        source: name,
+                        line: number + 1,
+                    };
+                    tally.add(
+                        if gzip {
+                            Problem::TruncatedGzip
+                        } else {
+                            Problem::Unreadable
+                        },
+                        &at,
+                    );
+                    return;
+                }
+            };
+            if buf.is_empty() {
+                break true;
+            }
+            let (chunk, newline) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (&buf[..i], true),
+                None => (buf, false),
+            };
+            if !too_long && line.len() + chunk.len() <= MAX_LINE_BYTES {
+                line.extend_from_slice(chunk);
+            } else {
+                too_long = true;
+            }
+            let used = chunk.len() + usize::from(newline);
+            reader.consume(used);
+            if newline {
+                break false;
+            }
+        };
+        if ended && line.is_empty() && !too_long {
+            return;
+        }
+        number += 1;
+        let at = Location {
+            source: name,
+            line: number,
+        };
+        if too_long {
+            tally.add(Problem::TooLong, &at);
+        } else if !line.iter().all(u8::is_ascii_whitespace) {
+            each(&line, &at, tally);
+        }
+        if ended {
+            return;
+        }
+    }
+}

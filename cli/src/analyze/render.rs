@@ -1,0 +1,216 @@
+//! `analyze`'s report as a table for people and as JSON for programs.
+
+use std::fmt::Write;
+
+use serde_json::{json, Value};
+
+use super::report::{Effect, SRM_ALPHA};
+use super::Analysis;
+
+fn grouped(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn number(x: f64, percent: bool) -> String {
+    if percent {
+        format!("{:.2}%", 100.0 * x)
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+fn signed(x: f64, percent: bool) -> String {
+    if percent {
+        format!("{:+.2}pt", 100.0 * x)
+    } else {
+        format!("{x:+.3}")
+    }
+}
+
+fn p(x: f64) -> String {
+    if x < 0.0001 {
+        "<0.0001".into()
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+/// The report as text.
+pub fn render_text(a: &Analysis) -> String {
+    let mut out = String::new();
+    let interval = match a.options.mixing {
+        Some(_) => "CS",
+        None => "CI",
+    };
+    let level = format!("{:.0}%", 100.0 * (1.0 - a.options.alpha));
+    let _ = writeln!(
+        out,
+        "{} lines read; {} experiments with exposed units; {}",
+        grouped(a.lines),
+        a.experiments.len(),
+        match a.options.mixing {
+            Some(m) => format!("always-valid {level} confidence sequences (mixing {m}), Holm over every comparison"),
+            None => format!("fixed-horizon {level} intervals (one planned look), Holm over every comparison"),
+        }
+    );
+    if a.tally.total() > 0 {
+        let _ = writeln!(
+            out,
+            "bad input: {} lines or inputs not used",
+            grouped(a.tally.total())
+        );
+        for (problem, (n, at)) in &a.tally.0 {
+            let _ = writeln!(
+                out,
+                "  {} × {}: {}",
+                grouped(*n),
+                problem.describe(),
+                at.join(", ")
+            );
+        }
+    }
+    for e in &a.experiments {
+        let total: u64 = e.variants.iter().map(|v| v.units).sum();
+        let _ = writeln!(
+            out,
+            "\n{} (unit {}): {} exposed units",
+            e.key,
+            e.unit,
+            grouped(total)
+        );
+        match e.srm_p {
+            Some(pv) if pv < SRM_ALPHA => {
+                let _ = writeln!(out, "  SRM: p = {} < {SRM_ALPHA}: units are not split as configured; the effects below cannot be trusted", p(pv));
+            }
+            Some(pv) => {
+                let _ = writeln!(
+                    out,
+                    "  SRM: p = {} (exact binomial, units against the configured shares): ok",
+                    p(pv)
+                );
+            }
+            None => {}
+        }
+        let _ = writeln!(
+            out,
+            "  {:<24} {:>12} {:>9} {:>9}",
+            "variant", "units", "share", "expected"
+        );
+        for v in &e.variants {
+            let share = if total > 0 {
+                v.units as f64 / total as f64
+            } else {
+                0.0
+            };
+            let _ = writeln!(
+                out,
+                "  {:<24} {:>12} {:>8.2}% {:>8.2}%",
+                v.name,
+                grouped(v.units),
+                100.0 * share,
+                100.0 * v.expected_share
+            );
+        }
+        for v in e.variants.iter().skip(1) {
+            let control = &e.variants[0].name;
+            let _ = writeln!(out, "  {} against {control}:", v.name);
+            for (m, effect) in a.metrics.iter().zip(&v.effects) {
+                let Some(x) = effect else {
+                    let _ = writeln!(out, "    {:<30} not enough units", m.name);
+                    continue;
+                };
+                let lift = x.lift.map_or("-".to_string(), |(l, lo, hi)| {
+                    format!(
+                        "{:+.1}% [{:+.1}%, {:+.1}%]",
+                        100.0 * l,
+                        100.0 * lo,
+                        100.0 * hi
+                    )
+                });
+                let _ = writeln!(
+                    out,
+                    "    {:<30} {} vs {}: {} [{}, {}] ({level} {interval}); lift {lift}; p {} (Holm {})",
+                    m.name,
+                    number(x.variant, m.percent),
+                    number(x.control, m.percent),
+                    signed(x.diff, m.percent),
+                    signed(x.diff_low, m.percent),
+                    signed(x.diff_high, m.percent),
+                    p(x.p_value),
+                    p(x.adjusted)
+                );
+            }
+        }
+    }
+    out
+}
+
+fn effect_json(x: &Effect) -> Value {
+    json!({
+        "control": x.control, "variant": x.variant,
+        "diff": x.diff, "diff_low": x.diff_low, "diff_high": x.diff_high,
+        "lift": x.lift.map(|l| l.0), "lift_low": x.lift.map(|l| l.1), "lift_high": x.lift.map(|l| l.2),
+        "p_value": x.p_value, "p_holm": x.adjusted,
+    })
+}
+
+/// The report as JSON.
+pub fn render_json(a: &Analysis) -> String {
+    let experiments: Vec<Value> = a
+        .experiments
+        .iter()
+        .map(|e| {
+            let variants: Vec<Value> = e
+                .variants
+                .iter()
+                .map(|v| {
+                    let metrics: serde_json::Map<String, Value> = a
+                        .metrics
+                        .iter()
+                        .zip(v.values.iter().zip(&v.effects))
+                        .map(|(m, (value, effect))| {
+                            (m.name.clone(), json!({"value": value, "against_control": effect.as_ref().map(effect_json)}))
+                        })
+                        .collect();
+                    json!({"name": v.name, "units": v.units, "expected_share": v.expected_share, "metrics": metrics})
+                })
+                .collect();
+            json!({
+                "key": e.key, "unit": e.unit,
+                "units": e.variants.iter().map(|v| v.units).sum::<u64>(),
+                "srm_p": e.srm_p, "srm": e.srm_p.is_some_and(|p| p < SRM_ALPHA),
+                "variants": variants,
+                "daily_exposed_units": e.daily.iter().map(|(d, n)| json!({"day": abmesh::time::format_rfc3339(d * 86_400_000).get(..10), "units": n})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let bad: serde_json::Map<String, Value> = a
+        .tally
+        .0
+        .iter()
+        .map(|(p, (n, at))| {
+            (
+                p.key().to_string(),
+                json!({"count": n, "first": at, "what": p.describe()}),
+            )
+        })
+        .collect();
+    json!({
+        "lines": a.lines,
+        "bad_input": bad,
+        "mode": if a.options.mixing.is_some() { "sequential" } else { "fixed_horizon" },
+        "mixing": a.options.mixing,
+        "alpha": a.options.alpha,
+        "goals": a.goals.iter().map(|g| g.name.clone()).collect::<Vec<_>>(),
+        "experiments": experiments,
+    })
+    .to_string()
+}

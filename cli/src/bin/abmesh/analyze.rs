@@ -1,0 +1,180 @@
+//! `abmesh analyze`: per-unit results of the experiments from the access logs Envoy wrote.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use abmesh_cli::analyze::goal::Goal;
+use abmesh_cli::analyze::input::{expand, spool_stdin};
+use abmesh_cli::analyze::report::Options;
+use abmesh_cli::bounded::{read_at_most, MAX_IMPORT_BYTES};
+
+use crate::common::{out, read_config, usage_error};
+
+pub fn run(args: &[OsString]) -> ExitCode {
+    let (mut config, mut logs, mut goals) = (None, Vec::new(), Vec::new());
+    let (mut json, mut strict) = (false, false);
+    let mut options = Options {
+        alpha: 0.05,
+        mixing: Some(abmesh_cli::sequential::DEFAULT_MIXING),
+    };
+    let mut fixed = false;
+    let mut rest = args.iter().peekable();
+    while let Some(flag) = rest.next() {
+        let value = |rest: &mut std::iter::Peekable<std::slice::Iter<OsString>>, f: &str| {
+            rest.next()
+                .map(|v| v.to_string_lossy().into_owned())
+                .ok_or_else(|| format!("{f} needs a value"))
+        };
+        match flag.to_str() {
+            Some("--json") => json = true,
+            Some("--strict") => strict = true,
+            Some("--fixed-horizon") => fixed = true,
+            Some("--config") => match rest.next() {
+                Some(c) => config = Some(c.clone()),
+                None => return usage_error("--config needs a value"),
+            },
+            Some("--access-log") => {
+                // One or more files (or globs, or -) until the next option.
+                let before = logs.len();
+                while let Some(v) = rest.peek() {
+                    if v.to_string_lossy().starts_with("--") {
+                        break;
+                    }
+                    logs.push(v.to_string_lossy().into_owned());
+                    rest.next();
+                }
+                if logs.len() == before {
+                    return usage_error(
+                        "--access-log needs at least one FILE (a glob, or - for standard input)",
+                    );
+                }
+            }
+            Some(f @ "--goal") => match value(&mut rest, f).and_then(|g| Goal::parse(&g)) {
+                Ok(g) => goals.push(g),
+                Err(e) => return usage_error(&e),
+            },
+            Some(f @ "--goals") => {
+                let path = match value(&mut rest, f) {
+                    Ok(p) => p,
+                    Err(e) => return usage_error(&e),
+                };
+                let text = std::fs::File::open(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|f| read_at_most(f, MAX_IMPORT_BYTES));
+                let text = match text {
+                    Ok(t) => String::from_utf8_lossy(&t).into_owned(),
+                    Err(e) => {
+                        eprintln!("abmesh: cannot read --goals {path}: {e}");
+                        return ExitCode::from(1);
+                    }
+                };
+                for (i, line) in text.lines().enumerate() {
+                    let line = line.trim();
+                    if line.is_empty() || line.starts_with('#') {
+                        continue;
+                    }
+                    match Goal::parse(line) {
+                        Ok(g) => goals.push(g),
+                        Err(e) => {
+                            return usage_error(&format!("--goals {path} line {}: {e}", i + 1))
+                        }
+                    }
+                }
+            }
+            Some(f @ ("--alpha" | "--mixing")) => {
+                let v = match value(&mut rest, f) {
+                    Ok(v) => v,
+                    Err(e) => return usage_error(&e),
+                };
+                match (f, v.parse::<f64>()) {
+                    ("--alpha", Ok(a)) if a > 0.0 && a < 1.0 => options.alpha = a,
+                    ("--mixing", Ok(m)) if m > 0.0 && m <= 10.0 => options.mixing = Some(m),
+                    _ => {
+                        return usage_error(&format!(
+                            "{f} needs a number ({}), found '{v}'",
+                            if f == "--alpha" {
+                                "between 0 and 1"
+                            } else {
+                                "above 0, at most 10"
+                            }
+                        ))
+                    }
+                }
+            }
+            _ => return usage_error(&format!("unknown option {}", flag.to_string_lossy())),
+        }
+    }
+    if fixed {
+        options.mixing = None;
+    }
+    let Some(config_path) = config else {
+        return usage_error("analyze needs --config CONFIG and --access-log FILE...");
+    };
+    if logs.is_empty() {
+        return usage_error(
+            "analyze needs --access-log FILE... (files, globs, or - for standard input)",
+        );
+    }
+    if goals
+        .iter()
+        .enumerate()
+        .any(|(i, g)| goals[..i].iter().any(|h| h.name == g.name))
+    {
+        return usage_error("two goals have the same name");
+    }
+    let config = match read_config(&config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let names = match expand(&logs) {
+        Ok(n) => n,
+        Err(e) => return usage_error(&e),
+    };
+    let mut stdin = None;
+    let mut inputs: Vec<(PathBuf, String)> = Vec::new();
+    for n in names {
+        if n == "-" {
+            if stdin.is_none() {
+                match spool_stdin() {
+                    Ok(f) => stdin = Some(f),
+                    Err(e) => {
+                        eprintln!("abmesh: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+            if let Some(f) = &stdin {
+                inputs.push((f.path().to_path_buf(), "-".into()));
+            }
+        } else {
+            inputs.push((PathBuf::from(&n), n));
+        }
+    }
+    let analysis = abmesh_cli::analyze::analyze(&config, &goals, &inputs, options);
+    if json {
+        out(&format!(
+            "{}\n",
+            abmesh_cli::analyze::render_json(&analysis)
+        ));
+    } else {
+        out(&abmesh_cli::analyze::render_text(&analysis));
+    }
+    let bad = analysis.tally.total();
+    let unreadable = analysis
+        .tally
+        .0
+        .contains_key(&abmesh_cli::analyze::input::Problem::Unreadable);
+    if unreadable || (strict && bad > 0) {
+        eprintln!(
+            "abmesh: {bad} lines or inputs could not be used{}",
+            if strict { " (--strict)" } else { "" }
+        );
+        return ExitCode::from(1);
+    }
+    if analysis.srm() {
+        eprintln!("abmesh: sample ratio mismatch: the units are not split as configured");
+        return ExitCode::from(3);
+    }
+    ExitCode::SUCCESS
+}
