@@ -113,7 +113,7 @@ fn usage_errors_exit_2_and_say_what_is_wrong() {
     for (args, msg) in [
         (
             vec![],
-            "missing command (check, assign, guard, import or plan)",
+            "missing command (check, assign, guard, analyze, import or plan)",
         ),
         (vec!["frobnicate"], "unknown command 'frobnicate'"),
         (
@@ -165,6 +165,7 @@ fn help_documents_every_command() {
         "abmesh guard --config CONFIG (--stats URL_OR_FILE | --prometheus URL [--window 1h])"
     ));
     assert!(help.contains("abmesh import growthbook|flagd FILE [--allow-partial]"));
+    assert!(help.contains("abmesh analyze --config CONFIG --access-log FILE..."));
     assert!(help.contains("abmesh plan (--baseline-rate RATE | --sd SD)"));
     assert!(help.contains("abmesh guard ... --write-config OUT.json"));
     // Every command answers --help with the same text, wherever the flag stands.
@@ -174,13 +175,14 @@ fn help_documents_every_command() {
         &["guard", "-h"],
         &["import", "--help"],
         &["plan", "--baseline-rate", "--help"],
+        &["analyze", "--help"],
     ] {
         let sub = abmesh(args);
         assert_eq!(sub.status.code(), Some(0), "{args:?}");
         assert_eq!(stdout(&sub), help, "{args:?}");
     }
     assert!(help.contains(
-        "exit codes: 0 success (guard: healthy, with evidence), 1 invalid configuration or unreadable\ninput (guard: a source that fails, with its URL and HTTP status), 2 usage error, 3 guardrail\nbreached (guard --write-config: the written configuration changed), 4 guard: no evidence"
+        "exit codes: 0 success (guard: healthy, with evidence), 1 invalid configuration or unreadable\ninput (guard: a source that fails, with its URL and HTTP status), 2 usage error, 3 guardrail\nbreached (guard --write-config: the written configuration changed; analyze: sample ratio\nmismatch), 4 guard: no evidence"
     ));
 }
 
