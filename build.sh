@@ -206,7 +206,7 @@ ensure_fuzz() {
 fuzz() {
   ensure_fuzz
   local t extra
-  for t in config request guard growthbook flagd; do
+  for t in config request guard growthbook flagd access_log; do
     # The configuration target also starts from every shipped example and benchmark
     # configuration (read in place: no copies to keep in step).
     extra=()
@@ -237,11 +237,11 @@ ensure_venv() {
 }
 
 # SciPy and statsmodels in .venv/: the independent implementations the statistics are checked
-# against (tests/reference/).
+# against (tests/reference/); DuckDB: analyze's warehouse SQL run for real.
 ensure_reference_python() {
   ensure_venv
-  .venv/bin/python3 -c "import scipy, statsmodels" 2>/dev/null \
-    || .venv/bin/pip install -q "scipy==1.17.*" "statsmodels==0.15.*"
+  .venv/bin/python3 -c "import scipy, statsmodels, duckdb" 2>/dev/null \
+    || .venv/bin/pip install -q "scipy==1.17.*" "statsmodels==0.15.*" "duckdb==1.*"
 }
 
 ensure_envoy() {
@@ -328,6 +328,9 @@ run_tests() {
   .venv/bin/python3 tests/reference/recorded_values.py
   .venv/bin/python3 tests/reference/plan_check.py dist/abmesh
   .venv/bin/python3 tests/reference/robust_check.py dist/abmesh
+  .venv/bin/python3 tests/reference/analyze_check.py dist/abmesh
+  say "analyze's warehouse SQL in DuckDB against the streaming path"
+  .venv/bin/python3 tests/reference/duckdb_check.py dist/abmesh
   fuzz 60
   say "all tests passed"
 }
@@ -376,8 +379,8 @@ bench() {
   ensure_command valgrind valgrind "callgrind counts Envoy's work per request (bench/envoy_count.py)"
   say "Envoy benchmark (about $(( ${BENCH_ROUNDS:-9} * 34 * (${BENCH_SECONDS:-2} + 0) / 60 + 4 )) minutes, then about 15 more counting under valgrind)"
   python3 bench/envoy_bench.py
-  say "the largest configuration the limits accept, under load (bench/limits.py, about 3 minutes)"
-  python3 bench/limits.py 39 100 0 150 > bench/limits.json
+  say "the largest configuration the limits accept, under load (bench/limits.py, about 11 minutes)"
+  python3 bench/limits.py 39 100 0 600 > bench/limits.json
   python3 bench/report.py
   say "wrote BENCHMARKS.md and bench/plot.svg"
 }

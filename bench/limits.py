@@ -93,6 +93,15 @@ def main():
                 time.sleep(0.2)
         rss_before = rss_kib(envoy.pid)
         latencies, statuses, threads = [], {}, []
+        warmup = float(os.environ.get("LIMITS_WARMUP", "0"))
+        if warmup:
+            # Traffic first, not measured: every series defined before the measured period.
+            until = time.monotonic() + warmup
+            ws = [threading.Thread(target=client, args=(port, "warm-%d" % c, until, [], {})) for c in range(4)]
+            for t in ws:
+                t.start()
+            for t in ws:
+                t.join()
         until = time.monotonic() + seconds
         for c in range(4):
             t = threading.Thread(target=client, args=(port, "user-%d" % c, until, latencies, statuses))

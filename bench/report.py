@@ -362,7 +362,7 @@ def main():
         w("`bench/limits.py %d %d %d %d` (run by `./build.sh bench`): %d experiments of %d variants, "
           "64-character keys and variant names, %d replicates — %s Envoy stats series by `abmesh check`'s "
           "count, the most under the limit of 100,000 — in Envoy `--concurrency 2`; 4 clients send "
-          "for %d s, each request a new unit, while each VM defines at most 1,000 series a second."
+          "for %d s, each request a new unit, while each VM's once-a-second publication defines series for at most 20 ms."
           % (lim["experiments"], lim["variants"], lim["replicates"], lim["seconds"], lim["experiments"],
              lim["variants"], lim["replicates"], lim["check_series"], lim["seconds"]))
         w("")

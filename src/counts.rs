@@ -16,6 +16,11 @@ pub trait Sink {
     fn define(&mut self, name: &str) -> Result<u32, SinkError>;
     /// Adds `n` to a defined counter.
     fn increment(&mut self, id: u32, n: u64) -> Result<(), SinkError>;
+    /// Whether this publication has used its time: asked before each experiment (and each
+    /// replicate block), so what is left waits for the next publication, none of it lost.
+    fn out_of_time(&mut self) -> bool {
+        false
+    }
 }
 
 /// The sink refused a call (a host call failed).
@@ -73,6 +78,9 @@ const PER_REPLICATE: usize = REPLICATE_METRICS.len();
 /// (SECURITY.md, "Limits", has the measurement).
 pub const DEFINITIONS_PER_PUBLICATION: usize = 1_000;
 
+/// How many definitions pass between two looks at the publication's clock.
+const TIME_CHECK_EVERY: usize = 8;
+
 /// A counter with no Envoy metric id yet.
 const UNDEFINED: u32 = u32::MAX;
 /// A variant with no replicate block yet.
@@ -114,6 +122,10 @@ pub struct Counts {
     replicate_pending: Vec<u64>,
     replicate_ids: Vec<u32>,
     replicate_count: u16,
+    /// Where the next publication starts among the experiments and the replicate blocks, so
+    /// that one cut short by time does not starve the ones after it.
+    cursor: usize,
+    block_cursor: usize,
 }
 
 impl Counts {
@@ -141,6 +153,8 @@ impl Counts {
             replicate_pending: Vec::new(),
             replicate_ids: Vec::new(),
             replicate_count: config.replicates,
+            cursor: 0,
+            block_cursor: 0,
         }
     }
 
@@ -286,8 +300,9 @@ impl Counts {
 
     /// Publishes pending counts: defines each metric on first use, then one increment per
     /// series with news. Only experiments with news are looked at. At most
-    /// [`DEFINITIONS_PER_PUBLICATION`] metrics are defined per call: a series past that keeps
-    /// its count (and its experiment its mark) for the next publication.
+    /// [`DEFINITIONS_PER_PUBLICATION`] metrics are defined per call, and the sink can end a
+    /// publication early ([`Sink::out_of_time`]); a series past either keeps its count (and its
+    /// experiment its mark) for the next publication, which starts where this one stopped.
     pub fn publish(&mut self, config: &Config, sink: &mut impl Sink) {
         let mut failures = 0u64;
         let mut budget = DEFINITIONS_PER_PUBLICATION;
@@ -295,10 +310,17 @@ impl Counts {
             failures +=
                 u64::from(!self.publish_one(config, sink, &mut budget, k, Series::Error(k)));
         }
-        for e in 0..self.dirty.len() {
-            if !std::mem::take(&mut self.dirty[e]) {
+        let experiments = self.dirty.len();
+        for step in 0..experiments {
+            let e = (self.cursor + step) % experiments;
+            if !self.dirty[e] {
                 continue;
             }
+            if sink.out_of_time() {
+                self.cursor = e;
+                break;
+            }
+            self.dirty[e] = false;
             let at = self.slots[e].counters;
             for r in 0..REASONS {
                 let s = Series::NotAssigned(e, r);
@@ -320,7 +342,14 @@ impl Counts {
             }
         }
         let per_block = usize::from(self.replicate_count) * PER_REPLICATE;
-        for (block, &(e, v)) in self.block_owner.iter().enumerate() {
+        let blocks = self.block_owner.len();
+        for step in 0..blocks {
+            let block = (self.block_cursor + step) % blocks;
+            if sink.out_of_time() {
+                self.block_cursor = block;
+                break;
+            }
+            let (e, v) = self.block_owner[block];
             for j in 0..per_block {
                 let i = block * per_block + j;
                 let pending = std::mem::take(&mut self.replicate_pending[i]);
@@ -439,7 +468,11 @@ fn publish(
     n: u64,
 ) -> Outcome {
     if *id == UNDEFINED {
-        if *budget == 0 {
+        // Defining a stat can take Envoy a tenth of a millisecond and more (its name through
+        // every stats-tag rule, the shared stat store's lock): the clock is asked every few
+        // definitions, so a publication stops defining once its time is up.
+        if *budget == 0 || (*budget % TIME_CHECK_EVERY == 0 && sink.out_of_time()) {
+            *budget = 0;
             return Outcome::Deferred;
         }
         *budget -= 1;
@@ -794,5 +827,108 @@ mod tests {
         assert_eq!(sink.totals.len(), 5709);
         // The host error series holds the one count the test gave it: no deferral was a failure.
         assert_eq!(total(&sink, "kind=.=host;.;abmesh_errors_total"), 1);
+    }
+
+    /// A sink whose publications may look at `checks` experiments before their time is up.
+    struct HurriedSink {
+        inner: MapSink,
+        checks: usize,
+        left: usize,
+    }
+
+    impl Sink for HurriedSink {
+        fn define(&mut self, name: &str) -> Result<u32, SinkError> {
+            self.inner.define(name)
+        }
+        fn increment(&mut self, id: u32, n: u64) -> Result<(), SinkError> {
+            self.inner.increment(id, n)
+        }
+        fn out_of_time(&mut self) -> bool {
+            if self.left == usize::MAX {
+                return false;
+            }
+            if self.left == 0 {
+                return true;
+            }
+            self.left -= 1;
+            false
+        }
+    }
+
+    #[test]
+    fn a_publication_out_of_time_stops_and_the_next_goes_on_where_it_stopped() {
+        let keys: Vec<String> = (0..5)
+            .map(|i| format!(r#"{{"key": "e{i}", "variants": [{{"name": "a", "weight": 1}}]}}"#))
+            .collect();
+        let json = format!(
+            r#"{{"units": {{"user": [{{"header": "x-user-id"}}]}}, "metrics": {{"replicates": 0}},
+                "experiments": [{}]}}"#,
+            keys.join(",")
+        );
+        let config = Config::parse(json.as_bytes()).unwrap();
+        let mut counts = Counts::for_config(&config);
+        let mut sink = HurriedSink {
+            inner: MapSink::default(),
+            checks: 2,
+            left: usize::MAX,
+        };
+        let assigned = |sink: &HurriedSink, e: usize| {
+            total(
+                &sink.inner,
+                &format!("experiment=.=e{e};.;variant=.=a;.;abmesh_assignments_total"),
+            )
+        };
+        // A first publication with time to spare defines the series (a definition looks at the
+        // clock too); from then on only the experiments do.
+        for e in 0..5 {
+            counts.add(Series::Assigned(e, 0));
+        }
+        counts.publish(&config, &mut sink);
+        for e in 0..5 {
+            counts.add(Series::Assigned(e, 0));
+        }
+        sink.left = sink.checks;
+        counts.publish(&config, &mut sink);
+        assert_eq!(
+            (0..5).map(|e| assigned(&sink, e)).collect::<Vec<_>>(),
+            [2, 2, 1, 1, 1]
+        );
+        // New counts for e0 wait their turn: the next publication starts at e2.
+        counts.add(Series::Assigned(0, 0));
+        sink.left = sink.checks;
+        counts.publish(&config, &mut sink);
+        assert_eq!(
+            (0..5).map(|e| assigned(&sink, e)).collect::<Vec<_>>(),
+            [2, 2, 2, 2, 1]
+        );
+        sink.left = sink.checks;
+        counts.publish(&config, &mut sink);
+        assert_eq!(
+            (0..5).map(|e| assigned(&sink, e)).collect::<Vec<_>>(),
+            [3, 2, 2, 2, 2]
+        );
+    }
+
+    #[test]
+    fn a_publication_out_of_time_defines_nothing_more_and_loses_no_count() {
+        let config = config();
+        let mut counts = Counts::for_config(&config);
+        let mut sink = HurriedSink {
+            inner: MapSink::default(),
+            checks: 0,
+            left: 0,
+        };
+        counts.add(Series::Assigned(0, 0));
+        counts.publish(&config, &mut sink);
+        assert!(sink.inner.names.is_empty());
+        sink.left = usize::MAX;
+        counts.publish(&config, &mut sink);
+        assert_eq!(
+            total(
+                &sink.inner,
+                "experiment=.=e;.;variant=.=a;.;abmesh_assignments_total"
+            ),
+            1
+        );
     }
 }

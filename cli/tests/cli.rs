@@ -165,7 +165,9 @@ fn help_documents_every_command() {
         "abmesh guard --config CONFIG (--stats URL_OR_FILE | --prometheus URL [--window 1h])"
     ));
     assert!(help.contains("abmesh import growthbook|flagd FILE [--allow-partial]"));
-    assert!(help.contains("abmesh analyze --config CONFIG --access-log FILE..."));
+    assert!(help.contains(
+        "abmesh analyze --config CONFIG (--access-log FILE... | --sql duckdb | --aggregates FILE)"
+    ));
     assert!(help.contains("abmesh plan (--baseline-rate RATE | --sd SD)"));
     assert!(help.contains("abmesh guard ... --write-config OUT.json"));
     // Every command answers --help with the same text, wherever the flag stands.

@@ -68,10 +68,35 @@ fn log(level: LogLevel, message: &str) {
     let _ = host::log(level, message);
 }
 
-/// Envoy's stats, through the status-returning host calls.
-struct HostSink;
+/// How long one publication may keep its worker from requests. A publication that defines
+/// hundreds of series (each through Envoy's stats-tag rules) or adds to tens of thousands
+/// stops here and the next one, a second later, goes on where it stopped.
+const PUBLICATION_BUDGET_NS: u64 = 20_000_000;
+
+/// Envoy's stats, through the status-returning host calls, until the publication's deadline.
+struct HostSink {
+    /// `None` when the clock could not be read: the publication then runs to its end.
+    deadline_ns: Option<u64>,
+}
+
+impl HostSink {
+    fn new() -> Self {
+        HostSink {
+            deadline_ns: host::current_time_ns()
+                .ok()
+                .map(|t| t.saturating_add(PUBLICATION_BUDGET_NS)),
+        }
+    }
+}
 
 impl Sink for HostSink {
+    fn out_of_time(&mut self) -> bool {
+        match (self.deadline_ns, host::current_time_ns()) {
+            (Some(deadline), Ok(now)) => now >= deadline,
+            _ => false,
+        }
+    }
+
     fn define(&mut self, name: &str) -> Result<u32, SinkError> {
         host::define_counter(name).map_err(|HostError| SinkError)
     }
@@ -161,8 +186,9 @@ impl Root {
     fn tick(&mut self) {
         #[cfg(feature = "fault-injection")]
         fault::begin_tick();
+        let mut sink = HostSink::new();
         for c in self.retired.iter().chain(&self.compiled) {
-            c.metrics.borrow_mut().publish(&c.config, &mut HostSink);
+            c.metrics.borrow_mut().publish(&c.config, &mut sink);
         }
         #[cfg(feature = "fault-injection")]
         fault::end();

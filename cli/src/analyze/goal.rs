@@ -32,10 +32,11 @@ impl Goal {
             && name.len() <= 64
             && name
                 .bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-.".contains(&c));
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
+        // Names become SQL column names (`analyze --sql`): letters, digits and '_' only.
         if !valid_name {
             return Err(bad(
-                "the name must start with a-z and hold at most 64 of a-z, 0-9, '_', '-', '.'",
+                "the name must start with a-z and hold at most 64 of a-z, 0-9, '_'",
             ));
         }
         let mut words: Vec<&str> = rule.split_whitespace().collect();
@@ -117,7 +118,7 @@ mod tests {
         let usage =
             "(expected NAME=[METHOD ]PATH[ CLASS], e.g. purchase=POST /checkout/complete 2xx)";
         assert_eq!(e("purchase"), format!("goal 'purchase': no '=' {usage}"));
-        assert_eq!(e("Buy=/x"), format!("goal 'Buy=/x': the name must start with a-z and hold at most 64 of a-z, 0-9, '_', '-', '.' {usage}"));
+        assert_eq!(e("Buy=/x"), format!("goal 'Buy=/x': the name must start with a-z and hold at most 64 of a-z, 0-9, '_' {usage}"));
         assert_eq!(
             e("buy=post /x"),
             format!("goal 'buy=post /x': the method must be upper-case letters {usage}")

@@ -162,6 +162,22 @@ fn effect_json(x: &Effect) -> Value {
     })
 }
 
+/// A variant's sums under the column names of `analyze --sql`.
+fn sums_json(a: &Analysis, s: &super::collect::Sums) -> Value {
+    let names = super::collect::value_names(&a.goals);
+    let mut out = serde_json::Map::new();
+    out.insert("units".into(), json!(s.units));
+    for (i, n) in names.iter().enumerate() {
+        out.insert(super::sql::sum_column(n), json!(s.sum[i]));
+    }
+    for (i, x) in names.iter().enumerate() {
+        for (j, y) in names.iter().enumerate().skip(i) {
+            out.insert(super::sql::cross_column(x, y), json!(s.cross[i][j]));
+        }
+    }
+    Value::Object(out)
+}
+
 /// The report as JSON.
 pub fn render_json(a: &Analysis) -> String {
     let experiments: Vec<Value> = a
@@ -180,7 +196,7 @@ pub fn render_json(a: &Analysis) -> String {
                             (m.name.clone(), json!({"value": value, "against_control": effect.as_ref().map(effect_json)}))
                         })
                         .collect();
-                    json!({"name": v.name, "units": v.units, "expected_share": v.expected_share, "metrics": metrics})
+                    json!({"name": v.name, "units": v.units, "expected_share": v.expected_share, "metrics": metrics, "sums": sums_json(a, &v.sums)})
                 })
                 .collect();
             json!({

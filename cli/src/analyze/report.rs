@@ -279,6 +279,8 @@ pub fn srm(units: &[u64], shares: &[f64]) -> Option<f64> {
 #[derive(Debug, Clone)]
 pub struct VariantResult {
     pub name: String,
+    /// The sums over the variant's units the figures come from.
+    pub sums: Sums,
     pub units: u64,
     pub expected_share: f64,
     /// Per metric, against control (`None` for control itself or without enough units).
@@ -343,6 +345,7 @@ pub fn judge(
                 .collect();
             variants.push(VariantResult {
                 name: x.variants[v].name.clone(),
+                sums: s.clone(),
                 units: s.units,
                 expected_share: shares[v],
                 effects,

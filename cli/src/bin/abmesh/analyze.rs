@@ -14,6 +14,7 @@ use crate::common::{out, read_config, usage_error};
 pub fn run(args: &[OsString]) -> ExitCode {
     let (mut config, mut logs, mut goals) = (None, Vec::new(), Vec::new());
     let (mut json, mut strict) = (false, false);
+    let (mut sql, mut aggregates): (Option<String>, Option<String>) = (None, None);
     let mut options = Options {
         alpha: 0.05,
         mixing: Some(abmesh_cli::sequential::DEFAULT_MIXING),
@@ -50,6 +51,15 @@ pub fn run(args: &[OsString]) -> ExitCode {
                     );
                 }
             }
+            Some(f @ "--sql") => match value(&mut rest, f) {
+                Ok(engine) if engine == "duckdb" => sql = Some(engine),
+                Ok(engine) => return usage_error(&format!("--sql knows duckdb, not '{engine}'")),
+                Err(e) => return usage_error(&e),
+            },
+            Some(f @ "--aggregates") => match value(&mut rest, f) {
+                Ok(path) => aggregates = Some(path),
+                Err(e) => return usage_error(&e),
+            },
             Some(f @ "--goal") => match value(&mut rest, f).and_then(|g| Goal::parse(&g)) {
                 Ok(g) => goals.push(g),
                 Err(e) => return usage_error(&e),
@@ -111,9 +121,12 @@ pub fn run(args: &[OsString]) -> ExitCode {
     let Some(config_path) = config else {
         return usage_error("analyze needs --config CONFIG and --access-log FILE...");
     };
-    if logs.is_empty() {
+    let sources = usize::from(!logs.is_empty())
+        + usize::from(sql.is_some())
+        + usize::from(aggregates.is_some());
+    if sources != 1 {
         return usage_error(
-            "analyze needs --access-log FILE... (files, globs, or - for standard input)",
+            "analyze needs exactly one of --access-log FILE..., --sql ENGINE or --aggregates FILE",
         );
     }
     if goals
@@ -127,6 +140,25 @@ pub fn run(args: &[OsString]) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if sql.is_some() {
+        out(&abmesh_cli::analyze::sql::duckdb(&config, &goals));
+        return ExitCode::SUCCESS;
+    }
+    if let Some(path) = aggregates {
+        let text = std::fs::File::open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| read_at_most(f, MAX_IMPORT_BYTES))
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let analysis =
+            text.and_then(|t| abmesh_cli::analyze::from_aggregates(&config, &goals, &t, options));
+        return match analysis {
+            Ok(a) => report(&a, json, false),
+            Err(e) => {
+                eprintln!("abmesh: --aggregates {path}: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let names = match expand(&logs) {
         Ok(n) => n,
         Err(e) => return usage_error(&e),
@@ -152,13 +184,15 @@ pub fn run(args: &[OsString]) -> ExitCode {
         }
     }
     let analysis = abmesh_cli::analyze::analyze(&config, &goals, &inputs, options);
+    report(&analysis, json, strict)
+}
+
+/// Prints the report; the exit code: 1 for unusable input (any, with --strict), 3 for SRM.
+fn report(analysis: &abmesh_cli::analyze::Analysis, json: bool, strict: bool) -> ExitCode {
     if json {
-        out(&format!(
-            "{}\n",
-            abmesh_cli::analyze::render_json(&analysis)
-        ));
+        out(&format!("{}\n", abmesh_cli::analyze::render_json(analysis)));
     } else {
-        out(&abmesh_cli::analyze::render_text(&analysis));
+        out(&abmesh_cli::analyze::render_text(analysis));
     }
     let bad = analysis.tally.total();
     let unreadable = analysis

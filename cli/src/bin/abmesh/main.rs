@@ -59,8 +59,9 @@ usage:
       control (first) variant as the winner; every other experiment, ramps included, is kept.
       Each change is printed with its reasons. Exits 0 when nothing changed, 3 when it did.
 
-  abmesh analyze --config CONFIG --access-log FILE... [--goal NAME=SPEC]... [--goals FILE]
-                 [--json] [--fixed-horizon | --mixing M] [--alpha A] [--strict]
+  abmesh analyze --config CONFIG (--access-log FILE... | --sql duckdb | --aggregates FILE)
+                 [--goal NAME=SPEC]... [--goals FILE] [--json] [--fixed-horizon | --mixing M]
+                 [--alpha A] [--strict]
       Per-unit results from the access logs Envoy wrote (the shipped format: files, globs, - for
       standard input, gzip by content): each unit's first exposure from the exposure records,
       every later request of the unit attributed to its variant through wasm.abmesh_units. A
@@ -70,7 +71,9 @@ usage:
       control, per goal the conversion and goals per unit, requests per unit, 5xx per request
       and duration per request (delta method), with always-valid 95% confidence sequences by
       default, Holm over every comparison. Lines it cannot use are counted by kind with their
-      first locations; --strict makes any exit 1. Exits 3 on SRM (p < 0.001).
+      first locations; --strict makes any exit 1. Exits 3 on SRM (p < 0.001). --sql duckdb
+      prints the same aggregation as one query over a relation access_log (the log's fields as
+      columns); --aggregates reads its rows (JSON lines) and reports the same statistics.
 
   abmesh import growthbook|flagd FILE [--allow-partial]
       Translate a GrowthBook SDK payload (features with experiment rules) or a flagd flag file

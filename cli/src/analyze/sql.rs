@@ -1,0 +1,170 @@
+//! `analyze --sql duckdb`: the per-unit aggregation as SQL, for access logs that live in a
+//! warehouse. It reads a relation `access_log` with the shipped format's columns — `time`
+//! (RFC 3339 text or a timestamp), `method`, `path`, `code`, `duration_ms`, `exposure` and
+//! `units` (JSON text or NULL) — and returns one row per experiment and variant with the same
+//! sums [`super::collect::Sums`] holds: `units`, `sum__<value>` and `cross__<a>__<b>` for the
+//! values of [`super::collect::value_names`]. `analyze --aggregates` runs the statistics on
+//! those rows, so the heavy part runs where the logs are.
+
+use abmesh::Config;
+
+use super::collect::value_names;
+use super::goal::{Goal, PathMatch};
+
+/// A value's column-safe name: `converted:purchase` → `converted_purchase`.
+pub fn column(value: &str) -> String {
+    value.replace(':', "_")
+}
+
+/// `sum__<a>` and `cross__<a>__<b>` (a before b in the value order).
+pub fn sum_column(a: &str) -> String {
+    format!("sum__{}", column(a))
+}
+
+pub fn cross_column(a: &str, b: &str) -> String {
+    format!("cross__{}__{}", column(a), column(b))
+}
+
+/// A SQL string literal.
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The condition a line meets to reach `goal`, over columns `method`, `path`, `code`.
+fn goal_condition(goal: &Goal) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = &goal.method {
+        parts.push(format!("lu.method = {}", lit(m)));
+    }
+    let path = "split_part(lu.path, '?', 1)";
+    parts.push(match &goal.path {
+        PathMatch::Exact(p) => format!("{path} = {}", lit(p)),
+        PathMatch::Prefix(p) => format!("starts_with({path}, {})", lit(p)),
+    });
+    if let Some(c) = goal.class {
+        parts.push(format!("lu.code // 100 = {c}"));
+    }
+    parts.join(" AND ")
+}
+
+/// The DuckDB query.
+pub fn duckdb(config: &Config, goals: &[Goal]) -> String {
+    let mut variants = Vec::new();
+    for e in &config.experiments {
+        for v in &e.variants {
+            variants.push(format!("({}, {})", lit(&e.key), lit(&v.name)));
+        }
+    }
+    let units: Vec<String> = config
+        .units
+        .iter()
+        .map(|u| format!("({})", lit(&u.name)))
+        .collect();
+    let mut per_unit = vec![
+        "count(*) FILTER (WHERE lu.t >= f.first_ms) AS requests".to_string(),
+        "count(*) FILTER (WHERE lu.t < f.first_ms) AS pre_requests".to_string(),
+        "count(*) FILTER (WHERE lu.t >= f.first_ms AND lu.code >= 500) AS errors_5xx".to_string(),
+        "coalesce(sum(lu.duration_ms) FILTER (WHERE lu.t >= f.first_ms), 0) AS duration_ms"
+            .to_string(),
+    ];
+    for g in goals {
+        per_unit.push(format!(
+            "count(*) FILTER (WHERE lu.t >= f.first_ms AND {}) AS goals_{}",
+            goal_condition(g),
+            g.name
+        ));
+    }
+    let names = value_names(goals);
+    let value_expr = |name: &str| -> String {
+        match name.split_once(':') {
+            Some(("converted", g)) => format!("CAST(goals_{g} > 0 AS DOUBLE)"),
+            Some(("goals", g)) => format!("CAST(goals_{g} AS DOUBLE)"),
+            _ => format!("CAST({name} AS DOUBLE)"),
+        }
+    };
+    let mut sums = vec!["count(*) AS units".to_string()];
+    for n in &names {
+        sums.push(format!("sum({}) AS {}", value_expr(n), sum_column(n)));
+    }
+    for (i, a) in names.iter().enumerate() {
+        for b in &names[i..] {
+            sums.push(format!(
+                "sum({} * {}) AS {}",
+                value_expr(a),
+                value_expr(b),
+                cross_column(a, b)
+            ));
+        }
+    }
+    format!(
+        "-- abmesh analyze --sql duckdb: per-variant sums over exposed units.
+-- Reads the relation access_log (the shipped access-log format); one row per experiment and variant.
+WITH
+configured(experiment, variant) AS (VALUES {variants}),
+unit_types(unit_type) AS (VALUES {units}),
+lines AS (
+  SELECT
+    CAST(method AS VARCHAR) AS method,
+    CAST(path AS VARCHAR) AS path,
+    TRY_CAST(code AS INTEGER) AS code,
+    TRY_CAST(duration_ms AS DOUBLE) AS duration_ms,
+    CASE WHEN json_valid(CAST(exposure AS VARCHAR)) THEN CAST(exposure AS VARCHAR) END AS exposure,
+    CASE WHEN json_valid(CAST(units AS VARCHAR)) THEN CAST(units AS VARCHAR) END AS units,
+    coalesce(
+      TRY_CAST(json_extract(CASE WHEN json_valid(CAST(exposure AS VARCHAR)) THEN CAST(exposure AS VARCHAR) END, '$.ts_ms') AS BIGINT),
+      epoch_ms(TRY_CAST(time AS TIMESTAMPTZ))
+    ) AS t
+  FROM access_log
+  WHERE method IS NOT NULL AND path IS NOT NULL AND TRY_CAST(time AS TIMESTAMPTZ) IS NOT NULL
+),
+assigned AS (
+  SELECT
+    CAST(json_extract(l.exposure, '$.ts_ms') AS BIGINT) AS ts_ms,
+    l.exposure,
+    unnest(json_extract(l.exposure, '$.assignments[*]')) AS a
+  FROM lines l
+  WHERE l.exposure IS NOT NULL
+),
+exposures AS (
+  SELECT
+    json_extract_string(a, '$.experiment') AS experiment,
+    json_extract_string(a, '$.variant') AS variant,
+    json_extract_string(a, '$.unit') AS unit_type,
+    json_extract_string(exposure, '$.units.\"' || json_extract_string(a, '$.unit') || '\"') AS unit_id,
+    ts_ms
+  FROM assigned
+  WHERE json_extract_string(a, '$.forced') = 'false'
+),
+first_exposures AS (
+  SELECT x.experiment, x.unit_type, x.unit_id, min(x.ts_ms) AS first_ms, arg_min(x.variant, x.ts_ms) AS variant
+  FROM exposures x
+  JOIN configured c ON c.experiment = x.experiment AND c.variant = x.variant
+  JOIN unit_types u ON u.unit_type = x.unit_type
+  WHERE x.unit_id IS NOT NULL
+  GROUP BY x.experiment, x.unit_type, x.unit_id
+),
+line_units AS (
+  SELECT l.t, l.method, l.path, l.code, l.duration_ms, k.unit_type,
+         json_extract_string(l.units, '$.\"' || k.unit_type || '\"') AS unit_id
+  FROM lines l, unnest(json_keys(l.units)) AS k(unit_type)
+  WHERE l.units IS NOT NULL
+),
+per_unit AS (
+  SELECT f.experiment, f.variant, f.unit_type, f.unit_id,
+    {per_unit}
+  FROM first_exposures f
+  LEFT JOIN line_units lu ON lu.unit_type = f.unit_type AND lu.unit_id = f.unit_id
+  GROUP BY f.experiment, f.variant, f.unit_type, f.unit_id
+)
+SELECT experiment, variant,
+  {sums}
+FROM per_unit
+GROUP BY experiment, variant
+ORDER BY experiment, variant;
+",
+        variants = variants.join(", "),
+        units = units.join(", "),
+        per_unit = per_unit.join(",\n    "),
+        sums = sums.join(",\n  "),
+    )
+}

@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Checks `abmesh analyze` against independent implementations: an access log is generated
+here (the shipped Envoy format; users with heavy-tailed activity and user-level error and
+conversion propensities), each unit's values are recomputed with NumPy from the simulation's
+own records, and every figure of `dist/abmesh analyze --json` is compared:
+
+- units per variant, and the exact binomial SRM (scipy.stats.binomtest);
+- means per unit (conversion, goals, requests): difference, z interval and p-value with
+  unequal variances (statsmodels CompareMeans.zconfint_diff / ztest_ind, usevar="unequal");
+- per-request rates (5xx per request): the delta method written out here (Deng, Lu and Litz
+  2017: Var(R) = Var(Y - R X) / (n mean(X)^2));
+- relative lift: the delta method's variance, written out here;
+- sequential (the default): the mSPRT confidence sequence and p-value of tests/reference/msprt.py;
+- Holm over every comparison (statsmodels multipletests, method "holm").
+
+Usage: python3 tests/reference/analyze_check.py dist/abmesh
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import msprt  # noqa: E402
+
+ALPHA = 0.05
+MIXING = 0.1
+CONFIG = {
+    "units": {"user": [{"header": "x-user-id"}]},
+    "experiments": [{"key": "x", "variants": [{"name": "control", "weight": 1}, {"name": "treatment", "weight": 1}]}],
+}
+T0 = 1_795_000_000_000
+
+
+def iso(ms):
+    s, ms = divmod(ms, 1000)
+    return "%s.%03dZ" % (np.datetime_as_string(np.datetime64(int(s), "s"), unit="s"), ms)
+
+
+def simulate(rng, users=3000):
+    """Log lines and, per user, (variant, converted, goals, requests, errors)."""
+    lines, truth = [], []
+    for u in range(users):
+        uid = "u%d" % u
+        variant = "treatment" if rng.random() < 0.5 else "control"
+        n = 1 + int(rng.pareto(1.5) * 3)
+        n = min(n, 300)
+        err_rate = rng.beta(0.5, 20) * (1.3 if variant == "treatment" else 1.0)
+        conv = rng.random() < (0.12 if variant == "treatment" else 0.10)
+        start = T0 + int(rng.random() * 86_400_000)
+        errors = 0
+        goals = 0
+        for r in range(n):
+            ts = start + 1000 * r
+            record = None
+            if r == 0:
+                record = json.dumps({"ts_ms": ts, "request_id": "r", "units": {"user": uid},
+                                     "assignments": [{"experiment": "x", "variant": variant, "unit": "user", "forced": False}]},
+                                    separators=(",", ":"))
+            code = 503 if rng.random() < err_rate else 200
+            errors += code >= 500
+            lines.append({"time": iso(ts), "request_id": "r", "method": "GET", "path": "/p", "code": code,
+                          "duration_ms": int(rng.integers(1, 50)), "assignments": "x=" + variant,
+                          "exposure": record, "units": json.dumps({"user": uid}, separators=(",", ":"))})
+        if conv:
+            ts = start + 1000 * n
+            goals = 1 + int(rng.random() < 0.3)
+            for g in range(goals):
+                lines.append({"time": iso(ts + g), "request_id": "r", "method": "POST", "path": "/buy",
+                              "code": 200, "duration_ms": 5, "assignments": "x=" + variant, "exposure": None,
+                              "units": json.dumps({"user": uid}, separators=(",", ":"))})
+            n += goals
+        truth.append((variant, float(conv), float(goals), float(n), float(errors)))
+    return lines, truth
+
+
+def mean_arm(y):
+    n = len(y)
+    var = y.var(ddof=1)
+    return y.mean(), var / n, var
+
+
+def ratio_arm(num, den):
+    n = len(den)
+    r = num.sum() / den.sum()
+    e = (num - r * den) / den.mean()
+    var = e.var(ddof=1)
+    return r, var / n, var
+
+
+def compare(v, c, nv, nc, sequential):
+    """(diff, low, high, p, lift, lift_low, lift_high) from two arms' (value, var, unit var)."""
+    diff = v[0] - c[0]
+    var = v[1] + c[1]
+    lift = diff / c[0]
+    var_l = v[1] / c[0] ** 2 + v[0] ** 2 * c[1] / c[0] ** 4
+    if sequential:
+        pooled = ((nv - 1) * v[2] + (nc - 1) * c[2]) / (nv + nc - 2)
+        tau2 = MIXING ** 2 * pooled
+        half = msprt.half_width(var, tau2, ALPHA)
+        p = msprt.p_value(diff, var, tau2)
+        half_l = msprt.half_width(var_l, tau2 / c[0] ** 2, ALPHA)
+    else:
+        z = stats.norm.isf(ALPHA / 2)
+        half, half_l = z * math.sqrt(var), z * math.sqrt(var_l)
+        p = 2 * stats.norm.sf(abs(diff) / math.sqrt(var))
+    return diff, diff - half, diff + half, p, lift, lift - half_l, lift + half_l
+
+
+def close(a, b, what, rel=1e-7):
+    if a is None or b is None or not math.isclose(a, b, rel_tol=rel, abs_tol=1e-12):
+        raise SystemExit("analyze_check: %s: abmesh %r, reference %r" % (what, a, b))
+
+
+def main():
+    binary = sys.argv[1]
+    rng = np.random.default_rng(20261202)
+    lines, truth = simulate(rng)
+    work = tempfile.mkdtemp(prefix="abmesh-analyze-check-")
+    cfg, log = os.path.join(work, "config.json"), os.path.join(work, "access.log")
+    with open(cfg, "w") as f:
+        json.dump(CONFIG, f)
+    with open(log, "w") as f:
+        for line in lines:
+            f.write(json.dumps(line) + "\n")
+    arms = {}
+    for name in ("control", "treatment"):
+        rows = np.array([t[1:] for t in truth if t[0] == name])
+        arms[name] = rows
+    n = {k: len(v) for k, v in arms.items()}
+    srm = stats.binomtest(n["control"], n["control"] + n["treatment"], 0.5).pvalue
+    checked = 0
+    for sequential in (False, True):
+        args = [binary, "analyze", "--config", cfg, "--access-log", log, "--goal", "buy=POST /buy 2xx", "--json"]
+        if not sequential:
+            args.append("--fixed-horizon")
+        out = subprocess.run(args, capture_output=True, text=True)
+        if out.returncode not in (0, 3):
+            raise SystemExit("analyze_check: abmesh analyze exited %d: %s" % (out.returncode, out.stderr))
+        report = json.loads(out.stdout)
+        e = report["experiments"][0]
+        close(e["srm_p"], srm, "SRM p-value")
+        vs = {v["name"]: v for v in e["variants"]}
+        for name in arms:
+            if vs[name]["units"] != n[name]:
+                raise SystemExit("analyze_check: units of %s: %s vs %s" % (name, vs[name]["units"], n[name]))
+        c, t = arms["control"], arms["treatment"]
+        refs = {
+            "buy conversion": (mean_arm(t[:, 0]), mean_arm(c[:, 0])),
+            "buy per unit": (mean_arm(t[:, 1]), mean_arm(c[:, 1])),
+            "requests per unit": (mean_arm(t[:, 2]), mean_arm(c[:, 2])),
+            "5xx per request": (ratio_arm(t[:, 3], t[:, 2]), ratio_arm(c[:, 3], c[:, 2])),
+        }
+        if not sequential:
+            # statsmodels for the means: z interval and test with unequal variances.
+            for metric, col in (("buy conversion", 0), ("buy per unit", 1), ("requests per unit", 2)):
+                cm = CompareMeans(DescrStatsW(t[:, col]), DescrStatsW(c[:, col]))
+                low, high = cm.zconfint_diff(alpha=ALPHA, usevar="unequal")
+                _, p = cm.ztest_ind(usevar="unequal")
+                got = vs["treatment"]["metrics"][metric]["against_control"]
+                close(got["diff_low"], low, metric + " low (statsmodels)")
+                close(got["diff_high"], high, metric + " high (statsmodels)")
+                close(got["p_value"], p, metric + " p (statsmodels)")
+                checked += 3
+        ps, gots = [], []
+        for metric, (v, ctl) in refs.items():
+            got = vs["treatment"]["metrics"][metric]["against_control"]
+            want = compare(v, ctl, n["treatment"], n["control"], sequential)
+            for key, w in zip(("diff", "diff_low", "diff_high", "p_value", "lift", "lift_low", "lift_high"), want):
+                close(got[key], w, "%s %s (%s)" % (metric, key, "sequential" if sequential else "fixed"))
+                checked += 1
+            ps.append(want[3])
+            gots.append(got)
+        # The duration metric is in the run too: Holm over all five comparisons.
+        dur = vs["treatment"]["metrics"]["duration per request (ms)"]["against_control"]
+        all_p = [g["p_value"] for g in gots] + [dur["p_value"]]
+        holm = multipletests(all_p, method="holm")[1]
+        for g, h in zip(gots + [dur], holm):
+            close(g["p_holm"], h, "Holm")
+            checked += 1
+    print("analyze_check: %d figures agree (units %d/%d, SRM p %.4f)" % (checked, n["control"], n["treatment"], srm))
+
+
+if __name__ == "__main__":
+    main()
