@@ -368,7 +368,7 @@ def main():
         w("")
         w("| figure | value |")
         w("|---|---|")
-        w("| requests (all answered) | %s, %s |" % (f"{lim['requests']:,}", ", ".join("%s × %s" % (n, k) for k, n in sorted(lim["statuses"].items()))))
+        w("| requests, by status | %s: %s |" % (f"{lim['requests']:,}", ", ".join("%s × %s" % (f"{n:,}", k) for k, n in sorted(lim["statuses"].items()))))
         w("| request latency p50 / p99 / slowest | %.2f ms / %.2f ms / %.1f ms |" % (lim["latency_ms"]["p50"], lim["latency_ms"]["p99"], lim["latency_ms"]["max"]))
         w("| abmesh series defined at the end | %s |" % f"{lim['abmesh_series']:,}")
         w("| `/stats/prometheus` | %.1f MB, scraped in %.3f s |" % (lim["scrape_bytes"] / 1e6, lim["scrape_s"]))
