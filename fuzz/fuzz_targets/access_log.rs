@@ -26,8 +26,8 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(scratch(), data).expect("the scratch file is writable");
     let goals = [Goal::parse("buy=POST /checkout/* 2xx").expect("a valid goal")];
     let inputs = [(scratch().to_path_buf(), "fuzz".to_string())];
-    for mixing in [Some(0.1), None] {
-        let a = abmesh_cli::analyze::analyze(config(), &goals, &inputs, Options { alpha: 0.05, mixing });
+    for (mixing, cuped) in [(Some(0.1), true), (None, false)] {
+        let a = abmesh_cli::analyze::analyze(config(), &goals, &inputs, Options { alpha: 0.05, mixing, cuped });
         let _ = abmesh_cli::analyze::render_text(&a);
         let json: serde_json::Value =
             serde_json::from_str(&abmesh_cli::analyze::render_json(&a)).expect("the report is JSON");

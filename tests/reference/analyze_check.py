@@ -11,7 +11,10 @@ own records, and every figure of `dist/abmesh analyze --json` is compared:
   2017: Var(R) = Var(Y - R X) / (n mean(X)^2));
 - relative lift: the delta method's variance, written out here;
 - sequential (the default): the mSPRT confidence sequence and p-value of tests/reference/msprt.py;
-- Holm over every comparison (statsmodels multipletests, method "holm").
+- Holm over every comparison (statsmodels multipletests, method "holm");
+- CUPED (`--cuped`): the adjusted difference equals the treatment coefficient of the OLS
+  regression y ~ 1 + treatment + pre-exposure requests (statsmodels OLS), theta its slope, and
+  the interval is the variance of y - theta x per arm, written out here.
 
 Usage: python3 tests/reference/analyze_check.py dist/abmesh
 """
@@ -119,6 +122,50 @@ def close(a, b, what, rel=1e-7):
         raise SystemExit("analyze_check: %s: abmesh %r, reference %r" % (what, a, b))
 
 
+def check_cuped(binary, work):
+    """Users with a rate of their own: requests before the first exposure predict those after."""
+    import statsmodels.api as sm
+    rng = np.random.default_rng(42)
+    lines, rows = [], []
+    for u in range(2500):
+        uid = "c%d" % u
+        treat = rng.random() < 0.5
+        rate = rng.lognormal(1.0, 0.8)
+        pre, post = rng.poisson(rate), 1 + rng.poisson(rate * (1.1 if treat else 1.0))
+        variant = "treatment" if treat else "control"
+        units = json.dumps({"user": uid}, separators=(",", ":"))
+        start = T0 + 1000 * u
+        for r in range(pre):
+            lines.append({"time": iso(start - 100 * (r + 1)), "method": "GET", "path": "/p", "code": 200,
+                          "duration_ms": 1, "assignments": None, "exposure": None, "units": units})
+        record = json.dumps({"ts_ms": start, "request_id": "r", "units": {"user": uid},
+                             "assignments": [{"experiment": "x", "variant": variant, "unit": "user", "forced": False}]},
+                            separators=(",", ":"))
+        for r in range(post):
+            lines.append({"time": iso(start + 10 * r), "method": "GET", "path": "/p", "code": 200,
+                          "duration_ms": 1, "assignments": "x=" + variant,
+                          "exposure": record if r == 0 else None, "units": units})
+        rows.append((float(treat), float(pre), float(post)))
+    cfg, log = os.path.join(work, "config.json"), os.path.join(work, "cuped.log")
+    with open(log, "w") as f:
+        for line in lines:
+            f.write(json.dumps(line) + "\n")
+    out = subprocess.run([binary, "analyze", "--config", cfg, "--access-log", log, "--json", "--cuped",
+                          "--fixed-horizon"], capture_output=True, text=True)
+    got = json.loads(out.stdout)["experiments"][0]["variants"][1]["metrics"]["requests per unit"]["against_control"]
+    d = np.array(rows)
+    t, x, y = d[:, 0], d[:, 1], d[:, 2]
+    fit = sm.OLS(y, sm.add_constant(np.column_stack([t, x]))).fit()
+    close(got["diff"], fit.params[1], "CUPED difference (statsmodels OLS treatment coefficient)")
+    close(got["cuped_theta"], fit.params[2], "CUPED theta (statsmodels OLS slope)")
+    theta = fit.params[2]
+    var = sum(np.var(y[t == g] - theta * x[t == g], ddof=1) / (t == g).sum() for g in (0.0, 1.0))
+    z = stats.norm.isf(ALPHA / 2)
+    close(got["diff_low"], fit.params[1] - z * math.sqrt(var), "CUPED interval low")
+    close(got["diff_high"], fit.params[1] + z * math.sqrt(var), "CUPED interval high")
+    return 4
+
+
 def main():
     binary = sys.argv[1]
     rng = np.random.default_rng(20261202)
@@ -185,6 +232,7 @@ def main():
         for g, h in zip(gots + [dur], holm):
             close(g["p_holm"], h, "Holm")
             checked += 1
+    checked += check_cuped(binary, work)
     print("analyze_check: %d figures agree (units %d/%d, SRM p %.4f)" % (checked, n["control"], n["treatment"], srm))
 
 

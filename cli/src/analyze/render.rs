@@ -137,13 +137,14 @@ pub fn render_text(a: &Analysis) -> String {
                 });
                 let _ = writeln!(
                     out,
-                    "    {:<30} {} vs {}: {} [{}, {}] ({level} {interval}); lift {lift}; p {} (Holm {})",
+                    "    {:<30} {} vs {}: {} [{}, {}] ({level} {interval}{}); lift {lift}; p {} (Holm {})",
                     m.name,
                     number(x.variant, m.percent),
                     number(x.control, m.percent),
                     signed(x.diff, m.percent),
                     signed(x.diff_low, m.percent),
                     signed(x.diff_high, m.percent),
+                    x.cuped_theta.map_or(String::new(), |t| format!(", CUPED θ {t:.3}")),
                     p(x.p_value),
                     p(x.adjusted)
                 );
@@ -158,7 +159,7 @@ fn effect_json(x: &Effect) -> Value {
         "control": x.control, "variant": x.variant,
         "diff": x.diff, "diff_low": x.diff_low, "diff_high": x.diff_high,
         "lift": x.lift.map(|l| l.0), "lift_low": x.lift.map(|l| l.1), "lift_high": x.lift.map(|l| l.2),
-        "p_value": x.p_value, "p_holm": x.adjusted,
+        "p_value": x.p_value, "p_holm": x.adjusted, "cuped_theta": x.cuped_theta,
     })
 }
 

@@ -17,6 +17,8 @@ pub struct Options {
     pub alpha: f64,
     /// `None`: one planned look (fixed horizon); `Some(m)`: always-valid, mixing `m`.
     pub mixing: Option<f64>,
+    /// Adjust per-unit means by each unit's requests before its first exposure (CUPED).
+    pub cuped: bool,
 }
 
 /// What a metric is made of, in the sums' values.
@@ -114,6 +116,37 @@ pub fn estimate(s: &Sums, kind: &Kind) -> Option<Estimate> {
     }
 }
 
+/// CUPED's coefficient for value `i` on covariate `x` over an experiment's arms — the pooled
+/// within-arm slope, which is the ANCOVA coefficient — and the covariate's pooled mean. `None`
+/// when the covariate does not vary (the log does not reach back before the exposures).
+pub fn cuped_theta(arms: &[Sums], i: usize, x: usize) -> Option<(f64, f64)> {
+    let (mut sxy, mut sxx, mut sx, mut n) = (0.0, 0.0, 0.0, 0.0);
+    for s in arms.iter().filter(|s| s.units > 0) {
+        let m = s.units as f64;
+        sxy += s.product(i, x) - s.sum[i] * s.sum[x] / m;
+        sxx += s.product(x, x) - s.sum[x] * s.sum[x] / m;
+        sx += s.sum[x];
+        n += m;
+    }
+    (sxx > 0.0).then(|| (sxy / sxx, sx / n))
+}
+
+/// The mean of value `i` adjusted by covariate `x`: `ȳ − θ (x̄ − x̄_pooled)`, with the variance
+/// of `y − θ x` per unit.
+pub fn adjusted_mean(s: &Sums, i: usize, x: usize, theta: f64, x_pooled: f64) -> Option<Estimate> {
+    if s.units < 2 {
+        return None;
+    }
+    let n = s.units as f64;
+    let cov = |a: usize, b: usize| (s.product(a, b) - s.sum[a] * s.sum[b] / n) / (n - 1.0);
+    let var = (cov(i, i) - 2.0 * theta * cov(i, x) + theta * theta * cov(x, x)).max(0.0);
+    Some(Estimate {
+        value: s.sum[i] / n - theta * (s.sum[x] / n - x_pooled),
+        variance: var / n,
+        unit_variance: var,
+    })
+}
+
 /// A variant against control on one metric.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Effect {
@@ -127,6 +160,8 @@ pub struct Effect {
     pub p_value: f64,
     /// Holm-adjusted over every metric and variant of the run.
     pub adjusted: f64,
+    /// CUPED's coefficient, when the comparison was adjusted.
+    pub cuped_theta: Option<f64>,
 }
 
 /// `variant − control` with its interval and p-value.
@@ -177,6 +212,7 @@ pub fn effect(v: Estimate, c: Estimate, o: &Options, n_v: f64, n_c: f64) -> Effe
         lift,
         p_value: p,
         adjusted: p,
+        cuped_theta: None,
     }
 }
 
@@ -310,6 +346,8 @@ pub fn judge(
     o: &Options,
 ) -> (Vec<Metric>, Vec<ExperimentResult>) {
     let metrics = metrics(goals);
+    // The covariate: requests before the first exposure, the last of the per-unit values.
+    let covariate = super::collect::value_names(goals).len() - 1;
     let mut out = Vec::new();
     for (e, x) in config.experiments.iter().enumerate() {
         let arms = &sums[e];
@@ -339,8 +377,22 @@ pub fn judge(
                     if v == 0 {
                         return None;
                     }
-                    let (ev, ec) = (estimate(s, &m.kind)?, estimate(&arms[0], &m.kind)?);
-                    Some(effect(ev, ec, o, s.units as f64, arms[0].units as f64))
+                    let adjust = match m.kind {
+                        Kind::Mean(i) if o.cuped && i != covariate => {
+                            cuped_theta(arms, i, covariate).map(|t| (i, t))
+                        }
+                        _ => None,
+                    };
+                    let (ev, ec) = match adjust {
+                        Some((i, (theta, x))) => (
+                            adjusted_mean(s, i, covariate, theta, x)?,
+                            adjusted_mean(&arms[0], i, covariate, theta, x)?,
+                        ),
+                        None => (estimate(s, &m.kind)?, estimate(&arms[0], &m.kind)?),
+                    };
+                    let mut x = effect(ev, ec, o, s.units as f64, arms[0].units as f64);
+                    x.cuped_theta = adjust.map(|(_, (theta, _))| theta);
+                    Some(x)
                 })
                 .collect();
             variants.push(VariantResult {

@@ -18,6 +18,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
     let mut options = Options {
         alpha: 0.05,
         mixing: Some(abmesh_cli::sequential::DEFAULT_MIXING),
+        cuped: false,
     };
     let mut fixed = false;
     let mut rest = args.iter().peekable();
@@ -31,6 +32,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
             Some("--json") => json = true,
             Some("--strict") => strict = true,
             Some("--fixed-horizon") => fixed = true,
+            Some("--cuped") => options.cuped = true,
             Some("--config") => match rest.next() {
                 Some(c) => config = Some(c.clone()),
                 None => return usage_error("--config needs a value"),

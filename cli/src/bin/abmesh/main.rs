@@ -61,7 +61,7 @@ usage:
 
   abmesh analyze --config CONFIG (--access-log FILE... | --sql duckdb | --aggregates FILE)
                  [--goal NAME=SPEC]... [--goals FILE] [--json] [--fixed-horizon | --mixing M]
-                 [--alpha A] [--strict]
+                 [--alpha A] [--cuped] [--strict]
       Per-unit results from the access logs Envoy wrote (the shipped format: files, globs, - for
       standard input, gzip by content): each unit's first exposure from the exposure records,
       every later request of the unit attributed to its variant through wasm.abmesh_units. A
@@ -74,6 +74,7 @@ usage:
       first locations; --strict makes any exit 1. Exits 3 on SRM (p < 0.001). --sql duckdb
       prints the same aggregation as one query over a relation access_log (the log's fields as
       columns); --aggregates reads its rows (JSON lines) and reports the same statistics.
+      --cuped adjusts per-unit means by each unit's requests before its first exposure.
 
   abmesh import growthbook|flagd FILE [--allow-partial]
       Translate a GrowthBook SDK payload (features with experiment rules) or a flagd flag file
