@@ -575,9 +575,13 @@ fn a_replicate_label_beyond_the_configuration_is_no_evidence() {
     let mut stats = split_stats(CONFIG, 2_000);
     stats += "abmesh_replicate_assignments_total{experiment=\"checkout-v2\",variant=\"control\",replicate=\"40\"} 30\n";
     stats += "abmesh_replicate_responses_total{experiment=\"checkout-v2\",variant=\"control\",replicate=\"41\"} 30\n";
-    assert_no_evidence(
-        &stats,
-        "abmesh_replicate_assignments_total{experiment=\"checkout-v2\",variant=\"control\"} has replicate \"40\", not below the configuration's 32 replicates (metrics.replicates): the stats come from another configuration",
+    let (code, out, err, path) = guard_all(CONFIG, &stats, &[]);
+    assert_eq!(code, 4, "{out}");
+    // The first reason is about the source; the variants' replicates are also incomplete.
+    let why = "abmesh_replicate_assignments_total{experiment=\"checkout-v2\",variant=\"control\"} has replicate \"40\", not below the configuration's 32 replicates (metrics.replicates): the stats come from another configuration";
+    assert!(
+        err.starts_with(&format!("abmesh: no evidence from {path}: {why}\n")),
+        "{err}"
     );
 }
 
@@ -851,5 +855,32 @@ fn a_server_that_never_finishes_its_body_meets_the_deadline() {
     assert!(
         took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(6),
         "{took:?}"
+    );
+}
+
+#[test]
+fn a_variant_whose_replicate_series_are_not_published_yet_is_no_evidence_not_healthy() {
+    // Control's replicate series are there, treatment's not yet (a proxy defines a series on
+    // its first count, a large configuration's over minutes): treatment cannot be judged.
+    let config = r#"{"units": {"user": [{"header": "x-user-id"}]},
+      "experiments": [{"key": "checkout-v2", "variants": [{"name": "control", "weight": 1}, {"name": "treatment", "weight": 1}]}]}"#;
+    let mut stats = split_stats(config, 2_000);
+    stats += &sli("checkout-v2", "control", 1_000, 2, 20.0, 5.0);
+    stats += &sli("checkout-v2", "treatment", 1_000, 300, 20.0, 5.0);
+    for r in 0..32 {
+        stats += &format!(
+            "abmesh_replicate_assignments_total{{experiment=\"checkout-v2\",variant=\"control\",replicate=\"{r}\"}} 31\n\
+             abmesh_replicate_responses_total{{experiment=\"checkout-v2\",variant=\"control\",replicate=\"{r}\"}} 31\n"
+        );
+    }
+    let (code, out, err, path) = guard_all(config, &stats, &[]);
+    assert_eq!(code, 4, "{out}");
+    // Not a sample ratio mismatch: the split is not judged on half-published replicates.
+    assert!(!out.contains("sample ratio mismatch"), "{out}");
+    assert_eq!(
+        err,
+        format!(
+            "abmesh: no evidence from {path}: experiment checkout-v2 variant treatment: its replicate series do not hold its assignments yet (a proxy publishes a new series on its first count, a large configuration's over minutes)\n"
+        )
     );
 }

@@ -25,6 +25,7 @@ fn traffic(envoy: &Envoy) -> (usize, usize) {
 }
 
 fn guard(envoy: &Envoy) -> (i32, String) {
+    crate::harness::wait_until_published(envoy.ports.admin);
     let config = scratch_dir("guard").join("demo.json");
     std::fs::write(&config, demo_plugin_config()).unwrap();
     let url = format!("http://127.0.0.1:{}/stats/prometheus", envoy.ports.admin);

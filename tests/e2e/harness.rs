@@ -661,7 +661,8 @@ pub fn wait_for_metric(envoy: &Envoy, name: &str, labels: &str, want: u64) -> St
 
 /// Prometheus text once the series of `name` sum to `want` (or after 10 s).
 pub fn wait_for_total(envoy: &Envoy, name: &str, want: u64) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // New series are defined at most 20 ms a publication: on a busy machine that takes seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let prom = envoy.prometheus();
         let sum: u64 = prom
@@ -675,6 +676,33 @@ pub fn wait_for_total(envoy: &Envoy, name: &str, want: u64) -> String {
             return envoy.prometheus();
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Waits until the traffic that was sent is wholly in Envoy's stats: the abmesh series stay
+/// unchanged across 2.5 s, more than two publications of every VM (each publication either
+/// publishes something pending or has nothing left). After the traffic has stopped.
+pub fn wait_until_published(admin: u16) {
+    let scrape = || -> Vec<String> {
+        let (_, text) = crate::http::get_text(admin, "/stats/prometheus").unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("abmesh_"))
+            .map(String::from)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut last = scrape();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        let now = scrape();
+        if now == last {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "abmesh's series still changing after 120 s without traffic"
+        );
+        last = now;
     }
 }
 

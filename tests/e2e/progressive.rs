@@ -47,6 +47,47 @@ fn assignments(port: u16, from: usize, to: usize) -> Vec<Option<String>> {
         .collect()
 }
 
+/// Waits until every count of the requests sent is in Envoy's stats: the assignments, the
+/// responses and their replicate series agree (no forced or held-out request here). A VM
+/// publishes once a second and defines new series for at most 20 ms a publication, so a
+/// fixed sleep is not enough on a busy machine.
+fn wait_published(admin: u16) {
+    let total = |text: &str, prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, text) = crate::http::get_text(admin, "/stats/prometheus").unwrap();
+        let assigned = total(&text, "abmesh_assignments_total{");
+        let responses = total(&text, "abmesh_responses_total{");
+        let replicated = total(&text, "abmesh_replicate_responses_total{");
+        let errors = total(
+            &text
+                .lines()
+                .filter(|l| l.contains("class=\"5xx\""))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            "abmesh_responses_total{",
+        );
+        let replicated_errors = total(&text, "abmesh_replicate_5xx_total{");
+        if assigned > 0.0
+            && assigned == responses
+            && responses == replicated
+            && errors == replicated_errors
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counts not all published after 60 s: {assigned} assigned, {responses} responses, {replicated} replicated, {errors}/{replicated_errors} 5xx"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 fn member<'a>(dict: &'a Option<String>, key: &str) -> Option<&'a str> {
     dict.as_deref()?
         .split(", ")
@@ -114,8 +155,7 @@ fn the_ci_script_pauses_a_failing_experiment_through_a_watched_file_and_spares_t
 
     let before = assignments(ports.listener, 0, 1_000);
     assert!(before.iter().all(|d| member(d, "checkout-v2").is_some()));
-    // Counters are published every second.
-    std::thread::sleep(Duration::from_millis(1_500));
+    wait_published(ports.admin);
 
     let (code, out) = script(&dir, ports.admin, &lds);
     assert_eq!(code, 3, "{out}");
@@ -165,7 +205,7 @@ fn the_ci_script_pauses_a_failing_experiment_through_a_watched_file_and_spares_t
     assert!(stat(ports.admin, "listener_manager.lds.update_rejected") == 0);
 
     // The next scheduled run finds nothing to do.
-    std::thread::sleep(Duration::from_millis(1_500));
+    wait_published(ports.admin);
     let (code, out) = script(&dir, ports.admin, &lds);
     assert_eq!(code, 0, "{out}");
     assert!(

@@ -446,6 +446,35 @@ pub fn judge(config: &Config, samples: &[Sample], options: &Options) -> Report {
             .iter()
             .map(|v| f64::from(v.range.1 - v.range.0))
             .sum();
+        // In replicate mode a variant's replicate series must hold its hashed assignments, up
+        // to one publication's lag: a proxy publishes a new series on its first count (a large
+        // configuration's over minutes), and a split judged on half-published replicates
+        // would look like a sample ratio mismatch.
+        let incomplete: Vec<&str> = if replicated {
+            e.variants
+                .iter()
+                .zip(&data)
+                .filter(|(_, d)| {
+                    let hashed = (d.assigned - d.forced).max(0.0);
+                    let in_replicates: f64 = d
+                        .replicates
+                        .as_ref()
+                        .map_or(0.0, |r| r.assigned.iter().sum());
+                    hashed > 0.0
+                        && (in_replicates == 0.0
+                            || hashed - in_replicates > super::sanity::lag_allowance(hashed))
+                })
+                .map(|(v, _)| v.name.as_str())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for v in &incomplete {
+            no_evidence.push(format!(
+                "experiment {} variant {v}: its replicate series do not hold its assignments yet (a proxy publishes a new series on its first count, a large configuration's over minutes)",
+                e.key
+            ));
+        }
         let control = &data[0];
         let variants = e
             .variants
@@ -493,10 +522,34 @@ pub fn judge(config: &Config, samples: &[Sample], options: &Options) -> Report {
                     latency_design_effect: latency_deff,
                 }
             })
-            .collect();
+            .collect::<Vec<VariantReport>>();
+        // A variant with responses but no comparison is not judged: in replicate mode its
+        // replicate series are not (all) in the source yet — a proxy defines a series on its
+        // first count, a large configuration's over minutes — and healthy needs evidence.
+        if control.responses > 0.0 && incomplete.is_empty() {
+            for v in variants.iter().skip(1) {
+                if v.responses > 0.0 && v.errors.is_none() {
+                    no_evidence.push(format!(
+                        "experiment {} variant {}: {} responses but no comparison with control yet{}",
+                        e.key,
+                        v.name,
+                        v.responses,
+                        if replicated {
+                            " (its replicate series are not all in the source: a proxy publishes a new series on its first count, a large configuration's over minutes)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+            }
+        }
         experiments.push(ExperimentReport {
             key: e.key.clone(),
-            srm: srm(e, &data, replicated, o),
+            srm: if incomplete.is_empty() {
+                srm(e, &data, replicated, o)
+            } else {
+                None
+            },
             variants,
             breaches: Vec::new(),
         });
