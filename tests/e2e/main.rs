@@ -2,6 +2,7 @@
 //! End-to-end tests: the built `dist/abmesh.wasm` in a real Envoy (V8), with the shipped
 //! `envoy/envoy.yaml`. Run by `./build.sh test` (`cargo test --features e2e --test e2e`).
 
+mod analyze;
 mod assignment;
 mod failure;
 mod faults;
