@@ -381,6 +381,10 @@ bench() {
   python3 bench/envoy_bench.py
   say "the largest configuration the limits accept, under load (bench/limits.py, about 11 minutes)"
   python3 bench/limits.py 39 100 0 600 > bench/limits.json
+  say "abmesh analyze: lines per second and memory (bench/analyze_bench.py)"
+  ensure_reference_python
+  ensure_command /usr/bin/time time "GNU time: the analyze benchmark's peak RSS"
+  .venv/bin/python3 bench/analyze_bench.py 60000 > bench/analyze.json
   python3 bench/report.py
   say "wrote BENCHMARKS.md and bench/plot.svg"
 }

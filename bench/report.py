@@ -379,6 +379,22 @@ def main():
           "defined every touched series at once: 75,842 series stalled a worker for 9.9 s and "
           "189,994 for 27.7 s (requests waited that long).")
         w("")
+    analyze_path = os.path.join(ROOT, "bench/analyze.json")
+    if os.path.exists(analyze_path):
+        with open(analyze_path) as f:
+            an = json.load(f)
+        w("## `abmesh analyze`: lines per second")
+        w("")
+        w("`bench/analyze_bench.py %d` (run by `./build.sh bench`): an access log of %s users in the shipped "
+          "format (heavy-tailed activity; %s lines, %.1f MB), read by `dist/abmesh analyze` with one goal; "
+          "both passes, fastest of three runs, one core." % (an["users"], f"{an['users']:,}", f"{an['lines']:,}", an["bytes"] / 1e6))
+        w("")
+        w("| figure | value | goal |")
+        w("|---|---|---|")
+        w("| lines per second (wall) | %s | ≥ 1,000,000 per core: %s |" % (f"{an['lines_per_s']:,}", "met" if an["lines_per_s"] >= 1_000_000 else "not met"))
+        w("| CPU seconds | %.2f for %.2f s of wall time | |" % (an["cpu_s"], an["wall_s"]))
+        w("| peak RSS | %.1f MiB (bounded by the units: %s exposed units) | |" % (an["peak_rss_mib"], f"{an['users']:,}"))
+        w("")
     w("## Machine")
     w("")
     w("%s, %d cores, Linux %s; Envoy %s (V8); %s; Envoy `--concurrency 1`, wrk on the same host "
