@@ -117,15 +117,17 @@ fn dir() -> std::path::PathBuf {
     d
 }
 
+/// Runs analyze on `log` written as `log_name`: each test uses names of its own, since the
+/// tests of this file run at once in one directory.
 fn analyze(log_name: &str, log: &[u8], extra: &[&str]) -> Output {
     let d = dir();
-    std::fs::write(d.join("config.json"), CONFIG).unwrap();
+    std::fs::write(d.join(format!("{log_name}.config.json")), CONFIG).unwrap();
     std::fs::write(d.join(log_name), log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_abmesh"))
         .args([
             "analyze",
             "--config",
-            d.join("config.json").to_str().unwrap(),
+            d.join(format!("{log_name}.config.json")).to_str().unwrap(),
         ])
         .args(["--access-log", d.join(log_name).to_str().unwrap()])
         .args(["--goal", "purchase=POST /checkout/complete 2xx", "--json"])
@@ -198,7 +200,7 @@ fn analyze_finds_every_simulated_unit_and_conversion_and_the_true_lift() {
 fn a_tenth_of_treatment_users_missing_is_a_sample_ratio_mismatch() {
     let (log, truth) = simulate(6000, |variant, u| variant != "treatment" || u % 10 != 3);
     assert!(truth.units["treatment"] < truth.units["control"]);
-    let out = analyze("access.log", log.as_bytes(), &[]);
+    let out = analyze("missing.log", log.as_bytes(), &[]);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
@@ -217,12 +219,12 @@ fn a_gzip_log_and_standard_input_give_the_same_report_as_the_plain_file() {
     let zipped = report(&analyze("zipped.log.gz", &gz.finish().unwrap(), &[]));
     assert_eq!(plain["experiments"], zipped["experiments"]);
     let d = dir();
-    std::fs::write(d.join("config.json"), CONFIG).unwrap();
+    std::fs::write(d.join("stdin.config.json"), CONFIG).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_abmesh"))
         .args([
             "analyze",
             "--config",
-            d.join("config.json").to_str().unwrap(),
+            d.join("stdin.config.json").to_str().unwrap(),
             "--access-log",
             "-",
         ])

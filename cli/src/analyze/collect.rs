@@ -3,6 +3,7 @@
 //! second attributes every request of an exposed unit — exposure or not, in any order of the
 //! files — to its variant, after its first exposure, or to its activity before it.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use abmesh::Config;
@@ -77,6 +78,9 @@ struct Exposed {
     experiment: u16,
     variant: u16,
     first_ms: i64,
+    /// The start of the request that carried that record: the unit's later requests are the
+    /// ones that start at or after it.
+    first_start_ms: i64,
     requests: u32,
     errors: u32,
     duration_ms: f64,
@@ -116,38 +120,124 @@ fn record(text: &str) -> Option<Record> {
     })
 }
 
-fn units_of(text: &str) -> Option<BTreeMap<String, String>> {
-    let v: Value = serde_json::from_str(text).ok()?;
-    v.as_object()?
-        .iter()
-        .map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-        .collect()
+/// A JSON object of strings as its pairs, borrowed from the line where no escape forbids it:
+/// the units of every line, read without building a map.
+struct Pairs<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'de> serde::Deserialize<'de> for Pairs<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Pairs<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Pairs<'de>, M::Error> {
+                let mut out = Vec::with_capacity(2);
+                while let Some((k, v)) = m.next_entry::<Borrowed<'de>, Borrowed<'de>>()? {
+                    out.push((k.0, v.0));
+                }
+                Ok(Pairs(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
-/// The parsed line, or the problem with it.
+/// A string borrowed when it has no escapes.
+struct Borrowed<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Borrowed<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Borrowed<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Borrowed<'de>, E> {
+                Ok(Borrowed(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Borrowed<'de>, E> {
+                Ok(Borrowed(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Borrowed<'de>, E> {
+                Ok(Borrowed(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+fn units_of(text: &str) -> Option<Pairs<'_>> {
+    serde_json::from_str(text).ok()
+}
+
+/// Whether a line can hold an exposure record: its `exposure` key has a string value. Pass 1
+/// parses only these lines (pass 2 reads every line and counts what is wrong with it).
+fn has_record(bytes: &[u8]) -> bool {
+    let key = b"\"exposure\"";
+    let mut rest = bytes;
+    while let Some(i) = rest.windows(key.len()).position(|w| w == key) {
+        let after = &rest[i + key.len()..];
+        let after = after.trim_ascii_start();
+        if let Some(value) = after.strip_prefix(b":") {
+            return value.trim_ascii_start().starts_with(b"\"");
+        }
+        rest = after;
+    }
+    false
+}
+
+/// The parsed line and its start (ms), or the problem with it.
 fn parse<'a>(bytes: &'a [u8]) -> Result<(Line<'a>, i64), Problem> {
-    let line: Line = serde_json::from_slice(bytes).map_err(|_| {
+    parse_as::<Line>(bytes, |l| {
+        (l.time.as_deref(), l.method.is_some() && l.path.is_some())
+    })
+}
+
+/// A line as the second pass reads it: the exposure record is not read again.
+#[derive(serde::Deserialize)]
+struct Request<'a> {
+    #[serde(borrow, default)]
+    time: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    path: Option<Cow<'a, str>>,
+    #[serde(default)]
+    code: Option<super::input::Number>,
+    #[serde(default)]
+    duration_ms: Option<super::input::Number>,
+    #[serde(borrow, default)]
+    units: Option<Cow<'a, str>>,
+}
+
+fn parse_request(bytes: &[u8]) -> Result<(Request<'_>, i64), Problem> {
+    parse_as::<Request>(bytes, |l| {
+        (l.time.as_deref(), l.method.is_some() && l.path.is_some())
+    })
+}
+
+fn parse_as<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+    fields: impl Fn(&T) -> (Option<&str>, bool),
+) -> Result<(T, i64), Problem> {
+    let line: T = serde_json::from_slice(bytes).map_err(|_| {
         if bytes.trim_ascii_start().starts_with(b"{") {
             Problem::NotJson
         } else {
             Problem::OtherFormat
         }
     })?;
-    let (Some(time), Some(_), Some(_)) = (&line.time, &line.method, &line.path) else {
+    let (Some(time), true) = fields(&line) else {
         return Err(Problem::OtherFormat);
     };
     let ms = abmesh::time::parse_rfc3339(time).ok_or(Problem::BadTime)?;
     Ok((line, ms))
-}
-
-/// A line's time for attribution: an exposure record's own time (the instant the filter
-/// assigned, so the exposing request counts as exposed), else the request's start.
-fn time_of(line: &Line, start_ms: i64) -> i64 {
-    line.exposure
-        .as_deref()
-        .and_then(|t| serde_json::from_str::<Value>(t).ok())
-        .and_then(|v| v.get("ts_ms")?.as_i64())
-        .unwrap_or(start_ms)
 }
 
 fn present<'t>(text: &'t Option<std::borrow::Cow<'_, str>>) -> Option<&'t str> {
@@ -158,8 +248,9 @@ fn present<'t>(text: &'t Option<std::borrow::Cow<'_, str>>) -> Option<&'t str> {
 fn first_exposures(
     config: &Config,
     goals: usize,
-    first: &mut HashMap<(usize, String), Vec<Exposed>>,
+    first: &mut [HashMap<String, Vec<Exposed>>],
     line: &Line,
+    start_ms: i64,
     at: &Location,
     tally: &mut Tally,
 ) {
@@ -183,20 +274,28 @@ fn first_exposures(
             tally.add(Problem::NoUnitId, at);
             continue;
         };
-        let slots = first.entry((u, id.clone())).or_default();
+        let Some(by_id) = first.get_mut(u) else {
+            continue;
+        };
+        let slots = by_id.entry(id.clone()).or_default();
         match slots.iter_mut().find(|s| usize::from(s.experiment) == e) {
-            Some(s) if usize::from(s.variant) == v => s.first_ms = s.first_ms.min(r.ts_ms),
+            Some(s) if usize::from(s.variant) == v => {
+                if (r.ts_ms, start_ms) < (s.first_ms, s.first_start_ms) {
+                    (s.first_ms, s.first_start_ms) = (r.ts_ms, start_ms);
+                }
+            }
             Some(s) => {
                 tally.add(Problem::TwoVariants, at);
                 // The earlier exposure is the unit's first: it decides its variant.
                 if r.ts_ms < s.first_ms {
-                    (s.variant, s.first_ms) = (v as u16, r.ts_ms);
+                    (s.variant, s.first_ms, s.first_start_ms) = (v as u16, r.ts_ms, start_ms);
                 }
             }
             None => slots.push(Exposed {
                 experiment: e as u16,
                 variant: v as u16,
                 first_ms: r.ts_ms,
+                first_start_ms: start_ms,
                 requests: 0,
                 errors: 0,
                 duration_ms: 0.0,
@@ -211,8 +310,8 @@ fn first_exposures(
 fn attribute(
     config: &Config,
     goals: &[Goal],
-    first: &mut HashMap<(usize, String), Vec<Exposed>>,
-    line: &Line,
+    first: &mut [HashMap<String, Vec<Exposed>>],
+    line: &Request,
     start_ms: i64,
     at: &Location,
     tally: &mut Tally,
@@ -223,7 +322,6 @@ fn attribute(
     let Some(units) = units_of(text) else {
         return tally.add(Problem::BadUnits, at);
     };
-    let t = time_of(line, start_ms);
     let method = line.method.as_deref().unwrap_or("");
     let path = line.path.as_deref().unwrap_or("");
     let status = line.code.as_ref().and_then(|c| c.value()).unwrap_or(0.0) as u16;
@@ -232,15 +330,15 @@ fn attribute(
         .as_ref()
         .and_then(|d| d.value())
         .unwrap_or(0.0);
-    for (name, id) in units {
+    for (name, id) in units.0 {
         let Some(u) = config.unit_index(&name) else {
             continue;
         };
-        let Some(slots) = first.get_mut(&(u, id)) else {
+        let Some(slots) = first.get_mut(u).and_then(|m| m.get_mut(id.as_ref())) else {
             continue;
         };
         for s in slots {
-            if t < s.first_ms {
+            if start_ms < s.first_start_ms {
                 s.pre_requests += 1;
                 continue;
             }
@@ -262,32 +360,40 @@ pub fn collect(
     inputs: &[(std::path::PathBuf, String)],
 ) -> Collected {
     let mut tally = Tally::default();
-    let mut first: HashMap<(usize, String), Vec<Exposed>> = HashMap::new();
+    let mut first: Vec<HashMap<String, Vec<Exposed>>> = vec![HashMap::new(); config.units.len()];
     let mut lines = 0u64;
+    for (path, name) in inputs {
+        // What cannot be read is counted once, in the second pass, which reads every line.
+        let mut unread = Tally::default();
+        each_line(path, name, &mut unread, |bytes, at, _| {
+            if !has_record(bytes) {
+                return;
+            }
+            if let Ok((line, start_ms)) = parse(bytes) {
+                first_exposures(
+                    config,
+                    goals.len(),
+                    &mut first,
+                    &line,
+                    start_ms,
+                    at,
+                    &mut tally,
+                );
+            }
+        });
+    }
     for (path, name) in inputs {
         let mut problems = Tally::default();
         each_line(path, name, &mut problems, |bytes, at, problems| {
             lines += 1;
-            match parse(bytes) {
-                Ok((line, _)) => {
-                    first_exposures(config, goals.len(), &mut first, &line, at, problems)
+            match parse_request(bytes) {
+                Ok((line, start_ms)) => {
+                    attribute(config, goals, &mut first, &line, start_ms, at, problems)
                 }
                 Err(p) => problems.add(p, at),
             }
         });
         tally.merge(problems);
-    }
-    for (path, name) in inputs {
-        // The second pass meets the same malformed lines: they are counted once, above.
-        let mut ignored = Tally::default();
-        each_line(path, name, &mut ignored, |bytes, at, ignored| {
-            if let Ok((line, start_ms)) = parse(bytes) {
-                attribute(config, goals, &mut first, &line, start_ms, at, ignored);
-            }
-        });
-        if let Some(bad_units) = ignored.0.remove(&Problem::BadUnits) {
-            tally.0.insert(Problem::BadUnits, bad_units);
-        }
     }
     let k = value_names(goals).len();
     let mut sums: Vec<Vec<Sums>> = config
@@ -298,7 +404,7 @@ pub fn collect(
     let mut daily: Vec<BTreeMap<i64, Vec<u64>>> = vec![BTreeMap::new(); config.experiments.len()];
     let g = goals.len();
     let mut y = vec![0.0; k];
-    for s in first.values().flatten() {
+    for s in first.iter().flat_map(HashMap::values).flatten() {
         let (e, v) = (usize::from(s.experiment), usize::from(s.variant));
         for i in 0..g {
             y[i] = f64::from(u8::from(s.goals[i] > 0));

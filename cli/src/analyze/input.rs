@@ -137,20 +137,40 @@ pub struct Line<'a> {
     pub exposure: Option<Cow<'a, str>>,
 }
 
-/// A number Envoy writes as a number, or as a string in a text format.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Number {
-    Number(f64),
-    Text(String),
-}
+/// A number Envoy writes as a number, or as a string in a text format (`None` when the string
+/// is no number). Read by a visitor rather than an untagged enum, which would buffer every
+/// value before trying each form: this is on every line.
+#[derive(Debug)]
+pub struct Number(Option<f64>);
 
 impl Number {
     pub fn value(&self) -> Option<f64> {
-        match self {
-            Number::Number(n) => Some(*n),
-            Number::Text(t) => t.parse().ok(),
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Number {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Number;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number, or a string holding one")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Number, E> {
+                Ok(Number(Some(v as f64)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Number, E> {
+                Ok(Number(Some(v as f64)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Number, E> {
+                Ok(Number(Some(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Number, E> {
+                Ok(Number(v.trim().parse().ok()))
+            }
         }
+        d.deserialize_any(Visit)
     }
 }
 

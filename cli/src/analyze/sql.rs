@@ -61,15 +61,16 @@ pub fn duckdb(config: &Config, goals: &[Goal]) -> String {
         .map(|u| format!("({})", lit(&u.name)))
         .collect();
     let mut per_unit = vec![
-        "count(*) FILTER (WHERE lu.t >= f.first_ms) AS requests".to_string(),
-        "count(*) FILTER (WHERE lu.t < f.first_ms) AS pre_requests".to_string(),
-        "count(*) FILTER (WHERE lu.t >= f.first_ms AND lu.code >= 500) AS errors_5xx".to_string(),
-        "coalesce(sum(lu.duration_ms) FILTER (WHERE lu.t >= f.first_ms), 0) AS duration_ms"
+        "count(*) FILTER (WHERE lu.t >= f.first_start) AS requests".to_string(),
+        "count(*) FILTER (WHERE lu.t < f.first_start) AS pre_requests".to_string(),
+        "count(*) FILTER (WHERE lu.t >= f.first_start AND lu.code >= 500) AS errors_5xx"
+            .to_string(),
+        "coalesce(sum(lu.duration_ms) FILTER (WHERE lu.t >= f.first_start), 0) AS duration_ms"
             .to_string(),
     ];
     for g in goals {
         per_unit.push(format!(
-            "count(*) FILTER (WHERE lu.t >= f.first_ms AND {}) AS goals_{}",
+            "count(*) FILTER (WHERE lu.t >= f.first_start AND {}) AS goals_{}",
             goal_condition(g),
             g.name
         ));
@@ -110,16 +111,14 @@ lines AS (
     TRY_CAST(duration_ms AS DOUBLE) AS duration_ms,
     CASE WHEN json_valid(CAST(exposure AS VARCHAR)) THEN CAST(exposure AS VARCHAR) END AS exposure,
     CASE WHEN json_valid(CAST(units AS VARCHAR)) THEN CAST(units AS VARCHAR) END AS units,
-    coalesce(
-      TRY_CAST(json_extract(CASE WHEN json_valid(CAST(exposure AS VARCHAR)) THEN CAST(exposure AS VARCHAR) END, '$.ts_ms') AS BIGINT),
-      epoch_ms(TRY_CAST(time AS TIMESTAMPTZ))
-    ) AS t
+    epoch_ms(TRY_CAST(time AS TIMESTAMPTZ)) AS t
   FROM access_log
   WHERE method IS NOT NULL AND path IS NOT NULL AND TRY_CAST(time AS TIMESTAMPTZ) IS NOT NULL
 ),
 assigned AS (
   SELECT
     CAST(json_extract(l.exposure, '$.ts_ms') AS BIGINT) AS ts_ms,
+    l.t AS start_ms,
     l.exposure,
     unnest(json_extract(l.exposure, '$.assignments[*]')) AS a
   FROM lines l
@@ -131,12 +130,16 @@ exposures AS (
     json_extract_string(a, '$.variant') AS variant,
     json_extract_string(a, '$.unit') AS unit_type,
     json_extract_string(exposure, '$.units.\"' || json_extract_string(a, '$.unit') || '\"') AS unit_id,
-    ts_ms
+    ts_ms,
+    start_ms
   FROM assigned
   WHERE json_extract_string(a, '$.forced') = 'false'
 ),
 first_exposures AS (
-  SELECT x.experiment, x.unit_type, x.unit_id, min(x.ts_ms) AS first_ms, arg_min(x.variant, x.ts_ms) AS variant
+  SELECT x.experiment, x.unit_type, x.unit_id, min(x.ts_ms) AS first_ms,
+         arg_min(x.variant, x.ts_ms) AS variant,
+         -- the start of the request that carried the first record: later requests start at or after it
+         arg_min(x.start_ms, (x.ts_ms, x.start_ms)) AS first_start
   FROM exposures x
   JOIN configured c ON c.experiment = x.experiment AND c.variant = x.variant
   JOIN unit_types u ON u.unit_type = x.unit_type
