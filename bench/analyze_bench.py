@@ -12,26 +12,19 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests/reference"))
-from analyze_check import CONFIG, simulate  # noqa: E402
+from analyze_check import CONFIG, simulate, write_inputs  # noqa: E402
 
 
 def main():
     users = int(sys.argv[1]) if len(sys.argv) > 1 else 60_000
     lines, _ = simulate(np.random.default_rng(1), users=users)
-    work = tempfile.mkdtemp(prefix="abmesh-analyze-bench-")
-    cfg, log = os.path.join(work, "config.json"), os.path.join(work, "access.log")
-    with open(cfg, "w") as f:
-        json.dump(CONFIG, f)
-    with open(log, "w") as f:
-        for line in lines:
-            f.write(json.dumps(line) + "\n")
+    cfg, log = write_inputs("abmesh-analyze-bench-", CONFIG, lines)
     args = [os.path.join(ROOT, "dist/abmesh"), "analyze", "--config", cfg, "--access-log", log,
             "--goal", "buy=POST /buy 2xx", "--json"]
     count = len(lines)

@@ -129,8 +129,8 @@ fn record_bound(config: &Config) -> usize {
     fixed + ts + escaped(MAX_REQUEST_ID_BYTES) + units + minted + entries
 }
 
-/// `1,047,149`
-pub(crate) fn grouped(n: u64) -> String {
+/// A count in groups of thousands, as every limit message and report shows them: `1,047,149`.
+pub fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

@@ -59,17 +59,34 @@ pub(super) fn compile_output(top: &Obj, errors: &mut Errors) -> Output {
     }
     out.response_header = header_field(&o, "response_header", errors);
     out.baggage = o.bool("baggage", errors).unwrap_or(false);
-    if let Some(v) = o.get("max_header_bytes") {
-        let ceiling = limits::MAX_HEADER_BYTES_CEILING;
-        match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
-            Some(n) if (256..=ceiling).contains(&n) => out.max_header_bytes = n,
-            _ => errors.push(
-                &o.path_of("max_header_bytes"),
-                format!("must be an integer from 256 to {ceiling} (Envoy's default limit on request headers), found {v}"),
-            ),
-        }
+    let ceiling = limits::MAX_HEADER_BYTES_CEILING;
+    let why = " (Envoy's default limit on request headers)";
+    if let Some(n) = byte_limit(&o, "max_header_bytes", (256, ceiling), why, errors) {
+        out.max_header_bytes = n;
     }
     out
+}
+
+/// A byte count `field` must hold within `range` (inclusive); `why` follows the range in the
+/// error.
+fn byte_limit(
+    o: &Obj,
+    field: &str,
+    (floor, ceiling): (usize, usize),
+    why: &str,
+    errors: &mut Errors,
+) -> Option<usize> {
+    let v = o.get(field)?;
+    match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
+        Some(n) if (floor..=ceiling).contains(&n) => Some(n),
+        _ => {
+            errors.push(
+                &o.path_of(field),
+                format!("must be an integer from {floor} to {ceiling}{why}, found {v}"),
+            );
+            None
+        }
+    }
 }
 
 pub(super) fn compile_exposure(top: &Obj, errors: &mut Errors) -> ExposureConfig {
@@ -112,15 +129,9 @@ pub(super) fn compile_exposure(top: &Obj, errors: &mut Errors) -> ExposureConfig
     if let Some(mode) = o.keyword("unit_id", &UnitIdMode::ALL, errors) {
         out.unit_id = mode;
     }
-    if let Some(v) = o.get("max_record_bytes") {
-        let ceiling = limits::MAX_RECORD_BYTES_CEILING;
-        match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
-            Some(n) if (1024..=ceiling).contains(&n) => out.max_record_bytes = n,
-            _ => errors.push(
-                &o.path_of("max_record_bytes"),
-                format!("must be an integer from 1024 to {ceiling}, found {v}"),
-            ),
-        }
+    let ceiling = limits::MAX_RECORD_BYTES_CEILING;
+    if let Some(n) = byte_limit(&o, "max_record_bytes", (1024, ceiling), "", errors) {
+        out.max_record_bytes = n;
     }
     out
 }

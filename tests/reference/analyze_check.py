@@ -84,6 +84,19 @@ def simulate(rng, users=3000):
     return lines, truth
 
 
+def write_inputs(prefix, config, lines):
+    """A fresh directory with config.json and access.log (one JSON line per entry of `lines`);
+    returns their paths."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    cfg, log = os.path.join(work, "config.json"), os.path.join(work, "access.log")
+    with open(cfg, "w") as f:
+        json.dump(config, f)
+    with open(log, "w") as f:
+        for line in lines:
+            f.write(json.dumps(line) + "\n")
+    return cfg, log
+
+
 def mean_arm(y):
     n = len(y)
     var = y.var(ddof=1)
@@ -122,7 +135,7 @@ def close(a, b, what, rel=1e-7):
         raise SystemExit("analyze_check: %s: abmesh %r, reference %r" % (what, a, b))
 
 
-def check_cuped(binary, work):
+def check_cuped(binary):
     """Users with a rate of their own: requests before the first exposure predict those after."""
     import statsmodels.api as sm
     rng = np.random.default_rng(42)
@@ -146,10 +159,7 @@ def check_cuped(binary, work):
                           "duration_ms": 1, "assignments": "x=" + variant,
                           "exposure": record if r == 0 else None, "units": units})
         rows.append((float(treat), float(pre), float(post)))
-    cfg, log = os.path.join(work, "config.json"), os.path.join(work, "cuped.log")
-    with open(log, "w") as f:
-        for line in lines:
-            f.write(json.dumps(line) + "\n")
+    cfg, log = write_inputs("abmesh-analyze-cuped-", CONFIG, lines)
     out = subprocess.run([binary, "analyze", "--config", cfg, "--access-log", log, "--json", "--cuped",
                           "--fixed-horizon"], capture_output=True, text=True)
     got = json.loads(out.stdout)["experiments"][0]["variants"][1]["metrics"]["requests per unit"]["against_control"]
@@ -170,13 +180,7 @@ def main():
     binary = sys.argv[1]
     rng = np.random.default_rng(20261202)
     lines, truth = simulate(rng)
-    work = tempfile.mkdtemp(prefix="abmesh-analyze-check-")
-    cfg, log = os.path.join(work, "config.json"), os.path.join(work, "access.log")
-    with open(cfg, "w") as f:
-        json.dump(CONFIG, f)
-    with open(log, "w") as f:
-        for line in lines:
-            f.write(json.dumps(line) + "\n")
+    cfg, log = write_inputs("abmesh-analyze-check-", CONFIG, lines)
     arms = {}
     for name in ("control", "treatment"):
         rows = np.array([t[1:] for t in truth if t[0] == name])
@@ -232,7 +236,7 @@ def main():
         for g, h in zip(gots + [dur], holm):
             close(g["p_holm"], h, "Holm")
             checked += 1
-    checked += check_cuped(binary, work)
+    checked += check_cuped(binary)
     print("analyze_check: %d figures agree (units %d/%d, SRM p %.4f)" % (checked, n["control"], n["treatment"], srm))
 
 

@@ -13,13 +13,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import duckdb
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from analyze_check import iso, simulate, T0  # noqa: E402
+from analyze_check import iso, simulate, write_inputs, T0  # noqa: E402
 
 CONFIG = {
     "units": {"user": [{"header": "x-user-id"}], "device": [{"cookie": "did"}]},
@@ -68,13 +67,8 @@ def main():
     lines, _ = simulate(rng, users=1500)
     lines += extra_lines(rng)
     rng.shuffle(lines)  # any order: the analysis must not depend on it
-    work = tempfile.mkdtemp(prefix="abmesh-duckdb-check-")
-    cfg, log = os.path.join(work, "config.json"), os.path.join(work, "access.log")
-    with open(cfg, "w") as f:
-        json.dump(CONFIG, f)
-    with open(log, "w") as f:
-        for line in lines:
-            f.write(json.dumps(line) + "\n")
+    cfg, log = write_inputs("abmesh-duckdb-check-", CONFIG, lines)
+    work = os.path.dirname(log)
     goal_args = [a for g in GOALS for a in ("--goal", g)]
     streamed = json.loads(run([binary, "analyze", "--config", cfg, "--access-log", log, "--json"] + goal_args))
     sql = run([binary, "analyze", "--config", cfg, "--sql", "duckdb"] + goal_args)

@@ -7,17 +7,7 @@ use serde_json::{json, Value};
 use super::report::{Effect, SRM_ALPHA};
 use super::Analysis;
 
-fn grouped(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+use abmesh::config::limits::grouped;
 
 fn number(x: f64, percent: bool) -> String {
     if percent {

@@ -134,17 +134,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
             r.requests_per_unit / r.design_effect
         ),
     });
-    let thousands = |n: u64| {
-        let s = n.to_string();
-        let mut out = String::new();
-        for (i, c) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i) % 3 == 0 {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        out
-    };
+    let thousands = abmesh::config::limits::grouped;
     if let Some(d) = input.daily_units {
         text.push_str(&format!(
             "days at {} units a day, {}% of them in the experiment\n",
