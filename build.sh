@@ -108,13 +108,13 @@ build() {
   ensure_wasm_opt
   say "building dist/abmesh.wasm (release: abmesh at opt-level s, dependencies at z, LTO, panic=abort, stripped; then wasm-opt -O3)"
   wasm_cargo build --release -p abmesh-filter
-  say "building the native CLI dist/abmesh"
-  cargo build --release -p abmesh-cli --bin abmesh
+  say "building the native CLI dist/abmesh (profile native: opt-level 3)"
+  cargo build --profile native -p abmesh-cli --bin abmesh
   mkdir -p dist
   wasm-opt -O3 "${WASM_FEATURES[@]}" --strip-debug --strip-producers \
     "target/$WASM_TARGET/release/abmesh_filter.wasm" -o dist/abmesh.wasm \
     || die "wasm-opt could not optimise target/$WASM_TARGET/release/abmesh_filter.wasm (a feature rustc now emits may need another --enable-* flag in WASM_FEATURES)"
-  cp target/release/abmesh dist/abmesh
+  cp target/native/abmesh dist/abmesh
   local size
   size=$(stat -c %s dist/abmesh.wasm)
   say "dist/abmesh.wasm: $size bytes; dist/abmesh: $(stat -c %s dist/abmesh) bytes"
@@ -156,14 +156,14 @@ release() {
   say "CLI for x86_64 Linux, static (musl)"
   ensure_cli_target x86_64-unknown-linux-musl musl-tools || die "cannot install the x86_64-unknown-linux-musl target or musl-tools"
   CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$remap -C target-feature=+crt-static" \
-    cargo build --release -p abmesh-cli --bin abmesh --target x86_64-unknown-linux-musl
-  cp target/x86_64-unknown-linux-musl/release/abmesh "$out/abmesh-$VERSION-x86_64-linux"
+    cargo build --profile native -p abmesh-cli --bin abmesh --target x86_64-unknown-linux-musl
+  cp target/x86_64-unknown-linux-musl/native/abmesh "$out/abmesh-$VERSION-x86_64-linux"
   say "CLI for aarch64 Linux (glibc 2.34 or later; cross-compiled with Debian's gcc-aarch64-linux-gnu)"
   ensure_cli_target aarch64-unknown-linux-gnu gcc-aarch64-linux-gnu || die "cannot install the aarch64-unknown-linux-gnu target or gcc-aarch64-linux-gnu"
   CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="$remap" \
-    cargo build --release -p abmesh-cli --bin abmesh --target aarch64-unknown-linux-gnu
-  cp target/aarch64-unknown-linux-gnu/release/abmesh "$out/abmesh-$VERSION-aarch64-linux"
+    cargo build --profile native -p abmesh-cli --bin abmesh --target aarch64-unknown-linux-gnu
+  cp target/aarch64-unknown-linux-gnu/native/abmesh "$out/abmesh-$VERSION-aarch64-linux"
   say "running both CLIs (aarch64 under qemu-user, Debian's qemu-user)"
   ensure_command qemu-aarch64 qemu-user "runs the aarch64 CLI once before it is released"
   "$out/abmesh-$VERSION-x86_64-linux" check examples/basic-ab.json >/dev/null || die "the x86_64 CLI does not run"

@@ -303,3 +303,46 @@ fn a_malformed_goal_is_a_usage_error_naming_it() {
         "abmesh: goal 'buy': no '=' (expected NAME=[METHOD ]PATH[ CLASS], e.g. purchase=POST /checkout/complete 2xx)\nrun 'abmesh --help' for usage\n"
     );
 }
+
+#[test]
+fn the_order_of_lines_and_files_does_not_change_the_result() {
+    // In time order the first exposures are known before the requests that follow them (one
+    // pass); reversed or shuffled and split into files read in the wrong order, requests come
+    // before their unit's first exposure and a second pass must count them again.
+    let (log, _) = simulate(300, |_, _| true);
+    let lines: Vec<&str> = log.lines().collect();
+    let in_order = report(&analyze("order.log", log.as_bytes(), &[]));
+    let mut reversed: Vec<&str> = lines.clone();
+    reversed.reverse();
+    let reversed = reversed.join("\n");
+    let mut rng = Rng(7);
+    let mut shuffled = lines.clone();
+    for i in (1..shuffled.len()).rev() {
+        shuffled.swap(i, (rng.next() * (i + 1) as f64) as usize);
+    }
+    let (late, early) = shuffled.split_at(shuffled.len() / 2);
+    let (late, early) = (late.join("\n"), early.join("\n"));
+    let d = dir();
+    std::fs::write(d.join("b-early.log"), &early).unwrap();
+    let early_path = d.join("b-early.log");
+    let split = report(&analyze(
+        "a-late.log",
+        late.as_bytes(),
+        &["--access-log", early_path.to_str().unwrap()],
+    ));
+    assert_eq!(in_order["passes"], 1);
+    for other in [
+        report(&analyze("reversed.log", reversed.as_bytes(), &[])),
+        split,
+    ] {
+        assert_eq!(other["experiments"], in_order["experiments"]);
+        assert_eq!(other["lines"], in_order["lines"]);
+        assert_eq!(other["passes"], 2);
+    }
+    assert!(
+        in_order["experiments"][0]["variants"][0]["sums"]["units"]
+            .as_u64()
+            .unwrap()
+            > 100
+    );
+}

@@ -62,11 +62,10 @@ def simulate(rng, users=3000):
         goals = 0
         for r in range(n):
             ts = start + 1000 * r
-            record = None
-            if r == 0:
-                record = json.dumps({"ts_ms": ts, "request_id": "r", "units": {"user": uid},
-                                     "assignments": [{"experiment": "x", "variant": variant, "unit": "user", "forced": False}]},
-                                    separators=(",", ":"))
+            # The filter writes a record on every request it assigns; the first is the exposure.
+            record = json.dumps({"ts_ms": ts, "request_id": "r", "units": {"user": uid},
+                                 "assignments": [{"experiment": "x", "variant": variant, "unit": "user", "forced": False}]},
+                                separators=(",", ":"))
             code = 503 if rng.random() < err_rate else 200
             errors += code >= 500
             lines.append({"time": iso(ts), "request_id": "r", "method": "GET", "path": "/p", "code": code,
@@ -76,8 +75,11 @@ def simulate(rng, users=3000):
             ts = start + 1000 * n
             goals = 1 + int(rng.random() < 0.3)
             for g in range(goals):
+                record = json.dumps({"ts_ms": ts + g, "request_id": "r", "units": {"user": uid},
+                                     "assignments": [{"experiment": "x", "variant": variant, "unit": "user", "forced": False}]},
+                                    separators=(",", ":"))
                 lines.append({"time": iso(ts + g), "request_id": "r", "method": "POST", "path": "/buy",
-                              "code": 200, "duration_ms": 5, "assignments": "x=" + variant, "exposure": None,
+                              "code": 200, "duration_ms": 5, "assignments": "x=" + variant, "exposure": record,
                               "units": json.dumps({"user": uid}, separators=(",", ":"))})
             n += goals
         truth.append((variant, float(conv), float(goals), float(n), float(errors)))
@@ -93,7 +95,8 @@ def write_inputs(prefix, config, lines):
         json.dump(config, f)
     with open(log, "w") as f:
         for line in lines:
-            f.write(json.dumps(line) + "\n")
+            # Envoy's json_format writes no spaces between tokens.
+            f.write(json.dumps(line, separators=(",", ":")) + "\n")
     return cfg, log
 
 

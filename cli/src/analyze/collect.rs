@@ -3,14 +3,15 @@
 //! second attributes every request of an exposed unit — exposure or not, in any order of the
 //! files — to its variant, after its first exposure, or to its activity before it.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use abmesh::Config;
-use serde_json::Value;
 
+use super::flat::{self, Scalar};
 use super::goal::Goal;
-use super::input::{each_line, Line, Location, Problem, Tally};
+use super::input::{each_line, Location, Problem, Tally};
+use super::line::{self, Fields, Text};
+use super::record::{self, Record};
 
 /// The per-unit values summed per variant, in this order: per goal whether the unit reached it
 /// (0 or 1), then per goal how often, then requests, 5xx responses, the summed duration (ms)
@@ -69,6 +70,8 @@ pub struct Collected {
     /// `[experiment]`: day (days since the epoch, UTC) → exposed units per variant.
     pub daily: Vec<BTreeMap<i64, Vec<u64>>>,
     pub lines: u64,
+    /// 1, or 2 when the first pass could not place every request.
+    pub passes: u8,
     pub tally: Tally,
 }
 
@@ -86,268 +89,219 @@ struct Exposed {
     duration_ms: f64,
     pre_requests: u32,
     goals: Vec<u32>,
+    /// The latest start counted before the first exposure and the earliest counted after
+    /// it: while a record moving the first exposure does not cross them, every count stands.
+    last_pre_ms: i64,
+    first_post_ms: i64,
 }
 
-/// A parsed exposure record: its time, unit ids and hashed (not forced) assignments.
-struct Record {
-    ts_ms: i64,
-    units: BTreeMap<String, String>,
-    assignments: Vec<(String, String, String)>,
+/// A unit seen on some line: its requests so far, the latest start among them, and the
+/// experiments it was exposed to.
+#[derive(Debug, Clone, Default)]
+struct Unit {
+    seen: u32,
+    last_ms: i64,
+    exposed: Vec<Exposed>,
 }
 
-fn record(text: &str) -> Option<Record> {
-    let v: Value = serde_json::from_str(text).ok()?;
-    let ts_ms = v.get("ts_ms")?.as_i64()?;
-    let units = v
-        .get("units")?
-        .as_object()?
-        .iter()
-        .map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-        .collect::<Option<BTreeMap<_, _>>>()?;
-    let mut assignments = Vec::new();
-    for a in v.get("assignments")?.as_array()? {
-        let field = |k: &str| a.get(k).and_then(Value::as_str).map(String::from);
-        // Forced (QA) assignments are not randomized: no part of the analysis.
-        if a.get("forced").and_then(Value::as_bool) != Some(false) {
-            continue;
+/// Calls `each(unit, id)` for the unit ids of a line's units value; `false` when the value
+/// is not a JSON object of strings (then `each` was not called).
+fn each_unit(text: &Text, buf: &mut String, mut each: impl FnMut(&str, &str)) -> bool {
+    if let Text::Json(raw, true) = text {
+        if record::each_unit_escaped(raw, &mut each).is_some() {
+            return true;
         }
-        assignments.push((field("experiment")?, field("variant")?, field("unit")?));
     }
-    Some(Record {
-        ts_ms,
-        units,
-        assignments,
-    })
-}
-
-/// A JSON object of strings as its pairs, borrowed from the line where no escape forbids it:
-/// the units of every line, read without building a map.
-struct Pairs<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
-
-impl<'de> serde::Deserialize<'de> for Pairs<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Pairs<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object of strings")
+    let Some(text) = text.get(buf) else {
+        return true;
+    };
+    // The flat reader checks the whole object before any id is used, so that a value it
+    // leaves to serde_json is not counted twice.
+    let strings = |_: &str, v: Scalar| matches!(v, Scalar::Str(..)).then_some(());
+    if flat::members(text, strings).is_some() {
+        flat::members(text, |unit, id| {
+            each(unit, &id.text()?);
+            Some(())
+        });
+        return true;
+    }
+    match serde_json::from_str::<record::Pairs>(text) {
+        Ok(pairs) => {
+            for (unit, id) in &pairs.0 {
+                each(unit, id);
             }
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                mut m: M,
-            ) -> Result<Pairs<'de>, M::Error> {
-                let mut out = Vec::with_capacity(2);
-                while let Some((k, v)) = m.next_entry::<Borrowed<'de>, Borrowed<'de>>()? {
-                    out.push((k.0, v.0));
-                }
-                Ok(Pairs(out))
-            }
+            true
         }
-        d.deserialize_map(Visit)
+        Err(_) => false,
     }
 }
 
-/// A string borrowed when it has no escapes.
-struct Borrowed<'a>(Cow<'a, str>);
+/// Unit ids, hashed fast with a per-process seed (ids come from clients).
+type ById = HashMap<Box<str>, Unit, foldhash::fast::RandomState>;
 
-impl<'de> serde::Deserialize<'de> for Borrowed<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Borrowed<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Borrowed<'de>, E> {
-                Ok(Borrowed(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Borrowed<'de>, E> {
-                Ok(Borrowed(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Borrowed<'de>, E> {
-                Ok(Borrowed(Cow::Owned(v)))
-            }
+/// What is known of every unit, and whether each request was counted on the right side of
+/// its unit's first exposure.
+struct State<'c> {
+    config: &'c Config,
+    goals: &'c [Goal],
+    units: Vec<ById>,
+    /// Cleared when a first exposure turns out earlier (or later) than requests already
+    /// counted after (or before) it, or a unit's first exposure comes after some of its
+    /// requests that started later: then a second pass counts again, knowing every first
+    /// exposure. A log in time order never needs it.
+    exact: bool,
+    /// Where a value with escapes is undone when it cannot be read in place.
+    buf: String,
+}
+
+impl State<'_> {
+    /// A line's exposure record: the first exposures it holds.
+    fn expose(&mut self, line: &Fields, at: &Location, tally: &mut Tally) {
+        if let Some(r) = &line.record {
+            return self.first_exposures(r, line.start_ms, at, tally);
         }
-        d.deserialize_str(Visit)
+        let Some(text) = line.exposure.as_ref().filter(|t| t.is_present()) else {
+            return;
+        };
+        let mut buf = std::mem::take(&mut self.buf);
+        match text.get(&mut buf).and_then(record::read) {
+            Some(r) => self.first_exposures(&r, line.start_ms, at, tally),
+            None => tally.add(Problem::BadExposure, at),
+        }
+        self.buf = buf;
     }
-}
 
-fn units_of(text: &str) -> Option<Pairs<'_>> {
-    serde_json::from_str(text).ok()
-}
-
-/// Whether a line can hold an exposure record: its `exposure` key has a string value. Pass 1
-/// parses only these lines (pass 2 reads every line and counts what is wrong with it).
-fn has_record(bytes: &[u8]) -> bool {
-    let key = b"\"exposure\"";
-    let mut rest = bytes;
-    while let Some(i) = rest.windows(key.len()).position(|w| w == key) {
-        let after = &rest[i + key.len()..];
-        let after = after.trim_ascii_start();
-        if let Some(value) = after.strip_prefix(b":") {
-            return value.trim_ascii_start().starts_with(b"\"");
-        }
-        rest = after;
-    }
-    false
-}
-
-/// The parsed line and its start (ms), or the problem with it.
-fn parse<'a>(bytes: &'a [u8]) -> Result<(Line<'a>, i64), Problem> {
-    parse_as::<Line>(bytes, |l| {
-        (l.time.as_deref(), l.method.is_some() && l.path.is_some())
-    })
-}
-
-/// A line as the second pass reads it: the exposure record is not read again.
-#[derive(serde::Deserialize)]
-struct Request<'a> {
-    #[serde(borrow, default)]
-    time: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    method: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    path: Option<Cow<'a, str>>,
-    #[serde(default)]
-    code: Option<super::input::Number>,
-    #[serde(default)]
-    duration_ms: Option<super::input::Number>,
-    #[serde(borrow, default)]
-    units: Option<Cow<'a, str>>,
-}
-
-fn parse_request(bytes: &[u8]) -> Result<(Request<'_>, i64), Problem> {
-    parse_as::<Request>(bytes, |l| {
-        (l.time.as_deref(), l.method.is_some() && l.path.is_some())
-    })
-}
-
-fn parse_as<'a, T: serde::Deserialize<'a>>(
-    bytes: &'a [u8],
-    fields: impl Fn(&T) -> (Option<&str>, bool),
-) -> Result<(T, i64), Problem> {
-    let line: T = serde_json::from_slice(bytes).map_err(|_| {
-        if bytes.trim_ascii_start().starts_with(b"{") {
-            Problem::NotJson
-        } else {
-            Problem::OtherFormat
-        }
-    })?;
-    let (Some(time), true) = fields(&line) else {
-        return Err(Problem::OtherFormat);
-    };
-    let ms = abmesh::time::parse_rfc3339(time).ok_or(Problem::BadTime)?;
-    Ok((line, ms))
-}
-
-fn present<'t>(text: &'t Option<std::borrow::Cow<'_, str>>) -> Option<&'t str> {
-    text.as_deref().filter(|t| !t.is_empty() && *t != "-")
-}
-
-/// Pass 1 on one line: a unit's first exposures.
-fn first_exposures(
-    config: &Config,
-    goals: usize,
-    first: &mut [HashMap<String, Vec<Exposed>>],
-    line: &Line,
-    start_ms: i64,
-    at: &Location,
-    tally: &mut Tally,
-) {
-    let Some(text) = present(&line.exposure) else {
-        return;
-    };
-    let Some(r) = record(text) else {
-        return tally.add(Problem::BadExposure, at);
-    };
-    for (key, variant, unit) in &r.assignments {
-        let Some(e) = config.experiment_index(key.as_bytes()) else {
-            tally.add(Problem::UnknownExperiment, at);
-            continue;
-        };
-        let x = &config.experiments[e];
-        let Some(v) = x.variants.iter().position(|v| &v.name == variant) else {
-            tally.add(Problem::UnknownVariant, at);
-            continue;
-        };
-        let (Some(u), Some(id)) = (config.unit_index(unit), r.units.get(unit)) else {
-            tally.add(Problem::NoUnitId, at);
-            continue;
-        };
-        let Some(by_id) = first.get_mut(u) else {
-            continue;
-        };
-        let slots = by_id.entry(id.clone()).or_default();
-        match slots.iter_mut().find(|s| usize::from(s.experiment) == e) {
-            Some(s) if usize::from(s.variant) == v => {
-                if (r.ts_ms, start_ms) < (s.first_ms, s.first_start_ms) {
-                    (s.first_ms, s.first_start_ms) = (r.ts_ms, start_ms);
-                }
-            }
-            Some(s) => {
-                tally.add(Problem::TwoVariants, at);
-                // The earlier exposure is the unit's first: it decides its variant.
-                if r.ts_ms < s.first_ms {
-                    (s.variant, s.first_ms, s.first_start_ms) = (v as u16, r.ts_ms, start_ms);
-                }
-            }
-            None => slots.push(Exposed {
-                experiment: e as u16,
-                variant: v as u16,
-                first_ms: r.ts_ms,
-                first_start_ms: start_ms,
-                requests: 0,
-                errors: 0,
-                duration_ms: 0.0,
-                pre_requests: 0,
-                goals: vec![0; goals],
-            }),
-        }
-    }
-}
-
-/// Pass 2 on one line: the request, attributed to every experiment its units were exposed to.
-fn attribute(
-    config: &Config,
-    goals: &[Goal],
-    first: &mut [HashMap<String, Vec<Exposed>>],
-    line: &Request,
-    start_ms: i64,
-    at: &Location,
-    tally: &mut Tally,
-) {
-    let Some(text) = present(&line.units) else {
-        return;
-    };
-    let Some(units) = units_of(text) else {
-        return tally.add(Problem::BadUnits, at);
-    };
-    let method = line.method.as_deref().unwrap_or("");
-    let path = line.path.as_deref().unwrap_or("");
-    let status = line.code.as_ref().and_then(|c| c.value()).unwrap_or(0.0) as u16;
-    let duration = line
-        .duration_ms
-        .as_ref()
-        .and_then(|d| d.value())
-        .unwrap_or(0.0);
-    for (name, id) in units.0 {
-        let Some(u) = config.unit_index(&name) else {
-            continue;
-        };
-        let Some(slots) = first.get_mut(u).and_then(|m| m.get_mut(id.as_ref())) else {
-            continue;
-        };
-        for s in slots {
-            if start_ms < s.first_start_ms {
-                s.pre_requests += 1;
+    fn first_exposures(&mut self, r: &Record, start_ms: i64, at: &Location, tally: &mut Tally) {
+        for a in r.assignments.iter().filter(|a| !a.forced) {
+            let Some(e) = self.config.experiment_index(a.experiment.as_bytes()) else {
+                tally.add(Problem::UnknownExperiment, at);
                 continue;
+            };
+            let x = &self.config.experiments[e];
+            let Some(v) = x.variants.iter().position(|v| v.name == a.variant) else {
+                tally.add(Problem::UnknownVariant, at);
+                continue;
+            };
+            let (Some(u), Some(id)) = (self.config.unit_index(&a.unit), r.units.get(&a.unit))
+            else {
+                tally.add(Problem::NoUnitId, at);
+                continue;
+            };
+            let Some(by_id) = self.units.get_mut(u) else {
+                continue;
+            };
+            let unit = match by_id.get_mut(id) {
+                Some(unit) => unit,
+                None => by_id.entry(id.into()).or_default(),
+            };
+            let (e, v) = (e as u16, v as u16);
+            let (ts_ms, goals) = (r.ts_ms, self.goals.len());
+            let exact = match unit.exposed.iter_mut().find(|s| s.experiment == e) {
+                Some(s) if s.variant == v => {
+                    (ts_ms, start_ms) >= (s.first_ms, s.first_start_ms)
+                        || s.first_at(ts_ms, start_ms)
+                }
+                Some(s) => {
+                    tally.add(Problem::TwoVariants, at);
+                    // The earlier exposure is the unit's first: it decides its variant.
+                    ts_ms >= s.first_ms || {
+                        s.variant = v;
+                        s.first_at(ts_ms, start_ms)
+                    }
+                }
+                None => {
+                    // Every request seen so far started before this one: all are before it.
+                    let exact = unit.seen == 0 || unit.last_ms < start_ms;
+                    unit.exposed.push(Exposed {
+                        experiment: e,
+                        variant: v,
+                        first_ms: ts_ms,
+                        first_start_ms: start_ms,
+                        requests: 0,
+                        errors: 0,
+                        duration_ms: 0.0,
+                        pre_requests: unit.seen,
+                        goals: vec![0; goals],
+                        last_pre_ms: if unit.seen == 0 {
+                            i64::MIN
+                        } else {
+                            unit.last_ms
+                        },
+                        first_post_ms: i64::MAX,
+                    });
+                    exact
+                }
+            };
+            self.exact &= exact;
+        }
+    }
+
+    /// A line's request, counted for every experiment its units were exposed to (so far).
+    fn attribute(&mut self, line: &Fields, at: &Location, tally: &mut Tally) {
+        let (config, goals) = (self.config, self.goals);
+        let all = &mut self.units;
+        let mut count = |name: &str, id: &str| {
+            let Some(by_id) = config.unit_index(name).and_then(|u| all.get_mut(u)) else {
+                return;
+            };
+            let unit = match by_id.get_mut(id) {
+                Some(unit) => unit,
+                None => by_id.entry(id.into()).or_default(),
+            };
+            unit.last_ms = if unit.seen == 0 {
+                line.start_ms
+            } else {
+                unit.last_ms.max(line.start_ms)
+            };
+            unit.seen += 1;
+            for s in &mut unit.exposed {
+                s.count(line, goals);
             }
-            s.requests += 1;
-            s.errors += u32::from(status >= 500);
-            s.duration_ms += duration;
-            for (g, goal) in goals.iter().enumerate() {
-                s.goals[g] += u32::from(goal.matches(method, path, status));
+        };
+        let read = match (&line.unit_ids, &line.units) {
+            (Some(ids), _) => {
+                ids.0.iter().for_each(|(name, id)| count(name, id));
+                true
             }
+            (None, Some(units)) if units.is_present() => each_unit(units, &mut self.buf, count),
+            _ => true,
+        };
+        if !read {
+            tally.add(Problem::BadUnits, at);
+        }
+    }
+
+    /// Every count back to zero, for a second pass that knows every first exposure.
+    fn recount(&mut self) {
+        for unit in self.units.iter_mut().flat_map(HashMap::values_mut) {
+            unit.seen = 0;
+            for s in &mut unit.exposed {
+                (s.requests, s.errors, s.duration_ms, s.pre_requests) = (0, 0, 0.0, 0);
+                s.goals.iter_mut().for_each(|g| *g = 0);
+            }
+        }
+    }
+}
+
+impl Exposed {
+    /// Moves the first exposure to `(ts_ms, start_ms)`; whether the counts still stand.
+    fn first_at(&mut self, ts_ms: i64, start_ms: i64) -> bool {
+        (self.first_ms, self.first_start_ms) = (ts_ms, start_ms);
+        self.last_pre_ms < start_ms && start_ms <= self.first_post_ms
+    }
+
+    fn count(&mut self, line: &Fields, goals: &[Goal]) {
+        if line.start_ms < self.first_start_ms {
+            self.pre_requests += 1;
+            self.last_pre_ms = self.last_pre_ms.max(line.start_ms);
+            return;
+        }
+        self.first_post_ms = self.first_post_ms.min(line.start_ms);
+        self.requests += 1;
+        self.errors += u32::from(line.status >= 500);
+        self.duration_ms += line.duration_ms;
+        for (g, goal) in goals.iter().enumerate() {
+            self.goals[g] += u32::from(goal.matches(&line.method, &line.path, line.status));
         }
     }
 }
@@ -360,40 +314,38 @@ pub fn collect(
     inputs: &[(std::path::PathBuf, String)],
 ) -> Collected {
     let mut tally = Tally::default();
-    let mut first: Vec<HashMap<String, Vec<Exposed>>> = vec![HashMap::new(); config.units.len()];
+    let mut state = State {
+        config,
+        goals,
+        units: vec![ById::default(); config.units.len()],
+        exact: true,
+        buf: String::new(),
+    };
     let mut lines = 0u64;
-    for (path, name) in inputs {
-        // What cannot be read is counted once, in the second pass, which reads every line.
-        let mut unread = Tally::default();
-        each_line(path, name, &mut unread, |bytes, at, _| {
-            if !has_record(bytes) {
-                return;
-            }
-            if let Ok((line, start_ms)) = parse(bytes) {
-                first_exposures(
-                    config,
-                    goals.len(),
-                    &mut first,
-                    &line,
-                    start_ms,
-                    at,
-                    &mut tally,
-                );
-            }
-        });
-    }
     for (path, name) in inputs {
         let mut problems = Tally::default();
         each_line(path, name, &mut problems, |bytes, at, problems| {
             lines += 1;
-            match parse_request(bytes) {
-                Ok((line, start_ms)) => {
-                    attribute(config, goals, &mut first, &line, start_ms, at, problems)
-                }
-                Err(p) => problems.add(p, at),
-            }
+            let line = match line::read(bytes) {
+                Ok(line) => line,
+                Err(p) => return problems.add(p, at),
+            };
+            state.expose(&line, at, problems);
+            state.attribute(&line, at, problems);
         });
         tally.merge(problems);
+    }
+    if !state.exact {
+        // Bad input was counted in the first pass: the second counts requests only.
+        state.recount();
+        let mut again = Tally::default();
+        for (path, name) in inputs {
+            each_line(path, name, &mut again, |bytes, at, problems| {
+                if let Ok(line) = line::read(bytes) {
+                    state.attribute(&line, at, problems);
+                }
+            });
+        }
     }
     let k = value_names(goals).len();
     let mut sums: Vec<Vec<Sums>> = config
@@ -404,7 +356,12 @@ pub fn collect(
     let mut daily: Vec<BTreeMap<i64, Vec<u64>>> = vec![BTreeMap::new(); config.experiments.len()];
     let g = goals.len();
     let mut y = vec![0.0; k];
-    for s in first.iter().flat_map(HashMap::values).flatten() {
+    let exposed = state
+        .units
+        .iter()
+        .flat_map(HashMap::values)
+        .flat_map(|u| &u.exposed);
+    for s in exposed {
         let (e, v) = (usize::from(s.experiment), usize::from(s.variant));
         for i in 0..g {
             y[i] = f64::from(u8::from(s.goals[i] > 0));
@@ -424,6 +381,7 @@ pub fn collect(
         sums,
         daily,
         lines,
+        passes: if state.exact { 1 } else { 2 },
         tally,
     }
 }

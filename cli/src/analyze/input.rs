@@ -2,10 +2,9 @@
 //! input; one JSON object per line, in the format of the shipped `envoy/envoy.yaml`. Whatever
 //! cannot be read is counted by kind with its first locations, never dropped silently.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -118,25 +117,6 @@ impl std::fmt::Display for Location<'_> {
     }
 }
 
-/// One access-log line, as the shipped format writes it.
-#[derive(Debug, Deserialize)]
-pub struct Line<'a> {
-    #[serde(borrow, default)]
-    pub time: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub method: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub path: Option<Cow<'a, str>>,
-    #[serde(default)]
-    pub code: Option<Number>,
-    #[serde(default)]
-    pub duration_ms: Option<Number>,
-    #[serde(borrow, default)]
-    pub units: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub exposure: Option<Cow<'a, str>>,
-}
-
 /// A number Envoy writes as a number, or as a string in a text format (`None` when the string
 /// is no number). Read by a visitor rather than an untagged enum, which would buffer every
 /// value before trying each form: this is on every line.
@@ -203,17 +183,36 @@ pub fn spool_stdin() -> Result<tempfile::NamedTempFile, String> {
     Ok(f)
 }
 
-/// A file's reader, gunzipped when it starts with the gzip magic bytes (and whether it is).
-fn open(path: &Path) -> std::io::Result<(Box<dyn BufRead>, bool)> {
+/// A file, gunzipped when it starts with the gzip magic bytes.
+struct Reader {
+    inner: Box<dyn Read>,
+    gzip: bool,
+}
+
+impl Reader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+fn open(path: &Path) -> std::io::Result<Reader> {
     let mut file = BufReader::new(File::open(path)?);
     let gzip = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
     Ok(if gzip {
-        let reader = BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(file));
-        (Box::new(reader), true)
+        Reader {
+            inner: Box::new(flate2::read::MultiGzDecoder::new(file)),
+            gzip: true,
+        }
     } else {
-        (Box::new(BufReader::with_capacity(1 << 16, file)), false)
+        Reader {
+            inner: Box::new(file),
+            gzip: false,
+        }
     })
 }
+
+/// How much of a file is read at once: lines are handed out from this buffer without a copy.
+const BLOCK_BYTES: usize = 1 << 20;
 
 /// Calls `each` with every line of `path` (without its newline), its location and the tally; a line
 /// longer than [`MAX_LINE_BYTES`], an unreadable file and a truncated gzip are counted.
@@ -223,76 +222,85 @@ pub fn each_line(
     tally: &mut Tally,
     mut each: impl FnMut(&[u8], &Location, &mut Tally),
 ) {
-    let (mut reader, gzip) = match open(path) {
-        Ok(r) => r,
-        Err(_) => {
-            tally.add(
-                Problem::Unreadable,
-                &Location {
-                    source: name,
-                    line: 0,
-                },
-            );
-            return;
-        }
-    };
-    let mut line = Vec::with_capacity(1024);
-    let mut number = 0u64;
-    loop {
-        line.clear();
-        let mut too_long = false;
-        let ended = loop {
-            let buf = match reader.fill_buf() {
-                Ok(b) => b,
-                Err(_) => {
-                    let at = Location {
-                        source: name,
-                        line: number + 1,
-                    };
-                    tally.add(
-                        if gzip {
-                            Problem::TruncatedGzip
-                        } else {
-                            Problem::Unreadable
-                        },
-                        &at,
-                    );
-                    return;
-                }
-            };
-            if buf.is_empty() {
-                break true;
-            }
-            let (chunk, newline) = match buf.iter().position(|&b| b == b'\n') {
-                Some(i) => (&buf[..i], true),
-                None => (buf, false),
-            };
-            if !too_long && line.len() + chunk.len() <= MAX_LINE_BYTES {
-                line.extend_from_slice(chunk);
-            } else {
-                too_long = true;
-            }
-            let used = chunk.len() + usize::from(newline);
-            reader.consume(used);
-            if newline {
-                break false;
-            }
-        };
-        if ended && line.is_empty() && !too_long {
-            return;
-        }
-        number += 1;
+    let Ok(mut reader) = open(path) else {
         let at = Location {
             source: name,
-            line: number,
+            line: 0,
         };
-        if too_long {
-            tally.add(Problem::TooLong, &at);
-        } else if !line.iter().all(u8::is_ascii_whitespace) {
-            each(&line, &at, tally);
+        return tally.add(Problem::Unreadable, &at);
+    };
+    let mut buf = vec![0u8; BLOCK_BYTES];
+    // buf[..end] holds what was read and not yet handed out; a line that does not fit is
+    // skipped to its newline (`skipping`) and counted as too long.
+    let (mut end, mut number, mut skipping) = (0usize, 0u64, false);
+    loop {
+        let read = match reader.read(&mut buf[end..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                let at = Location {
+                    source: name,
+                    line: number + 1,
+                };
+                let kind = if reader.gzip {
+                    Problem::TruncatedGzip
+                } else {
+                    Problem::Unreadable
+                };
+                return tally.add(kind, &at);
+            }
+        };
+        let last = read == 0;
+        end += read;
+        let mut start = 0;
+        while let Some(i) = memchr::memchr(b'\n', &buf[start..end]) {
+            number += 1;
+            let line = &buf[start..start + i];
+            hand_out(
+                line,
+                std::mem::take(&mut skipping),
+                name,
+                number,
+                tally,
+                &mut each,
+            );
+            start += i + 1;
         }
-        if ended {
+        if last {
+            if start < end || skipping {
+                number += 1;
+                hand_out(&buf[start..end], skipping, name, number, tally, &mut each);
+            }
             return;
         }
+        buf.copy_within(start..end, 0);
+        end -= start;
+        if end == buf.len() {
+            if buf.len() > MAX_LINE_BYTES {
+                // Past the limit: forget the line's bytes, remember it is too long.
+                (end, skipping) = (0, true);
+            } else {
+                buf.resize((buf.len() * 2).min(MAX_LINE_BYTES + 1), 0);
+            }
+        }
+    }
+}
+
+fn hand_out(
+    line: &[u8],
+    too_long: bool,
+    name: &str,
+    number: u64,
+    tally: &mut Tally,
+    each: &mut impl FnMut(&[u8], &Location, &mut Tally),
+) {
+    let at = Location {
+        source: name,
+        line: number,
+    };
+    if too_long || line.len() > MAX_LINE_BYTES {
+        tally.add(Problem::TooLong, &at);
+    } else if !line.iter().all(u8::is_ascii_whitespace) {
+        each(line, &at, tally);
     }
 }

@@ -11,8 +11,11 @@
 //! ```
 
 pub mod collect;
+mod flat;
 pub mod goal;
 pub mod input;
+pub mod line;
+pub mod record;
 mod render;
 pub mod report;
 pub mod sql;
@@ -36,6 +39,9 @@ pub struct Analysis {
     pub metrics: Vec<Metric>,
     pub experiments: Vec<ExperimentResult>,
     pub lines: u64,
+    /// How often the inputs were read: 1, or 2 when requests came before their unit's first
+    /// exposure (lines out of time order, files in another order), 0 for `--aggregates`.
+    pub passes: u8,
     pub tally: Tally,
 }
 
@@ -125,6 +131,7 @@ pub fn from_aggregates(
         metrics,
         experiments,
         lines,
+        passes: 0,
         tally: Tally::default(),
     })
 }
@@ -144,6 +151,7 @@ pub fn analyze(
         metrics,
         experiments,
         lines: c.lines,
+        passes: c.passes,
         tally: c.tally,
     }
 }

@@ -212,6 +212,7 @@ pub fn render_json(a: &Analysis) -> String {
         .collect();
     json!({
         "lines": a.lines,
+        "passes": a.passes,
         "bad_input": bad,
         "mode": if a.options.mixing.is_some() { "sequential" } else { "fixed_horizon" },
         "mixing": a.options.mixing,
