@@ -346,3 +346,81 @@ fn the_order_of_lines_and_files_does_not_change_the_result() {
             > 100
     );
 }
+
+#[test]
+fn the_html_page_shows_each_metrics_effect_over_time_ending_at_the_reported_effect() {
+    let (log, _) = simulate(800, |_, _| true);
+    let page = dir().join("report.html");
+    let out = analyze(
+        "html.log",
+        log.as_bytes(),
+        &["--html", page.to_str().unwrap()],
+    );
+    let r = report(&out);
+    let x = experiment(&r, "checkout-v2");
+    let timeline = x["timeline"].as_array().unwrap();
+    // Users start over three days: a point per day, cumulative, the last holding every unit.
+    assert!((3..=4).contains(&timeline.len()), "{}", timeline.len());
+    let units = |p: &Value| {
+        p["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    for pair in timeline.windows(2) {
+        assert!(units(&pair[0])
+            .iter()
+            .zip(units(&pair[1]))
+            .all(|(a, b)| *a <= b));
+    }
+    let last = timeline.last().unwrap();
+    let variants = x["variants"].as_array().unwrap();
+    assert_eq!(
+        units(last),
+        variants
+            .iter()
+            .map(|v| v["units"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    );
+    let daily: u64 = x["daily_exposed_units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| {
+            d["units"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap())
+        })
+        .sum();
+    assert_eq!(daily, x["units"].as_u64().unwrap());
+    // The last point is the report: same estimate, same interval (the p-value alone is Holm's).
+    let final_effect = &variants[1]["metrics"]["purchase conversion"]["against_control"];
+    let last_effect = &last["variants"][0]["against_control"]["purchase conversion"];
+    for k in ["diff", "diff_low", "diff_high", "lift", "p_value"] {
+        assert_eq!(last_effect[k], final_effect[k], "{k}");
+    }
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.starts_with("<!doctype html>"));
+    assert!(html.contains("<h2>checkout-v2 <small>by user</small></h2>"));
+    assert!(html.contains("Split as configured."));
+    // Per experiment a chart per metric (five for one goal) and the units per day.
+    let metrics = r["experiments"][0]["variants"][0]["metrics"]
+        .as_object()
+        .unwrap()
+        .len();
+    assert_eq!(metrics, 5);
+    assert_eq!(html.matches("<svg ").count(), 2 * (metrics + 1));
+    assert_eq!(
+        html.matches("<svg ").count(),
+        html.matches("</svg>").count()
+    );
+    let diff = final_effect["diff"].as_f64().unwrap();
+    assert!(
+        html.contains(&format!("treatment − control: {:+.2} pt [", 100.0 * diff)),
+        "the last point is labelled with the reported effect"
+    );
+}

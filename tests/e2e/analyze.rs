@@ -117,8 +117,14 @@ fn analyze(envoy: &Envoy) -> (i32, Value, String) {
             envoy.dir.join("access.log").to_str().unwrap(),
         ])
         .args(["--goal", "purchase=POST /checkout/complete 2xx", "--json"])
+        .args(["--html", dir.join("report.html").to_str().unwrap()])
         .output()
         .unwrap();
+    let page = std::fs::read_to_string(dir.join("report.html")).unwrap_or_default();
+    assert!(
+        page.contains("<h2>checkout-v2 <small>by user</small></h2>") && page.contains("<svg "),
+        "--html wrote no page for checkout-v2"
+    );
     let report = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
     (

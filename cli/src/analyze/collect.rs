@@ -55,6 +55,19 @@ impl Sums {
         }
     }
 
+    /// Adds another set of units' sums.
+    pub fn merge(&mut self, other: &Sums) {
+        self.units += other.units;
+        for (a, b) in self.sum.iter_mut().zip(&other.sum) {
+            *a += b;
+        }
+        for (row, other) in self.cross.iter_mut().zip(&other.cross) {
+            for (a, b) in row.iter_mut().zip(other) {
+                *a += b;
+            }
+        }
+    }
+
     /// `Σ y_i y_j` for any order of i and j.
     pub fn product(&self, i: usize, j: usize) -> f64 {
         self.cross[i.min(j)][i.max(j)]
@@ -67,8 +80,9 @@ impl Sums {
 pub struct Collected {
     /// `[experiment][variant]`
     pub sums: Vec<Vec<Sums>>,
-    /// `[experiment]`: day (days since the epoch, UTC) → exposed units per variant.
-    pub daily: Vec<BTreeMap<i64, Vec<u64>>>,
+    /// `[experiment]`: day of first exposure (days since the epoch, UTC) → per variant the
+    /// sums over the units first exposed that day.
+    pub daily: Vec<BTreeMap<i64, Vec<Sums>>>,
     pub lines: u64,
     /// 1, or 2 when the first pass could not place every request.
     pub passes: u8,
@@ -353,7 +367,7 @@ pub fn collect(
         .iter()
         .map(|e| vec![Sums::new(k); e.variants.len()])
         .collect();
-    let mut daily: Vec<BTreeMap<i64, Vec<u64>>> = vec![BTreeMap::new(); config.experiments.len()];
+    let mut daily: Vec<BTreeMap<i64, Vec<Sums>>> = vec![BTreeMap::new(); config.experiments.len()];
     let g = goals.len();
     let mut y = vec![0.0; k];
     let exposed = state
@@ -375,7 +389,8 @@ pub fn collect(
         let day = s.first_ms.div_euclid(86_400_000);
         daily[e]
             .entry(day)
-            .or_insert_with(|| vec![0; config.experiments[e].variants.len()])[v] += 1;
+            .or_insert_with(|| vec![Sums::new(k); config.experiments[e].variants.len()])[v]
+            .add(&y);
     }
     Collected {
         sums,

@@ -13,6 +13,7 @@
 pub mod collect;
 mod flat;
 pub mod goal;
+mod html;
 pub mod input;
 pub mod line;
 pub mod record;
@@ -20,6 +21,7 @@ mod render;
 pub mod report;
 pub mod sql;
 
+pub use html::render_html;
 pub use render::{render_json, render_text};
 
 use std::path::PathBuf;

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use serde_json::{json, Value};
 
-use super::report::{Effect, SRM_ALPHA};
+use super::report::{Effect, ExperimentResult, Point, SRM_ALPHA};
 use super::Analysis;
 
 use abmesh::config::limits::grouped;
@@ -153,6 +153,44 @@ fn effect_json(x: &Effect) -> Value {
     })
 }
 
+/// `YYYY-MM-DD` of a day since the epoch.
+pub(super) fn day(d: i64) -> String {
+    let t = abmesh::time::format_rfc3339(d * 86_400_000);
+    t.get(..10).unwrap_or(&t).to_string()
+}
+
+/// Units first exposed per day and variant (the timeline's cumulative counts, differenced).
+pub(super) fn daily_units(e: &ExperimentResult) -> Vec<(i64, Vec<u64>)> {
+    let mut before = vec![0u64; e.variants.len()];
+    e.timeline
+        .iter()
+        .map(|p| {
+            let day: Vec<u64> = p.units.iter().zip(&before).map(|(n, b)| n - b).collect();
+            before.clone_from(&p.units);
+            (p.day, day)
+        })
+        .collect()
+}
+
+fn timeline_json(a: &Analysis, e: &ExperimentResult, p: &Point) -> Value {
+    let variants: Vec<Value> = e
+        .variants
+        .iter()
+        .zip(&p.effects)
+        .skip(1)
+        .map(|(v, effects)| {
+            let metrics: serde_json::Map<String, Value> = a
+                .metrics
+                .iter()
+                .zip(effects)
+                .map(|(m, x)| (m.name.clone(), json!(x.as_ref().map(effect_json))))
+                .collect();
+            json!({"name": v.name, "against_control": metrics})
+        })
+        .collect();
+    json!({"day": day(p.day), "units": p.units, "variants": variants})
+}
+
 /// A variant's sums under the column names of `analyze --sql`.
 fn sums_json(a: &Analysis, s: &super::collect::Sums) -> Value {
     let names = super::collect::value_names(&a.goals);
@@ -195,7 +233,8 @@ pub fn render_json(a: &Analysis) -> String {
                 "units": e.variants.iter().map(|v| v.units).sum::<u64>(),
                 "srm_p": e.srm_p, "srm": e.srm_p.is_some_and(|p| p < SRM_ALPHA),
                 "variants": variants,
-                "daily_exposed_units": e.daily.iter().map(|(d, n)| json!({"day": abmesh::time::format_rfc3339(d * 86_400_000).get(..10), "units": n})).collect::<Vec<_>>(),
+                "daily_exposed_units": daily_units(e).iter().map(|(d, n)| json!({"day": day(*d), "units": n})).collect::<Vec<_>>(),
+                "timeline": e.timeline.iter().map(|p| timeline_json(a, e, p)).collect::<Vec<_>>(),
             })
         })
         .collect();

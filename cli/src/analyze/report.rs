@@ -331,7 +331,57 @@ pub struct ExperimentResult {
     pub unit: String,
     pub srm_p: Option<f64>,
     pub variants: Vec<VariantResult>,
-    pub daily: Vec<(i64, Vec<u64>)>,
+    /// Per day of first exposure (UTC), cumulative: empty for `--aggregates`, which has no days.
+    pub timeline: Vec<Point>,
+}
+
+/// The experiment as it stood at the end of a day: the units first exposed by then (each with
+/// everything it did in the log), and per variant and metric the effect against control.
+/// Sequential intervals are valid however often they are looked at; they are not adjusted
+/// for the number of comparisons (the final report's p-values are).
+#[derive(Debug, Clone)]
+pub struct Point {
+    /// Days since the epoch.
+    pub day: i64,
+    /// Units per variant.
+    pub units: Vec<u64>,
+    /// `[variant][metric]`, `None` for control.
+    pub effects: Vec<Vec<Option<Effect>>>,
+}
+
+/// Per metric, variant `v` of `arms` against control (`arms[0]`); CUPED where asked for.
+fn effects(
+    arms: &[Sums],
+    v: usize,
+    metrics: &[Metric],
+    covariate: usize,
+    o: &Options,
+) -> Vec<Option<Effect>> {
+    let s = &arms[v];
+    metrics
+        .iter()
+        .map(|m| {
+            if v == 0 {
+                return None;
+            }
+            let adjust = match m.kind {
+                Kind::Mean(i) if o.cuped && i != covariate => {
+                    cuped_theta(arms, i, covariate).map(|t| (i, t))
+                }
+                _ => None,
+            };
+            let (ev, ec) = match adjust {
+                Some((i, (theta, x))) => (
+                    adjusted_mean(s, i, covariate, theta, x)?,
+                    adjusted_mean(&arms[0], i, covariate, theta, x)?,
+                ),
+                None => (estimate(s, &m.kind)?, estimate(&arms[0], &m.kind)?),
+            };
+            let mut x = effect(ev, ec, o, s.units as f64, arms[0].units as f64);
+            x.cuped_theta = adjust.map(|(_, (theta, _))| theta);
+            Some(x)
+        })
+        .collect()
 }
 
 /// SRM is flagged below this p-value, as guard flags it.
@@ -342,7 +392,7 @@ pub fn judge(
     config: &Config,
     goals: &[Goal],
     sums: &[Vec<Sums>],
-    daily: &[std::collections::BTreeMap<i64, Vec<u64>>],
+    daily: &[std::collections::BTreeMap<i64, Vec<Sums>>],
     o: &Options,
 ) -> (Vec<Metric>, Vec<ExperimentResult>) {
     let metrics = metrics(goals);
@@ -371,37 +421,28 @@ pub fn judge(
                 .iter()
                 .map(|m| estimate(s, &m.kind).map(|x| x.value))
                 .collect();
-            let effects = metrics
-                .iter()
-                .map(|m| {
-                    if v == 0 {
-                        return None;
-                    }
-                    let adjust = match m.kind {
-                        Kind::Mean(i) if o.cuped && i != covariate => {
-                            cuped_theta(arms, i, covariate).map(|t| (i, t))
-                        }
-                        _ => None,
-                    };
-                    let (ev, ec) = match adjust {
-                        Some((i, (theta, x))) => (
-                            adjusted_mean(s, i, covariate, theta, x)?,
-                            adjusted_mean(&arms[0], i, covariate, theta, x)?,
-                        ),
-                        None => (estimate(s, &m.kind)?, estimate(&arms[0], &m.kind)?),
-                    };
-                    let mut x = effect(ev, ec, o, s.units as f64, arms[0].units as f64);
-                    x.cuped_theta = adjust.map(|(_, (theta, _))| theta);
-                    Some(x)
-                })
-                .collect();
             variants.push(VariantResult {
                 name: x.variants[v].name.clone(),
                 sums: s.clone(),
                 units: s.units,
                 expected_share: shares[v],
-                effects,
+                effects: effects(arms, v, &metrics, covariate, o),
                 values,
+            });
+        }
+        // Day by day, the units first exposed by the end of the day, each with all it did.
+        let mut timeline = Vec::new();
+        let mut cumulative: Vec<Sums> = arms.iter().map(|s| Sums::new(s.sum.len())).collect();
+        for (day, arms_of_day) in &daily[e] {
+            for (c, d) in cumulative.iter_mut().zip(arms_of_day) {
+                c.merge(d);
+            }
+            timeline.push(Point {
+                day: *day,
+                units: cumulative.iter().map(|s| s.units).collect(),
+                effects: (0..cumulative.len())
+                    .map(|v| effects(&cumulative, v, &metrics, covariate, o))
+                    .collect(),
             });
         }
         out.push(ExperimentResult {
@@ -409,7 +450,7 @@ pub fn judge(
             unit: config.units[x.unit].name.clone(),
             srm_p: srm(&units, &shares),
             variants,
-            daily: daily[e].iter().map(|(d, n)| (*d, n.clone())).collect(),
+            timeline,
         });
     }
     // Holm over every comparison of the run.

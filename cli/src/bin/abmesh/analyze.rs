@@ -14,6 +14,7 @@ use crate::common::{out, read_config, usage_error};
 pub fn run(args: &[OsString]) -> ExitCode {
     let (mut config, mut logs, mut goals) = (None, Vec::new(), Vec::new());
     let (mut json, mut strict) = (false, false);
+    let mut html: Option<String> = None;
     let (mut sql, mut aggregates): (Option<String>, Option<String>) = (None, None);
     let mut options = Options {
         alpha: 0.05,
@@ -30,6 +31,10 @@ pub fn run(args: &[OsString]) -> ExitCode {
         };
         match flag.to_str() {
             Some("--json") => json = true,
+            Some("--html") => match rest.next() {
+                Some(f) => html = Some(f.to_string_lossy().into_owned()),
+                None => return usage_error("--html needs a file to write"),
+            },
             Some("--strict") => strict = true,
             Some("--fixed-horizon") => fixed = true,
             Some("--cuped") => options.cuped = true,
@@ -154,7 +159,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
         let analysis =
             text.and_then(|t| abmesh_cli::analyze::from_aggregates(&config, &goals, &t, options));
         return match analysis {
-            Ok(a) => report(&a, json, false),
+            Ok(a) => report(&a, json, html.as_deref(), false),
             Err(e) => {
                 eprintln!("abmesh: --aggregates {path}: {e}");
                 ExitCode::from(1)
@@ -186,11 +191,23 @@ pub fn run(args: &[OsString]) -> ExitCode {
         }
     }
     let analysis = abmesh_cli::analyze::analyze(&config, &goals, &inputs, options);
-    report(&analysis, json, strict)
+    report(&analysis, json, html.as_deref(), strict)
 }
 
-/// Prints the report; the exit code: 1 for unusable input (any, with --strict), 3 for SRM.
-fn report(analysis: &abmesh_cli::analyze::Analysis, json: bool, strict: bool) -> ExitCode {
+/// Prints the report (and writes the page); the exit code: 1 for unusable input (any, with
+/// --strict) or a page that cannot be written, 3 for SRM.
+fn report(
+    analysis: &abmesh_cli::analyze::Analysis,
+    json: bool,
+    html: Option<&str>,
+    strict: bool,
+) -> ExitCode {
+    if let Some(path) = html {
+        if let Err(e) = std::fs::write(path, abmesh_cli::analyze::render_html(analysis)) {
+            eprintln!("abmesh: --html {path}: {e}");
+            return ExitCode::from(1);
+        }
+    }
     if json {
         out(&format!("{}\n", abmesh_cli::analyze::render_json(analysis)));
     } else {

@@ -60,8 +60,8 @@ usage:
       Each change is printed with its reasons. Exits 0 when nothing changed, 3 when it did.
 
   abmesh analyze --config CONFIG (--access-log FILE... | --sql duckdb | --aggregates FILE)
-                 [--goal NAME=SPEC]... [--goals FILE] [--json] [--fixed-horizon | --mixing M]
-                 [--alpha A] [--cuped] [--strict]
+                 [--goal NAME=SPEC]... [--goals FILE] [--json] [--html OUT]
+                 [--fixed-horizon | --mixing M] [--alpha A] [--cuped] [--strict]
       Per-unit results from the access logs Envoy wrote (the shipped format: files, globs, - for
       standard input, gzip by content): each unit's first exposure from the exposure records,
       every later request of the unit attributed to its variant through wasm.abmesh_units. A
@@ -75,6 +75,8 @@ usage:
       prints the same aggregation as one query over a relation access_log (the log's fields as
       columns); --aggregates reads its rows (JSON lines) and reports the same statistics.
       --cuped adjusts per-unit means by each unit's requests before its first exposure.
+      --html OUT also writes a page: the tables, per metric the cumulative effect by day of
+      first exposure inside its confidence sequence, the units first exposed per day.
 
   abmesh import growthbook|flagd FILE [--allow-partial]
       Translate a GrowthBook SDK payload (features with experiment rules) or a flagd flag file
