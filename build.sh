@@ -237,11 +237,12 @@ ensure_venv() {
 }
 
 # SciPy and statsmodels in .venv/: the independent implementations the statistics are checked
-# against (tests/reference/); DuckDB: analyze's warehouse SQL run for real.
+# against (tests/reference/); DuckDB and chDB (ClickHouse's engine): analyze's warehouse SQL run
+# for real; sqlglot: the BigQuery query parsed as GoogleSQL and transpiled.
 ensure_reference_python() {
   ensure_venv
-  .venv/bin/python3 -c "import scipy, statsmodels, duckdb" 2>/dev/null \
-    || .venv/bin/pip install -q "scipy==1.17.*" "statsmodels==0.15.*" "duckdb==1.*"
+  .venv/bin/python3 -c "import scipy, statsmodels, duckdb, chdb, sqlglot" 2>/dev/null \
+    || .venv/bin/pip install -q "scipy==1.17.*" "statsmodels==0.15.*" "duckdb==1.*" "chdb==4.*" "sqlglot==30.*"
 }
 
 ensure_envoy() {
@@ -329,8 +330,8 @@ run_tests() {
   .venv/bin/python3 tests/reference/plan_check.py dist/abmesh
   .venv/bin/python3 tests/reference/robust_check.py dist/abmesh
   .venv/bin/python3 tests/reference/analyze_check.py dist/abmesh
-  say "analyze's warehouse SQL in DuckDB against the streaming path"
-  .venv/bin/python3 tests/reference/duckdb_check.py dist/abmesh
+  say "analyze's warehouse SQL (DuckDB, ClickHouse as chDB, BigQuery via sqlglot) against the streaming path"
+  .venv/bin/python3 tests/reference/sql_check.py dist/abmesh
   fuzz 60
   say "all tests passed"
 }

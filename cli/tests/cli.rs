@@ -166,7 +166,7 @@ fn help_documents_every_command() {
     ));
     assert!(help.contains("abmesh import growthbook|flagd FILE [--allow-partial]"));
     assert!(help.contains(
-        "abmesh analyze --config CONFIG (--access-log FILE... | --sql duckdb | --aggregates FILE)"
+        "abmesh analyze --config CONFIG (--access-log FILE... | --sql ENGINE | --aggregates FILE)"
     ));
     assert!(help.contains("abmesh plan (--baseline-rate RATE | --sd SD)"));
     assert!(help.contains("abmesh guard ... --write-config OUT.json"));

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use abmesh_cli::analyze::goal::Goal;
 use abmesh_cli::analyze::input::{expand, spool_stdin};
 use abmesh_cli::analyze::report::Options;
+use abmesh_cli::analyze::sql::DIALECTS;
 use abmesh_cli::bounded::{read_at_most, MAX_IMPORT_BYTES};
 
 use crate::common::{out, read_config, usage_error};
@@ -59,8 +60,13 @@ pub fn run(args: &[OsString]) -> ExitCode {
                 }
             }
             Some(f @ "--sql") => match value(&mut rest, f) {
-                Ok(engine) if engine == "duckdb" => sql = Some(engine),
-                Ok(engine) => return usage_error(&format!("--sql knows duckdb, not '{engine}'")),
+                Ok(engine) if DIALECTS.contains(&engine.as_str()) => sql = Some(engine),
+                Ok(engine) => {
+                    return usage_error(&format!(
+                        "--sql knows {}, not '{engine}'",
+                        DIALECTS.join(", ")
+                    ))
+                }
                 Err(e) => return usage_error(&e),
             },
             Some(f @ "--aggregates") => match value(&mut rest, f) {
@@ -148,7 +154,10 @@ pub fn run(args: &[OsString]) -> ExitCode {
         Err(code) => return code,
     };
     if sql.is_some() {
-        out(&abmesh_cli::analyze::sql::duckdb(&config, &goals));
+        let dialect = sql.as_deref().unwrap_or_default();
+        if let Some(q) = abmesh_cli::analyze::sql::query(dialect, &config, &goals) {
+            out(&q);
+        }
         return ExitCode::SUCCESS;
     }
     if let Some(path) = aggregates {

@@ -59,7 +59,7 @@ usage:
       control (first) variant as the winner; every other experiment, ramps included, is kept.
       Each change is printed with its reasons. Exits 0 when nothing changed, 3 when it did.
 
-  abmesh analyze --config CONFIG (--access-log FILE... | --sql duckdb | --aggregates FILE)
+  abmesh analyze --config CONFIG (--access-log FILE... | --sql ENGINE | --aggregates FILE)
                  [--goal NAME=SPEC]... [--goals FILE] [--json] [--html OUT]
                  [--fixed-horizon | --mixing M] [--alpha A] [--cuped] [--strict]
       Per-unit results from the access logs Envoy wrote (the shipped format: files, globs, - for
@@ -71,9 +71,10 @@ usage:
       control, per goal the conversion and goals per unit, requests per unit, 5xx per request
       and duration per request (delta method), with always-valid 95% confidence sequences by
       default, Holm over every comparison. Lines it cannot use are counted by kind with their
-      first locations; --strict makes any exit 1. Exits 3 on SRM (p < 0.001). --sql duckdb
-      prints the same aggregation as one query over a relation access_log (the log's fields as
-      columns); --aggregates reads its rows (JSON lines) and reports the same statistics.
+      first locations; --strict makes any exit 1. Exits 3 on SRM (p < 0.001). --sql duckdb,
+      clickhouse or bigquery prints the same aggregation as one query over a table access_log
+      (the log's fields as columns); --aggregates reads its rows (JSON lines) and reports the
+      same statistics.
       --cuped adjusts per-unit means by each unit's requests before its first exposure.
       --html OUT also writes a page: the tables, per metric the cumulative effect by day of
       first exposure inside its confidence sequence, the units first exposed per day.

@@ -1,65 +1,22 @@
-//! `analyze --sql duckdb`: the per-unit aggregation as SQL, for access logs that live in a
-//! warehouse. It reads a relation `access_log` with the shipped format's columns — `time`
-//! (RFC 3339 text or a timestamp), `method`, `path`, `code`, `duration_ms`, `exposure` and
-//! `units` (JSON text or NULL) — and returns one row per experiment and variant with the same
-//! sums [`super::collect::Sums`] holds: `units`, `sum__<value>` and `cross__<a>__<b>` for the
-//! values of [`super::collect::value_names`]. `analyze --aggregates` runs the statistics on
-//! those rows, so the heavy part runs where the logs are.
+//! The DuckDB query.
 
 use abmesh::Config;
 
-use super::collect::value_names;
-use super::goal::{Goal, PathMatch};
+use super::{configured, goal_condition, sums, Dialect};
+use crate::analyze::goal::Goal;
 
-/// A value's column-safe name: `converted:purchase` → `converted_purchase`.
-pub fn column(value: &str) -> String {
-    value.replace(':', "_")
-}
-
-/// `sum__<a>` and `cross__<a>__<b>` (a before b in the value order).
-pub fn sum_column(a: &str) -> String {
-    format!("sum__{}", column(a))
-}
-
-pub fn cross_column(a: &str, b: &str) -> String {
-    format!("cross__{}__{}", column(a), column(b))
-}
-
-/// A SQL string literal.
-fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// The condition a line meets to reach `goal`, over columns `method`, `path`, `code`.
-fn goal_condition(goal: &Goal) -> String {
-    let mut parts = Vec::new();
-    if let Some(m) = &goal.method {
-        parts.push(format!("lu.method = {}", lit(m)));
-    }
-    let path = "split_part(lu.path, '?', 1)";
-    parts.push(match &goal.path {
-        PathMatch::Exact(p) => format!("{path} = {}", lit(p)),
-        PathMatch::Prefix(p) => format!("starts_with({path}, {})", lit(p)),
-    });
-    if let Some(c) = goal.class {
-        parts.push(format!("lu.code // 100 = {c}"));
-    }
-    parts.join(" AND ")
-}
+const DUCKDB: Dialect = Dialect {
+    double: |x| format!("CAST({x} AS DOUBLE)"),
+    bare_path: "split_part(lu.path, '?', 1)",
+    starts_with: |a, b| format!("starts_with({a}, {b})"),
+    status_class: |c| format!("{c} // 100"),
+};
 
 /// The DuckDB query.
 pub fn duckdb(config: &Config, goals: &[Goal]) -> String {
-    let mut variants = Vec::new();
-    for e in &config.experiments {
-        for v in &e.variants {
-            variants.push(format!("({}, {})", lit(&e.key), lit(&v.name)));
-        }
-    }
-    let units: Vec<String> = config
-        .units
-        .iter()
-        .map(|u| format!("({})", lit(&u.name)))
-        .collect();
+    let (pairs, units) = configured(config);
+    let variants: Vec<String> = pairs.iter().map(|(e, v)| format!("({e}, {v})")).collect();
+    let units: Vec<String> = units.iter().map(|u| format!("({u})")).collect();
     let mut per_unit = vec![
         "count(*) FILTER (WHERE lu.t >= f.first_start) AS requests".to_string(),
         "count(*) FILTER (WHERE lu.t < f.first_start) AS pre_requests".to_string(),
@@ -71,31 +28,9 @@ pub fn duckdb(config: &Config, goals: &[Goal]) -> String {
     for g in goals {
         per_unit.push(format!(
             "count(*) FILTER (WHERE lu.t >= f.first_start AND {}) AS goals_{}",
-            goal_condition(g),
+            goal_condition(&DUCKDB, g),
             g.name
         ));
-    }
-    let names = value_names(goals);
-    let value_expr = |name: &str| -> String {
-        match name.split_once(':') {
-            Some(("converted", g)) => format!("CAST(goals_{g} > 0 AS DOUBLE)"),
-            Some(("goals", g)) => format!("CAST(goals_{g} AS DOUBLE)"),
-            _ => format!("CAST({name} AS DOUBLE)"),
-        }
-    };
-    let mut sums = vec!["count(*) AS units".to_string()];
-    for n in &names {
-        sums.push(format!("sum({}) AS {}", value_expr(n), sum_column(n)));
-    }
-    for (i, a) in names.iter().enumerate() {
-        for b in &names[i..] {
-            sums.push(format!(
-                "sum({} * {}) AS {}",
-                value_expr(a),
-                value_expr(b),
-                cross_column(a, b)
-            ));
-        }
     }
     format!(
         "-- abmesh analyze --sql duckdb: per-variant sums over exposed units.
@@ -168,6 +103,6 @@ ORDER BY experiment, variant;
         variants = variants.join(", "),
         units = units.join(", "),
         per_unit = per_unit.join(",\n    "),
-        sums = sums.join(",\n  "),
+        sums = sums(&DUCKDB, goals).join(",\n  "),
     )
 }
