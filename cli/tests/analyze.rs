@@ -420,7 +420,7 @@ fn the_html_page_shows_each_metrics_effect_over_time_ending_at_the_reported_effe
     );
     let diff = final_effect["diff"].as_f64().unwrap();
     assert!(
-        html.contains(&format!("treatment − control: {:+.2} pt [", 100.0 * diff)),
+        html.contains(&format!("treatment − control: {:+.2}pt [", 100.0 * diff)),
         "the last point is labelled with the reported effect"
     );
 }

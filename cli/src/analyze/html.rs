@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use super::render::{daily_units, day};
+use super::render::{self, daily_units, day, number as value, signed};
 use super::report::{Effect, ExperimentResult, SRM_ALPHA};
 use super::Analysis;
 use abmesh::config::limits::grouped;
@@ -36,28 +36,9 @@ fn esc(s: &str) -> String {
     out
 }
 
-fn value(x: f64, percent: bool) -> String {
-    if percent {
-        format!("{:.2}%", 100.0 * x)
-    } else {
-        format!("{x:.3}")
-    }
-}
-
-fn signed(x: f64, percent: bool) -> String {
-    if percent {
-        format!("{:+.2} pt", 100.0 * x)
-    } else {
-        format!("{x:+.3}")
-    }
-}
-
+/// A p-value as the text report writes it, made safe for HTML.
 fn p(x: f64) -> String {
-    if x < 0.0001 {
-        "&lt; 0.0001".into()
-    } else {
-        format!("{x:.4}")
-    }
+    esc(&render::p(x))
 }
 
 /// The report as an HTML page.

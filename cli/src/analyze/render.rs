@@ -9,7 +9,7 @@ use super::Analysis;
 
 use abmesh::config::limits::grouped;
 
-fn number(x: f64, percent: bool) -> String {
+pub(super) fn number(x: f64, percent: bool) -> String {
     if percent {
         format!("{:.2}%", 100.0 * x)
     } else {
@@ -17,7 +17,7 @@ fn number(x: f64, percent: bool) -> String {
     }
 }
 
-fn signed(x: f64, percent: bool) -> String {
+pub(super) fn signed(x: f64, percent: bool) -> String {
     if percent {
         format!("{:+.2}pt", 100.0 * x)
     } else {
@@ -25,7 +25,7 @@ fn signed(x: f64, percent: bool) -> String {
     }
 }
 
-fn p(x: f64) -> String {
+pub(super) fn p(x: f64) -> String {
     if x < 0.0001 {
         "<0.0001".into()
     } else {

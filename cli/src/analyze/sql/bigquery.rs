@@ -4,7 +4,7 @@
 
 use abmesh::Config;
 
-use super::{configured, goal_condition, sums, Dialect};
+use super::{configured, per_unit_and_sums, Dialect};
 use crate::analyze::goal::Goal;
 
 const BIGQUERY: Dialect = Dialect {
@@ -12,6 +12,8 @@ const BIGQUERY: Dialect = Dialect {
     bare_path: "SPLIT(lu.path, '?')[SAFE_OFFSET(0)]",
     starts_with: |a, b| format!("STARTS_WITH({a}, {b})"),
     status_class: |c| format!("DIV({c}, 100)"),
+    count_if: |c| format!("COUNTIF({c})"),
+    sum_if: |v, c| format!("COALESCE(SUM(IF({c}, {v}, 0)), 0)"),
 };
 
 /// `$."name"` for a key of the configuration (names hold no quote or backslash).
@@ -41,19 +43,6 @@ pub fn bigquery(config: &Config, goals: &[Goal]) -> String {
         format!("CASE {unit} {} END", cases.join(" "))
     };
     let unit_names: Vec<String> = config.units.iter().map(|u| super::lit(&u.name)).collect();
-    let mut per_unit = vec![
-        "COUNTIF(lu.t >= f.first_start) AS requests".to_string(),
-        "COUNTIF(lu.t < f.first_start) AS pre_requests".to_string(),
-        "COUNTIF(lu.t >= f.first_start AND lu.code >= 500) AS errors_5xx".to_string(),
-        "COALESCE(SUM(IF(lu.t >= f.first_start, lu.duration_ms, 0)), 0) AS duration_ms".to_string(),
-    ];
-    for g in goals {
-        per_unit.push(format!(
-            "COUNTIF(lu.t >= f.first_start AND {}) AS goals_{}",
-            goal_condition(&BIGQUERY, g),
-            g.name
-        ));
-    }
     format!(
         "-- abmesh analyze --sql bigquery: per-variant sums over exposed units.
 -- Reads the table access_log (the shipped access-log format: replace it with your table,
@@ -116,24 +105,11 @@ line_units AS (
     WHERE l.units IS NOT NULL
   ) WHERE unit_id IS NOT NULL
 ),
-per_unit AS (
-  SELECT f.experiment, f.variant, f.unit_type, f.unit_id,
-    {per_unit}
-  FROM first_exposures f
-  LEFT JOIN line_units lu ON lu.unit_type = f.unit_type AND lu.unit_id = f.unit_id
-  GROUP BY f.experiment, f.variant, f.unit_type, f.unit_id
-)
-SELECT experiment, variant,
-  {sums}
-FROM per_unit
-GROUP BY experiment, variant
-ORDER BY experiment, variant;
-",
+{tail}",
         variants = variants.join(", "),
         unit_names = unit_names.join(", "),
         exposure_id = id_in("exposure", "$.units.", "JSON_VALUE(a, '$.unit')"),
         line_id = id_in("l.units", "$.", "u.unit_type"),
-        per_unit = per_unit.join(",\n    "),
-        sums = sums(&BIGQUERY, goals).join(",\n  "),
+        tail = per_unit_and_sums(&BIGQUERY, goals, ""),
     )
 }

@@ -4,7 +4,7 @@
 
 use abmesh::Config;
 
-use super::{configured, goal_condition, sums, Dialect};
+use super::{configured, per_unit_and_sums, Dialect};
 use crate::analyze::goal::Goal;
 
 const CLICKHOUSE: Dialect = Dialect {
@@ -12,6 +12,8 @@ const CLICKHOUSE: Dialect = Dialect {
     bare_path: "splitByChar('?', lu.path)[1]",
     starts_with: |a, b| format!("startsWith({a}, {b})"),
     status_class: |c| format!("intDiv({c}, 100)"),
+    count_if: |c| format!("countIf({c})"),
+    sum_if: |v, c| format!("sumIf(ifNull({v}, 0), {c})"),
 };
 
 /// The ClickHouse query.
@@ -19,19 +21,6 @@ pub fn clickhouse(config: &Config, goals: &[Goal]) -> String {
     let (pairs, units) = configured(config);
     let variants: Vec<String> = pairs.iter().map(|(e, v)| format!("({e}, {v})")).collect();
     let units: Vec<String> = units.iter().map(|u| format!("({u})")).collect();
-    let mut per_unit = vec![
-        "countIf(lu.t >= f.first_start) AS requests".to_string(),
-        "countIf(lu.t < f.first_start) AS pre_requests".to_string(),
-        "countIf(lu.t >= f.first_start AND lu.code >= 500) AS errors_5xx".to_string(),
-        "sumIf(ifNull(lu.duration_ms, 0), lu.t >= f.first_start) AS duration_ms".to_string(),
-    ];
-    for g in goals {
-        per_unit.push(format!(
-            "countIf(lu.t >= f.first_start AND {}) AS goals_{}",
-            goal_condition(&CLICKHOUSE, g),
-            g.name
-        ));
-    }
     format!(
         "-- abmesh analyze --sql clickhouse: per-variant sums over exposed units.
 -- Reads the table access_log (the shipped access-log format); one row per experiment and variant.
@@ -91,23 +80,9 @@ line_units AS (
   ARRAY JOIN JSONExtractKeysAndValues(ifNull(l.units, '{{}}'), 'String') AS kv
   WHERE l.units IS NOT NULL
 ),
-per_unit AS (
-  SELECT f.experiment AS experiment, f.variant AS variant, f.unit_type, f.unit_id,
-    {per_unit}
-  FROM first_exposures f
-  LEFT JOIN line_units lu ON lu.unit_type = f.unit_type AND lu.unit_id = f.unit_id
-  GROUP BY f.experiment, f.variant, f.unit_type, f.unit_id
-)
-SELECT experiment, variant,
-  {sums}
-FROM per_unit
-GROUP BY experiment, variant
-ORDER BY experiment, variant
-SETTINGS join_use_nulls = 1;
-",
+{tail}",
         variants = variants.join(", "),
         units = units.join(", "),
-        per_unit = per_unit.join(",\n    "),
-        sums = sums(&CLICKHOUSE, goals).join(",\n  "),
+        tail = per_unit_and_sums(&CLICKHOUSE, goals, "\nSETTINGS join_use_nulls = 1"),
     )
 }

@@ -2,7 +2,7 @@
 
 use abmesh::Config;
 
-use super::{configured, goal_condition, sums, Dialect};
+use super::{configured, per_unit_and_sums, Dialect};
 use crate::analyze::goal::Goal;
 
 const DUCKDB: Dialect = Dialect {
@@ -10,6 +10,8 @@ const DUCKDB: Dialect = Dialect {
     bare_path: "split_part(lu.path, '?', 1)",
     starts_with: |a, b| format!("starts_with({a}, {b})"),
     status_class: |c| format!("{c} // 100"),
+    count_if: |c| format!("count(*) FILTER (WHERE {c})"),
+    sum_if: |v, c| format!("coalesce(sum({v}) FILTER (WHERE {c}), 0)"),
 };
 
 /// The DuckDB query.
@@ -17,21 +19,6 @@ pub fn duckdb(config: &Config, goals: &[Goal]) -> String {
     let (pairs, units) = configured(config);
     let variants: Vec<String> = pairs.iter().map(|(e, v)| format!("({e}, {v})")).collect();
     let units: Vec<String> = units.iter().map(|u| format!("({u})")).collect();
-    let mut per_unit = vec![
-        "count(*) FILTER (WHERE lu.t >= f.first_start) AS requests".to_string(),
-        "count(*) FILTER (WHERE lu.t < f.first_start) AS pre_requests".to_string(),
-        "count(*) FILTER (WHERE lu.t >= f.first_start AND lu.code >= 500) AS errors_5xx"
-            .to_string(),
-        "coalesce(sum(lu.duration_ms) FILTER (WHERE lu.t >= f.first_start), 0) AS duration_ms"
-            .to_string(),
-    ];
-    for g in goals {
-        per_unit.push(format!(
-            "count(*) FILTER (WHERE lu.t >= f.first_start AND {}) AS goals_{}",
-            goal_condition(&DUCKDB, g),
-            g.name
-        ));
-    }
     format!(
         "-- abmesh analyze --sql duckdb: per-variant sums over exposed units.
 -- Reads the relation access_log (the shipped access-log format); one row per experiment and variant.
@@ -87,22 +74,9 @@ line_units AS (
   FROM lines l, unnest(json_keys(l.units)) AS k(unit_type)
   WHERE l.units IS NOT NULL
 ),
-per_unit AS (
-  SELECT f.experiment, f.variant, f.unit_type, f.unit_id,
-    {per_unit}
-  FROM first_exposures f
-  LEFT JOIN line_units lu ON lu.unit_type = f.unit_type AND lu.unit_id = f.unit_id
-  GROUP BY f.experiment, f.variant, f.unit_type, f.unit_id
-)
-SELECT experiment, variant,
-  {sums}
-FROM per_unit
-GROUP BY experiment, variant
-ORDER BY experiment, variant;
-",
+{tail}",
         variants = variants.join(", "),
         units = units.join(", "),
-        per_unit = per_unit.join(",\n    "),
-        sums = sums(&DUCKDB, goals).join(",\n  "),
+        tail = per_unit_and_sums(&DUCKDB, goals, ""),
     )
 }

@@ -60,6 +60,31 @@ struct Dialect {
     bare_path: &'static str,
     starts_with: fn(&str, &str) -> String,
     status_class: fn(&str) -> String,
+    /// How many rows of the group meet a condition.
+    count_if: fn(&str) -> String,
+    /// The sum of a value over the rows that meet a condition, 0 when none does.
+    sum_if: fn(&str, &str) -> String,
+}
+
+/// The per-unit columns: requests after and before the first exposure, 5xx and duration after
+/// it, and per goal the requests that reached it (`lu` a line of the unit, `f` its first
+/// exposure).
+fn per_unit(d: &Dialect, goals: &[Goal]) -> Vec<String> {
+    let after = "lu.t >= f.first_start";
+    let mut out = vec![
+        format!("{} AS requests", (d.count_if)(after)),
+        format!("{} AS pre_requests", (d.count_if)("lu.t < f.first_start")),
+        format!(
+            "{} AS errors_5xx",
+            (d.count_if)(&format!("{after} AND lu.code >= 500"))
+        ),
+        format!("{} AS duration_ms", (d.sum_if)("lu.duration_ms", after)),
+    ];
+    for g in goals {
+        let cond = format!("{after} AND {}", goal_condition(d, g));
+        out.push(format!("{} AS goals_{}", (d.count_if)(&cond), g.name));
+    }
+    out
 }
 
 /// The condition a line meets to reach `goal`.
@@ -106,6 +131,29 @@ fn sums(d: &Dialect, goals: &[Goal]) -> Vec<String> {
         }
     }
     out
+}
+
+/// The query's end, the same in every dialect: per unit its columns over its lines (the
+/// aliases keep the names ClickHouse would otherwise qualify), then per variant the sums;
+/// `settings` closes the statement.
+fn per_unit_and_sums(d: &Dialect, goals: &[Goal], settings: &str) -> String {
+    format!(
+        "per_unit AS (
+  SELECT f.experiment AS experiment, f.variant AS variant, f.unit_type, f.unit_id,
+    {}
+  FROM first_exposures f
+  LEFT JOIN line_units lu ON lu.unit_type = f.unit_type AND lu.unit_id = f.unit_id
+  GROUP BY f.experiment, f.variant, f.unit_type, f.unit_id
+)
+SELECT experiment, variant,
+  {}
+FROM per_unit
+GROUP BY experiment, variant
+ORDER BY experiment, variant{settings};
+",
+        per_unit(d, goals).join(",\n    "),
+        sums(d, goals).join(",\n  "),
+    )
 }
 
 /// Every configured (experiment, variant) pair, and every unit type.
