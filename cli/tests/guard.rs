@@ -884,3 +884,155 @@ fn a_variant_whose_replicate_series_are_not_published_yet_is_no_evidence_not_hea
         )
     );
 }
+
+/// A running `guard --serve` on an ephemeral port, killed when dropped.
+struct Served {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(config: &str, stats_file: &std::path::Path) -> Served {
+    use std::io::BufRead;
+    let d = dir();
+    let cfg = d.join(format!(
+        "serve-{}.json",
+        stats_file.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&cfg, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_abmesh"))
+        .args([
+            "guard",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--stats",
+            stats_file.to_str().unwrap(),
+        ])
+        .args(["--serve", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    err.read_line(&mut line).unwrap();
+    // Keep reading what the server logs, as a terminal or a journal would.
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    let base = line
+        .trim()
+        .strip_prefix("abmesh: guard serving on ")
+        .and_then(|u| u.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    Served { child, base }
+}
+
+/// Status and body of a request to the server (non-2xx included).
+fn call(s: &Served, method: &str, path: &str, body: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{}{path}", s.base);
+    let mut r = if method == "POST" {
+        agent
+            .post(&url)
+            .content_type("application/json")
+            .send(body)
+            .unwrap()
+    } else {
+        agent.get(&url).call().unwrap()
+    };
+    (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+}
+
+fn flagger_payload(experiment: &str) -> String {
+    format!(
+        r#"{{"name":"checkout","namespace":"shop","phase":"Progressing","checksum":"x","metadata":{{"experiment":"{experiment}"}}}}"#
+    )
+}
+
+#[test]
+fn guard_serves_flagger_argo_and_prometheus_evaluating_on_every_request() {
+    let stats = dir().join("served.prom");
+    std::fs::write(&stats, failing_treatment_stats()).unwrap();
+    let s = serve(RAMPED, &stats);
+    // Flagger: the breached experiment halts (412, the reason in the body), a healthy one advances.
+    let (code, body) = call(&s, "POST", "/flagger", &flagger_payload("checkout-v2"));
+    assert_eq!(code, 412, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["verdict"], "breached");
+    assert!(
+        v["reasons"][0].as_str().unwrap().contains("treatment"),
+        "{body}"
+    );
+    let (code, body) = call(&s, "POST", "/flagger", &flagger_payload("ranker"));
+    assert_eq!(
+        (code, body.contains("\"verdict\":\"healthy\"")),
+        (200, true),
+        "{body}"
+    );
+    let (code, body) = call(&s, "POST", "/flagger", &flagger_payload("nope"));
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body.contains("experiment nope is not a running experiment of the configuration"),
+        "{body}"
+    );
+    // Argo Rollouts: always a document; the run as a whole is breached.
+    let (code, body) = call(&s, "GET", "/argo", "");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["verdict"].as_str(), v["healthy"].as_bool()),
+        (Some("breached"), Some(false)),
+        "{body}"
+    );
+    assert_eq!(v["experiments"]["checkout-v2"]["verdict"], "breached");
+    assert_eq!(v["experiments"]["ranker"]["verdict"], "healthy");
+    let (_, body) = call(&s, "GET", "/argo?experiment=ranker", "");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["experiment"].as_str(), v["verdict"].as_str()),
+        (Some("ranker"), Some("healthy")),
+        "{body}"
+    );
+    // Prometheus: one gauge per experiment.
+    let (code, body) = call(&s, "GET", "/metrics", "");
+    assert_eq!(code, 200);
+    for line in [
+        "abmesh_guard_healthy{experiment=\"checkout-v2\"} 0",
+        "abmesh_guard_healthy{experiment=\"ranker\"} 1",
+        "abmesh_guard_breaches{experiment=\"checkout-v2\"} 1",
+        "abmesh_guard_no_evidence{experiment=\"ranker\"} 0",
+        "abmesh_guard_up 1",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} not in\n{body}");
+    }
+    // Every request evaluates again: an empty source is no evidence — Flagger halts (503),
+    // Argo reads no_evidence (its successCondition fails, its failureCondition does not).
+    std::fs::write(&stats, "").unwrap();
+    let (code, body) = call(&s, "POST", "/flagger", &flagger_payload("ranker"));
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("the source holds no Prometheus samples"),
+        "{body}"
+    );
+    let (_, body) = call(&s, "GET", "/argo", "");
+    assert!(body.contains(r#""verdict":"no_evidence""#), "{body}");
+    // A source that cannot be read: no evidence, counted.
+    std::fs::remove_file(&stats).unwrap();
+    let (code, _) = call(&s, "POST", "/flagger", &flagger_payload("ranker"));
+    assert_eq!(code, 503);
+    let (_, body) = call(&s, "GET", "/metrics", "");
+    assert!(
+        body.contains("abmesh_guard_up 0") && body.contains("abmesh_guard_source_errors_total 2"),
+        "{body}"
+    );
+    assert_eq!(call(&s, "GET", "/other", "").0, 404);
+}

@@ -14,6 +14,7 @@ mod parse;
 mod render;
 mod rewrite;
 mod sanity;
+pub mod serve;
 
 pub use judge::judge;
 pub use parse::{parse_prometheus, Sample};

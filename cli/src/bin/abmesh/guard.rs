@@ -20,6 +20,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
     let mut options = abmesh_cli::guard::Options::default();
     let mut fixed = false;
     let mut mixing = abmesh_cli::sequential::DEFAULT_MIXING;
+    let mut serve = None;
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         match flag.to_str() {
@@ -55,7 +56,8 @@ pub fn run(args: &[OsString]) -> ExitCode {
                 | "--max-error-increase"
                 | "--timeout"
                 | "--write-config"
-                | "--rollback-to"),
+                | "--rollback-to"
+                | "--serve"),
             ) => {
                 let Some(value) = rest.next() else {
                     return usage_error(&format!("{f} needs a value"));
@@ -117,6 +119,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
                         }
                     },
                     "--write-config" => write_config = Some(value.clone()),
+                    "--serve" => serve = Some(value.to_string_lossy().into_owned()),
                     "--rollback-to" => {
                         how = match value.to_str() {
                             Some("paused") => Rollback::Pause,
@@ -149,21 +152,46 @@ pub fn run(args: &[OsString]) -> ExitCode {
     if window.is_some() && prometheus.is_none() {
         return usage_error("--window needs --prometheus (a server's query API)");
     }
-    let (source, samples) = match (stats, prometheus) {
-        (Some(s), None) => {
-            let samples = source::prometheus_text(&s, &http);
-            (s, samples)
-        }
-        (None, Some(p)) => {
-            let samples = source::prometheus_api(&p, window.as_deref(), &http);
-            (p, samples)
-        }
+    let (source, from_api) = match (stats, prometheus) {
+        (Some(s), None) => (s, false),
+        (None, Some(p)) => (p, true),
         _ => {
             return usage_error(
                 "guard needs --config CONFIG and exactly one of --stats URL_OR_FILE or --prometheus URL",
             )
         }
     };
+    let fetch = || {
+        if from_api {
+            source::prometheus_api(&source, window.as_deref(), &http)
+        } else {
+            source::prometheus_text(&source, &http)
+        }
+    };
+    options.max_error_increase = max_points / 100.0;
+    options.mode = if fixed {
+        abmesh_cli::guard::Mode::FixedHorizon
+    } else {
+        abmesh_cli::guard::Mode::Sequential { mixing }
+    };
+    if let Some(addr) = serve {
+        if write_config.is_some() || json {
+            return usage_error(
+                "--serve answers over HTTP: it takes neither --write-config nor --json",
+            );
+        }
+        let config = match read_config_bytes(&config_path) {
+            Ok((_, c)) => c,
+            Err(code) => return code,
+        };
+        return serve_verdicts(&addr, || {
+            let samples = fetch()?;
+            let mut o = options;
+            o.now_ms = now_ms();
+            Ok(abmesh_cli::guard::judge(&config, &samples, &o))
+        });
+    }
+    let samples = fetch();
     let (bytes, config) = match read_config_bytes(&config_path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -174,12 +202,6 @@ pub fn run(args: &[OsString]) -> ExitCode {
             eprintln!("abmesh: cannot read stats: {e}");
             return ExitCode::from(1);
         }
-    };
-    options.max_error_increase = max_points / 100.0;
-    options.mode = if fixed {
-        abmesh_cli::guard::Mode::FixedHorizon
-    } else {
-        abmesh_cli::guard::Mode::Sequential { mixing }
     };
     options.now_ms = now_ms();
     let report = abmesh_cli::guard::judge(&config, &samples, &options);
@@ -269,4 +291,95 @@ fn write_rolled_back(
     } else {
         ExitCode::from(3)
     }
+}
+
+/// The most of a webhook's body read (Flagger's payload is a few hundred bytes).
+const MAX_BODY_BYTES: u64 = 64 * 1024;
+
+/// `guard --serve`: evaluates on every request and answers Flagger (`/flagger`), Argo
+/// Rollouts (`/argo`) and Prometheus (`/metrics`); `?experiment=KEY`, or Flagger's
+/// `metadata.experiment`, narrows the verdict to one experiment. Runs until killed.
+fn serve_verdicts(
+    addr: &str,
+    evaluate: impl Fn() -> Result<abmesh_cli::guard::Report, String>,
+) -> ExitCode {
+    use abmesh_cli::guard::serve;
+    use std::io::{Read, Write};
+    let server = match tiny_http::Server::http(addr) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("abmesh: --serve {addr}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .map_or_else(|| addr.to_string(), |a| a.to_string());
+    let _ = writeln!(
+        std::io::stderr(),
+        "abmesh: guard serving on http://{bound}/ (/flagger, /argo, /metrics)"
+    );
+    let mut counters = serve::Counters::default();
+    for mut request in server.incoming_requests() {
+        let url = request.url().to_string();
+        let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+        let mut experiment = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("experiment="))
+            .map(String::from);
+        if path == "/flagger" && experiment.is_none() {
+            let mut body = Vec::new();
+            let _ = request
+                .as_reader()
+                .take(MAX_BODY_BYTES)
+                .read_to_end(&mut body);
+            experiment = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["metadata"]["experiment"].as_str().map(String::from));
+        }
+        let (status, body, kind) = match path {
+            "/flagger" | "/argo" | "/metrics" => {
+                let report = evaluate();
+                counters.evaluations += 1;
+                if let Err(e) = &report {
+                    counters.source_errors += 1;
+                    // Not eprintln!, which panics when standard error is gone: a server outlives
+                    // whoever started it.
+                    let _ = writeln!(std::io::stderr(), "abmesh: cannot read stats: {e}");
+                }
+                let report = report.as_ref().map_err(String::as_str);
+                match path {
+                    "/flagger" => {
+                        let (s, b) = serve::flagger(report, experiment.as_deref());
+                        (s, b, "application/json")
+                    }
+                    "/argo" => {
+                        let (s, b) = serve::argo(report, experiment.as_deref());
+                        (s, b, "application/json")
+                    }
+                    _ => {
+                        let now = now_ms() as f64 / 1000.0;
+                        (
+                            200,
+                            serve::metrics(report, counters, now),
+                            "text/plain; version=0.0.4",
+                        )
+                    }
+                }
+            }
+            _ => (
+                404,
+                "not found: /flagger, /argo or /metrics\n".to_string(),
+                "text/plain",
+            ),
+        };
+        let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], kind.as_bytes());
+        let mut response = tiny_http::Response::from_string(body).with_status_code(status);
+        if let Ok(h) = header {
+            response = response.with_header(h);
+        }
+        let _ = request.respond(response);
+    }
+    ExitCode::SUCCESS
 }

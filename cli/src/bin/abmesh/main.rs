@@ -59,6 +59,14 @@ usage:
       control (first) variant as the winner; every other experiment, ramps included, is kept.
       Each change is printed with its reasons. Exits 0 when nothing changed, 3 when it did.
 
+  abmesh guard ... --serve ADDR
+      Evaluate on every request instead of once, and answer over HTTP at ADDR (host:port):
+      /flagger is Flagger's webhook (200 advances; 412 breached, 503 no evidence halt; the
+      reasons in the body), /argo a JSON document for an Argo Rollouts web metric (verdict
+      healthy, breached or no_evidence), /metrics the verdicts for Prometheus
+      (abmesh_guard_healthy{experiment}, _breaches, _srm, _no_evidence). ?experiment=KEY or
+      Flagger's metadata.experiment narrows the verdict to one experiment.
+
   abmesh analyze --config CONFIG (--access-log FILE... | --sql ENGINE | --aggregates FILE)
                  [--goal NAME=SPEC]... [--goals FILE] [--json] [--html OUT]
                  [--fixed-horizon | --mixing M] [--alpha A] [--cuped] [--strict]
