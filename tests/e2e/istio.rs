@@ -54,7 +54,7 @@ fn every_istio_manifest_in_the_repository_passes_istios_crds_and_rules() {
         "docs/istio.md:",
     ] {
         assert!(
-            text.contains(&format!("checked against Istio's CRD: {kind_and_file}")),
+            text.contains(&format!("checked against its CRD: {kind_and_file}")),
             "{kind_and_file} was not validated:\n{text}"
         );
     }
@@ -112,6 +112,59 @@ spec:
         format!("{p}#1 TrafficExtension Abmesh: metadata.name: must be a DNS-1123 subdomain, found 'Abmesh'"),
         format!("{p}#1 TrafficExtension Abmesh: spec: only one of targetRefs or selector can be set"),
         format!("{p}#1 TrafficExtension Abmesh: spec: exactly one of wasm or lua must be set"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn flagger_and_argo_rollouts_manifests_pass_their_crds_and_their_mistakes_are_refused() {
+    let (ok, text) = validate(&[]);
+    assert!(ok, "{text}");
+    for kind_and_file in [
+        "examples/flagger/canary.yaml#0 Canary checkout",
+        "examples/argo/analysis-template-guard.yaml#0 AnalysisTemplate abmesh-guard",
+        "examples/argo/analysis-template-prometheus.yaml#0 AnalysisTemplate abmesh-error-ratio",
+    ] {
+        assert!(
+            text.contains(&format!("checked against its CRD: {kind_and_file}")),
+            "{kind_and_file} was not validated:\n{text}"
+        );
+    }
+    let dir = scratch_dir("progressive-bad");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        r#"apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: checkout, namespace: shop}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: checkout}
+  service: {port: 8080}
+  analysis:
+    intervall: 1m
+    webhooks:
+      - {name: abmesh-guard, type: rolout, url: "http://abmesh-guard:9090/flagger"}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: abmesh-guard}
+spec:
+  metrics:
+    - name: abmesh-guard
+      successCondition: result == "healthy"
+      provider:
+        web: {url: "http://abmesh-guard:9090/argo", jsonpath: "{$.verdict}"}
+"#,
+    )
+    .unwrap();
+    let (ok, text) = validate(&[&bad]);
+    assert!(!ok, "{text}");
+    let p = bad.display();
+    for line in [
+        format!("{p}#0 Canary checkout: spec.analysis: Additional properties are not allowed ('intervall' was unexpected)"),
+        format!("{p}#0 Canary checkout: spec.analysis.webhooks.0.type: 'rolout' is not one of ['', 'confirm-rollout', 'pre-rollout', 'rollout', 'confirm-promotion', 'post-rollout', 'event', 'rollback', 'confirm-traffic-increase']"),
+        format!("{p}#1 AnalysisTemplate abmesh-guard: spec.metrics.0.provider.web: Additional properties are not allowed ('jsonpath' was unexpected)"),
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
     }

@@ -1,5 +1,7 @@
-"""Validates Istio manifests against Istio's own CustomResourceDefinitions (tests/istio/crds.yaml,
-unchanged from istio/api): the OpenAPI v3 schema as the API server applies it (unknown fields
+"""Validates the Kubernetes manifests of the repository against the CustomResourceDefinitions
+of the controllers that read them — Istio's (tests/istio/crds.yaml, unchanged from istio/api),
+Flagger's and Argo Rollouts' (tests/progressive-delivery/, unchanged from fluxcd/flagger and
+argoproj/argo-rollouts): the OpenAPI v3 schema as the API server applies it (unknown fields
 refused, as `kubectl apply` does with its default strict field validation) and the CEL rules
 (x-kubernetes-validations), evaluated with cel-python. Then the rules Istio applies that no
 schema can express, each citing where Istio decides it.
@@ -36,14 +38,21 @@ def problem(where, msg):
 
 # --- Istio's CRDs --------------------------------------------------------------------------
 
+CRD_FILES = ["tests/istio/crds.yaml", "tests/progressive-delivery/flagger-crds.yaml",
+             "tests/progressive-delivery/argo-rollouts-crds.yaml"]
+# The API groups whose manifests must all pass their CRD.
+GROUPS = r"(^|\.)istio\.io/|^flagger\.app/|^argoproj\.io/"
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # Argo's CRDs are 3 MB
+
 CRDS = {}
-for crd in yaml.safe_load_all(open(f"{ROOT}/tests/istio/crds.yaml")):
-    if not crd:
-        continue
-    group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-    for v in crd["spec"]["versions"]:
-        if v.get("served"):
-            CRDS[(f"{group}/{v['name']}", kind)] = v["schema"]["openAPIV3Schema"]
+for crd_file in CRD_FILES:
+    for crd in yaml.load_all(open(f"{ROOT}/{crd_file}"), Loader=LOADER):
+        if not crd:
+            continue
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for v in crd["spec"]["versions"]:
+            if v.get("served"):
+                CRDS[(f"{group}/{v['name']}", kind)] = v["schema"]["openAPIV3Schema"]
 
 
 def strict(schema):
@@ -249,7 +258,7 @@ for where, text in manifests():
         continue
     for i, doc in enumerate(docs):
         api = str(doc.get("apiVersion", ""))
-        if not re.search(r"(^|\.)istio\.io/", api):
+        if not re.search(GROUPS, api):
             continue
         name = f"{where}#{i} {doc.get('kind')} {doc.get('metadata', {}).get('name')}"
         if validate_schema(doc, name):
@@ -260,9 +269,9 @@ for where, text in manifests():
         check_mesh(doc, name)
 
 for name in validated:
-    print("checked against Istio's CRD:", name)
+    print("checked against its CRD:", name)
 for name in other:
-    print("no CRD in tests/istio/crds.yaml (checked by its own rules):", name)
+    print("no CRD in %s (checked by its own rules):" % ", ".join(CRD_FILES), name)
 for name in plugins:
     print("checked against abmesh's module rules:", name)
 if problems:
