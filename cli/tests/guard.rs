@@ -1005,11 +1005,14 @@ fn guard_serves_flagger_argo_and_prometheus_evaluating_on_every_request() {
     // Prometheus: one gauge per experiment.
     let (code, body) = call(&s, "GET", "/metrics", "");
     assert_eq!(code, 200);
+    assert!(body.lines().any(|l| l.starts_with("abmesh_guard_error_ratio_increase{experiment=\"checkout-v2\",variant=\"treatment\"} 0.19")), "{body}");
     for line in [
         "abmesh_guard_healthy{experiment=\"checkout-v2\"} 0",
         "abmesh_guard_healthy{experiment=\"ranker\"} 1",
         "abmesh_guard_breaches{experiment=\"checkout-v2\"} 1",
         "abmesh_guard_no_evidence{experiment=\"ranker\"} 0",
+        "abmesh_guard_experiment{experiment=\"checkout-v2\",status=\"running\"} 1",
+        "abmesh_guard_configured_share{experiment=\"checkout-v2\",variant=\"control\"} 0.5",
         "abmesh_guard_up 1",
     ] {
         assert!(body.lines().any(|l| l == line), "{line} not in\n{body}");

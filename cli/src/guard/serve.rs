@@ -153,8 +153,15 @@ pub struct Counters {
     pub source_errors: u64,
 }
 
-/// The verdicts in Prometheus' text format.
-pub fn metrics(report: Result<&Report, &str>, counters: Counters, now_s: f64) -> String {
+/// The verdicts in Prometheus' text format, with what dashboards need beside them: every
+/// experiment of `config` with its status, and per variant the configured and observed shares
+/// and the increases guard measured against control.
+pub fn metrics(
+    config: &abmesh::Config,
+    report: Result<&Report, &str>,
+    counters: Counters,
+    now_s: f64,
+) -> String {
     let mut o = String::new();
     let mut gauge = |name: &str, help: &str, rows: &[(String, f64)]| {
         o.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
@@ -162,12 +169,31 @@ pub fn metrics(report: Result<&Report, &str>, counters: Counters, now_s: f64) ->
             o.push_str(&format!("{name}{labels} {v}\n"));
         }
     };
-    let label = |k: &str| {
-        format!(
-            "{{experiment=\"{}\"}}",
-            k.replace('\\', "\\\\").replace('"', "\\\"")
-        )
+    let quote = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
     };
+    let label = |k: &str| format!("{{experiment=\"{}\"}}", quote(k));
+    let pair =
+        |k: &str, v: &str| format!("{{experiment=\"{}\",variant=\"{}\"}}", quote(k), quote(v));
+    let status: Vec<(String, f64)> = config
+        .experiments
+        .iter()
+        .map(|e| {
+            let labels = format!(
+                "{{experiment=\"{}\",status=\"{}\"}}",
+                quote(&e.key),
+                e.status.as_str()
+            );
+            (labels, 1.0)
+        })
+        .collect();
+    gauge(
+        "abmesh_guard_experiment",
+        "1 for every experiment of the configuration guard reads, by its status (running, paused, rolled_out).",
+        &status,
+    );
     match report {
         Ok(r) => {
             let verdicts: Vec<(String, Verdict)> = r
@@ -202,6 +228,30 @@ pub fn metrics(report: Result<&Report, &str>, counters: Counters, now_s: f64) ->
                 let e = r.experiments.iter().find(|e| e.key == k);
                 f64::from(u8::from(e.and_then(|e| e.srm).is_some_and(|s| s.adjusted < SRM_ALPHA)))
             }));
+            let per_variant =
+                |f: &dyn Fn(&super::VariantReport) -> Option<f64>| -> Vec<(String, f64)> {
+                    r.experiments
+                        .iter()
+                        .flat_map(|e| {
+                            e.variants
+                                .iter()
+                                .filter_map(|v| Some((pair(&e.key, &v.name), f(v)?)))
+                                .collect::<Vec<_>>()
+                        })
+                        .collect()
+                };
+            gauge(
+                "abmesh_guard_configured_share",
+                "The variant's share of the experiment's units in the configuration.",
+                &per_variant(&|v| Some(v.expected_share)),
+            );
+            gauge(
+                "abmesh_guard_observed_share",
+                "The variant's share of the experiment's hashed assignments in the source.",
+                &per_variant(&|v| v.observed_share.is_finite().then_some(v.observed_share)),
+            );
+            gauge("abmesh_guard_error_ratio_increase", "The variant's 5xx ratio minus control's, as guard measured it (absent for control).", &per_variant(&|v| v.errors.map(|c| c.diff)));
+            gauge("abmesh_guard_latency_increase_milliseconds", "The variant's mean duration minus control's, as guard measured it (absent for control).", &per_variant(&|v| v.latency.map(|c| c.diff)));
             gauge(
                 "abmesh_guard_up",
                 "1 when the last evaluation could read its source.",

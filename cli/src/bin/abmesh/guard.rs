@@ -184,7 +184,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
             Ok((_, c)) => c,
             Err(code) => return code,
         };
-        return serve_verdicts(&addr, || {
+        return serve_verdicts(&addr, &config, || {
             let samples = fetch()?;
             let mut o = options;
             o.now_ms = now_ms();
@@ -301,6 +301,7 @@ const MAX_BODY_BYTES: u64 = 64 * 1024;
 /// `metadata.experiment`, narrows the verdict to one experiment. Runs until killed.
 fn serve_verdicts(
     addr: &str,
+    config: &Config,
     evaluate: impl Fn() -> Result<abmesh_cli::guard::Report, String>,
 ) -> ExitCode {
     use abmesh_cli::guard::serve;
@@ -362,7 +363,7 @@ fn serve_verdicts(
                         let now = now_ms() as f64 / 1000.0;
                         (
                             200,
-                            serve::metrics(report, counters, now),
+                            serve::metrics(config, report, counters, now),
                             "text/plain; version=0.0.4",
                         )
                     }
