@@ -775,3 +775,97 @@ impl Drop for FileServer {
         let _ = self.child.wait();
     }
 }
+
+/// A Prometheus server (Debian's `prometheus`) on a free port, scraping `targets` (job, port,
+/// path) every second and evaluating `rules` every second; killed when dropped, its log
+/// printed first if the test failed.
+pub struct Prometheus {
+    pub port: u16,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Prometheus {
+    pub fn start(targets: &[(&str, u16, &str)], rules: Option<&Path>) -> Prometheus {
+        let dir = scratch_dir("prometheus");
+        let port = free_port();
+        let config = dir.join("prometheus.yml");
+        let mut yaml = String::from("global: {scrape_interval: 1s, evaluation_interval: 1s}\n");
+        if let Some(r) = rules {
+            yaml += &format!("rule_files: ['{}']\n", r.display());
+        }
+        yaml += "scrape_configs:\n";
+        for (job, target, path) in targets {
+            yaml += &format!(
+                "- job_name: {job}\n  metrics_path: {path}\n  static_configs: [{{targets: ['127.0.0.1:{target}']}}]\n"
+            );
+        }
+        std::fs::write(&config, yaml).unwrap();
+        let log = dir.join("prometheus.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect(
+                "prometheus is missing: apt-get install prometheus (./build.sh test installs it)",
+            );
+        Prometheus { port, child, log }
+    }
+
+    /// The JSON answer of an instant query (`data.result`), or the error Prometheus gave.
+    pub fn query(&self, query: &str) -> Result<Vec<Value>, String> {
+        let (status, body) = crate::http::get_text(
+            self.port,
+            &format!("/api/v1/query?query={}", url_encode(query)),
+        )
+        .map_err(|e| e.to_string())?;
+        let v: Value =
+            serde_json::from_str(&body).map_err(|e| format!("{status}: {body} ({e})"))?;
+        if v["status"] != "success" {
+            return Err(format!("{status}: {body}"));
+        }
+        Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- {} ---\n{}",
+                self.log.display(),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percent-encodes everything but letters, digits and '_'.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The value of an instant PromQL query with a single-sample answer, via the HTTP API.
+pub fn prom_value(port: u16, query: &str) -> Option<f64> {
+    let (status, body) =
+        crate::http::get_text(port, &format!("/api/v1/query?query={}", url_encode(query))).ok()?;
+    if status != 200 {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}

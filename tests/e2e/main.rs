@@ -4,6 +4,7 @@
 
 mod analyze;
 mod assignment;
+mod dashboards;
 mod failure;
 mod faults;
 mod guardrails;

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::harness::wait_for_total;
-use crate::harness::{free_port, output_text, repo, scratch_dir, Envoy};
+use crate::harness::{free_port, output_text, repo, scratch_dir, Envoy, Prometheus};
 use crate::http::Client;
 
 /// Kills a helper process when the test ends, printing its log first if the test failed.
@@ -120,51 +120,15 @@ fn breached(out: &Output) -> Vec<String> {
         .collect()
 }
 
-/// Starts Prometheus scraping Envoy's admin endpoint every second; returns it and its port.
-fn start_prometheus(admin: u16) -> (Stop, u16) {
-    let dir = scratch_dir("prometheus");
-    let port = free_port();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-             scrape_configs:\n\
-             - job_name: envoy\n  metrics_path: /stats/prometheus\n  \
-               static_configs: [{{targets: ['127.0.0.1:{admin}']}}]\n"
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("prometheus is missing: apt-get install prometheus (./build.sh test installs it)");
-    (Stop(child, Some(dir.join("prometheus.log"))), port)
+/// Prometheus scraping Envoy's admin endpoint every second; returns it and its port.
+fn start_prometheus(admin: u16) -> (Prometheus, u16) {
+    let p = Prometheus::start(&[("envoy", admin, "/stats/prometheus")], None);
+    let port = p.port;
+    (p, port)
 }
 
-/// The value of an instant PromQL query (a single-sample answer), via the HTTP API.
 fn prom_value(port: u16, query: &str) -> Option<f64> {
-    let q: String = query
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let (status, body) = crate::http::get_text(port, &format!("/api/v1/query?query={q}")).ok()?;
-    if status != 200 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    crate::harness::prom_value(port, query)
 }
 
 #[test]
