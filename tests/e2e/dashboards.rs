@@ -187,6 +187,15 @@ fn every_dashboard_query_returns_what_its_panel_shows_and_the_error_alert_fires(
     );
     let experiments: Vec<String> = serde_json::from_value(listed["data"].clone()).unwrap();
 
+    // Traffic stops, the last counts reach Prometheus, and every panel is evaluated at one
+    // instant, so that panels computing the same figure show the same value.
+    stop.store(true, Ordering::Relaxed);
+    let sent = traffic.join().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     // Every panel of every dashboard.
     let mut shown: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut report = String::new();
@@ -205,7 +214,7 @@ fn every_dashboard_query_returns_what_its_panel_shows_and_the_error_alert_fires(
                 let expr = as_grafana_sends(target["expr"].as_str().unwrap(), &experiments);
                 let legend = target["legendFormat"].as_str().unwrap_or("");
                 let result = prometheus
-                    .query(&expr)
+                    .query_at(&expr, at)
                     .unwrap_or_else(|e| panic!("{board}/{title}: {e}\n{expr}"));
                 for series in &result {
                     for l in legend_labels(legend) {
@@ -244,8 +253,6 @@ fn every_dashboard_query_returns_what_its_panel_shows_and_the_error_alert_fires(
             }
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let sent = traffic.join().unwrap();
     println!("panel values after {sent} requests:\n{report}");
 
     let get = |panel: &str, labels: &[(&str, &str)]| -> Vec<f64> {

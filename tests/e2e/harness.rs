@@ -819,13 +819,11 @@ impl Prometheus {
         Prometheus { port, child, log }
     }
 
-    /// The JSON answer of an instant query (`data.result`), or the error Prometheus gave.
-    pub fn query(&self, query: &str) -> Result<Vec<Value>, String> {
-        let (status, body) = crate::http::get_text(
-            self.port,
-            &format!("/api/v1/query?query={}", url_encode(query)),
-        )
-        .map_err(|e| e.to_string())?;
+    /// The JSON answer of an instant query at `time` (Unix seconds; `data.result`), or the
+    /// error Prometheus gave. One time for several queries keeps their windows the same.
+    pub fn query_at(&self, query: &str, time: f64) -> Result<Vec<Value>, String> {
+        let path = format!("/api/v1/query?query={}&time={time:.3}", url_encode(query));
+        let (status, body) = crate::http::get_text(self.port, &path).map_err(|e| e.to_string())?;
         let v: Value =
             serde_json::from_str(&body).map_err(|e| format!("{status}: {body} ({e})"))?;
         if v["status"] != "success" {
