@@ -305,7 +305,9 @@ fn every_dashboard_query_returns_what_its_panel_shows_and_the_error_alert_fires(
         "abmesh-oncall/Latency p50 by variant",
         "abmesh-oncall/Latency p95 by variant",
     ] {
-        assert!(get(q, &[ckv]).iter().all(|ms| *ms >= 0.0), "{q}");
+        let ms = get(q, &[ckv]);
+        assert_eq!(ms.len(), 2, "{q}: a latency per variant of checkout-v2");
+        assert!(ms.iter().all(|ms| *ms > 0.0), "{q}: {ms:?}");
     }
     // Shares: observed near configured (50/50), each experiment's observed shares sum to 1.
     let observed: f64 = get(
@@ -314,8 +316,19 @@ fn every_dashboard_query_returns_what_its_panel_shows_and_the_error_alert_fires(
     )
     .iter()
     .sum::<f64>();
+    let all: f64 = get(
+        "abmesh-oncall/Traffic share: observed against configured",
+        &[ckv],
+    )
+    .iter()
+    .sum();
     assert!(
-        observed > 0.5 && observed < 1.6,
+        (all - 2.0).abs() < 1e-9,
+        "observed and configured shares each sum to 1: {all}"
+    );
+    // The panel's two queries: control's observed share (near 0.5) and its configured 0.5.
+    assert!(
+        (0.9..=1.1).contains(&observed),
         "observed + configured share of control: {observed}"
     );
     assert_eq!(
@@ -329,12 +342,13 @@ fn every_dashboard_query_returns_what_its_panel_shows_and_the_error_alert_fires(
             &[ckv, ("variant", "treatment")]
         ) > 0.0
     );
-    assert!(get(
-        "abmesh-debug/Not assigned, by reason",
-        &[("experiment", "search-ranker"), ("reason", "traffic")]
-    )
-    .iter()
-    .all(|r| *r > 0.0));
+    // search-ranker takes 60% of traffic: the rest is not assigned, reason traffic.
+    assert!(
+        one(
+            "abmesh-debug/Not assigned, by reason",
+            &[("experiment", "search-ranker"), ("reason", "traffic")]
+        ) > 0.0
+    );
     let counted = one("abmesh-debug/Responses counted against assignments", &[ckv]);
     assert!(
         (0.95..=1.05).contains(&counted),
