@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::assign::Evaluation;
 use crate::config::limits::MAX_REQUEST_ID_BYTES;
-use crate::config::{Config, UnitIdMode};
+use crate::config::{Config, ExposureFormat, UnitIdMode};
 use crate::hash::xxh3_hex;
 
 /// The RFC 8941 dictionary of a request's assignments in configuration order, forced ones
@@ -53,7 +53,11 @@ pub fn exposure_line(
 ) -> Option<String> {
     let mut exposures = eval.exposures().peekable();
     exposures.peek()?;
-    let mut out = String::with_capacity(prefix.len() + 128 + 96 * eval.assignments.len());
+    let per_entry = match config.exposure.format {
+        ExposureFormat::Abmesh => 96,
+        ExposureFormat::Otel => 224,
+    };
+    let mut out = String::with_capacity(prefix.len() + 128 + per_entry * eval.assignments.len());
     out.push_str(prefix);
     out.push_str("{\"ts_ms\":");
     let _ = write!(out, "{ts_ms}");
@@ -63,6 +67,11 @@ pub fn exposure_line(
     match request_id.filter(|id| id.len() <= MAX_REQUEST_ID_BYTES) {
         Some(id) => push_json_bytes(&mut out, id),
         None => out.push_str("null"),
+    }
+    if config.exposure.format == ExposureFormat::Otel {
+        push_minted(&mut out, config, eval);
+        push_evaluations(&mut out, config, eval);
+        return Some(out);
     }
     out.push_str(",\"units\":{");
     if config.exposure.unit_id != UnitIdMode::Omit {
@@ -88,20 +97,7 @@ pub fn exposure_line(
         }
     }
     out.push('}');
-    // A minted id is the visitor's first request: analyses can tell new visitors apart.
-    let mut minted = eval.minted.iter().filter(|&&u| {
-        eval.exposures()
-            .any(|a| config.experiments[a.experiment].unit == u)
-    });
-    if let Some(&first) = minted.next() {
-        out.push_str(",\"minted\":[");
-        push_json_str(&mut out, &config.units[first].name);
-        for &u in minted {
-            out.push(',');
-            push_json_str(&mut out, &config.units[u].name);
-        }
-        out.push(']');
-    }
+    push_minted(&mut out, config, eval);
     out.push_str(",\"assignments\":[");
     for (n, a) in exposures.enumerate() {
         // Rendered at configuration time: `,{"experiment":…,"variant":…,"unit":…,"forced":false}`
@@ -123,6 +119,89 @@ pub fn exposure_line(
     }
     out.push_str("]}");
     Some(out)
+}
+
+/// `,"minted":[…]`: the unit types whose id abmesh minted on this request (the visitor's first
+/// request: analyses can tell new visitors apart), when an exposure uses them.
+fn push_minted(out: &mut String, config: &Config, eval: &Evaluation) {
+    let mut minted = eval.minted.iter().filter(|&&u| {
+        eval.exposures()
+            .any(|a| config.experiments[a.experiment].unit == u)
+    });
+    if let Some(&first) = minted.next() {
+        out.push_str(",\"minted\":[");
+        push_json_str(out, &config.units[first].name);
+        for &u in minted {
+            out.push(',');
+            push_json_str(out, &config.units[u].name);
+        }
+        out.push(']');
+    }
+}
+
+/// `,"evaluations":[…]}`: per exposure, OpenTelemetry's feature-flag attributes (the map
+/// rendered by [`otel_entries`]) and the unit id as `feature_flag.context.id`.
+fn push_evaluations(out: &mut String, config: &Config, eval: &Evaluation) {
+    out.push_str(",\"evaluations\":[");
+    for (n, a) in eval.exposures().enumerate() {
+        let experiment = &config.experiments[a.experiment];
+        let variant = &experiment.variants[a.variant];
+        if a.forced {
+            if n > 0 {
+                out.push(',');
+            }
+            out.push_str(&variant.exposure_head);
+        } else {
+            out.push_str(if n > 0 {
+                &variant.exposure_entry
+            } else {
+                variant.exposure_entry.get(1..).unwrap_or_default()
+            });
+        }
+        let id = eval.units.get(experiment.unit).and_then(Option::as_deref);
+        match (config.exposure.unit_id, id) {
+            (UnitIdMode::Omit, _) | (_, None) => {}
+            (mode, Some(id)) => {
+                out.push_str(CONTEXT_ID);
+                match mode {
+                    UnitIdMode::Xxh3 => push_json_str(out, &xxh3_hex(id)),
+                    _ => push_json_bytes(out, id),
+                }
+            }
+        }
+        out.push('}');
+    }
+    out.push_str("]}");
+}
+
+/// The member that carries an evaluation's unit id, after the rendered map.
+pub(crate) const CONTEXT_ID: &str = ",\"feature_flag.context.id\":";
+
+/// Renders each variant's evaluation map for `exposure.format` `otel`, once per
+/// configuration: OpenTelemetry's feature-flag attributes (semantic conventions registry,
+/// `feature_flag.*`) and `abmesh.unit`, open for the unit id. A hashed assignment's reason is
+/// `split` (pseudorandom assignment), a QA override's `targeting_match` (a value chosen for
+/// this unit by a rule).
+pub(crate) fn otel_entries(config: &mut Config) {
+    let Config {
+        units, experiments, ..
+    } = config;
+    for e in experiments {
+        let unit = units.get(e.unit).map_or("", |u| u.name.as_str());
+        for v in &mut e.variants {
+            // Keys, variant and unit names are validated to need no JSON escaping.
+            let map = |reason: &str| {
+                format!(
+                    "{{\"feature_flag.key\":\"{}\",\"feature_flag.result.variant\":\"{}\",\
+                     \"feature_flag.result.reason\":\"{reason}\",\
+                     \"feature_flag.provider.name\":\"abmesh\",\"abmesh.unit\":\"{unit}\"",
+                    e.key, v.name
+                )
+            };
+            v.exposure_head = map("targeting_match");
+            v.exposure_entry = format!(",{}", map("split"));
+        }
+    }
 }
 
 /// The request's unit ids as one JSON object, `{"user":"alice","device":"d-1"}`, in

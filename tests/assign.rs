@@ -397,3 +397,82 @@ fn an_override_of_thousands_of_members_forces_what_its_last_members_say() {
     // The last round lost its final 10 members to the truncation: those 10 keep control.
     assert_eq!((treatment, control), (90, 10));
 }
+
+#[test]
+fn the_otel_format_records_one_map_of_feature_flag_attributes_per_exposure() {
+    let two = format!(r#"{{"key": "k", {AB}}}, {{"key": "search", {AB}}}"#);
+    let c = config(&two, r#", "exposure": {"format": "otel"}"#);
+    let (plan, _) = run(
+        &c,
+        &[
+            ("x-user-id", b"alice"),
+            ("x-request-id", b"r-1"),
+            ("x-abmesh-token", b"demo-qa-token"),
+            ("x-abmesh-force", b"search=treatment"),
+        ],
+        1_795_000_000_123,
+    );
+    let record: serde_json::Value = serde_json::from_str(plan.exposure().unwrap()).unwrap();
+    let variant = record["evaluations"][0]["feature_flag.result.variant"].clone();
+    assert_eq!(
+        record,
+        serde_json::json!({
+            "ts_ms": 1_795_000_000_123_i64,
+            "request_id": "r-1",
+            "evaluations": [
+                {"feature_flag.key": "k", "feature_flag.result.variant": variant,
+                 "feature_flag.result.reason": "split", "feature_flag.provider.name": "abmesh",
+                 "abmesh.unit": "user", "feature_flag.context.id": "alice"},
+                {"feature_flag.key": "search", "feature_flag.result.variant": "treatment",
+                 "feature_flag.result.reason": "targeting_match",
+                 "feature_flag.provider.name": "abmesh", "abmesh.unit": "user",
+                 "feature_flag.context.id": "alice"}
+            ]
+        })
+    );
+    // The same bytes the filter writes: no whitespace, context id last.
+    assert!(plan.exposure().unwrap().starts_with(
+        r#"{"ts_ms":1795000000123,"request_id":"r-1","evaluations":[{"feature_flag.key":"k","#
+    ));
+    assert!(plan.exposure().unwrap().ends_with(
+        r#""feature_flag.provider.name":"abmesh","abmesh.unit":"user","feature_flag.context.id":"alice"}]}"#
+    ));
+}
+
+#[test]
+fn the_otel_format_carries_the_unit_id_as_exposure_unit_id_says() {
+    let one = format!(r#"{{"key": "k", {AB}}}"#);
+    let context_id = |unit_id: &str| {
+        let c = config(
+            &one,
+            &format!(r#", "exposure": {{"format": "otel", "unit_id": "{unit_id}"}}"#),
+        );
+        let (plan, _) = run(&c, &[("x-user-id", b"a\"b\xff")], 0);
+        let record: serde_json::Value = serde_json::from_str(plan.exposure().unwrap()).unwrap();
+        record["evaluations"][0]
+            .get("feature_flag.context.id")
+            .cloned()
+    };
+    assert_eq!(context_id("raw"), Some(serde_json::json!("a\"b\u{fffd}")));
+    assert_eq!(
+        context_id("xxh3"),
+        Some(serde_json::json!(abmesh::hash::xxh3_hex(b"a\"b\xff")))
+    );
+    assert_eq!(context_id("omit"), None);
+}
+
+#[test]
+fn an_unknown_exposure_format_is_refused_naming_both_formats() {
+    let err = Config::parse(
+        br#"{"units": {"user": [{"header": "x-user-id"}]}, "exposure": {"format": "otlp"},
+             "experiments": []}"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.errors,
+        [
+            "exposure.format: must be \"abmesh\" (one record of assignments) or \"otel\" \
+          (OpenTelemetry feature-flag attributes per assignment), found \"otlp\""
+        ]
+    );
+}

@@ -244,6 +244,43 @@ fn the_worst_case_headers_and_record_are_reached_by_a_real_request() {
 }
 
 #[test]
+fn the_worst_case_otel_record_is_reached_by_a_real_request() {
+    let mut exps: Vec<String> = (0..20)
+        .map(|i| experiment(&long("e", i), 3, |j| long("V", j), ""))
+        .collect();
+    exps.push(experiment("short", 2, short, ""));
+    let top = r#", "exposure": {"format": "otel", "max_record_bytes": 1048576}"#;
+    let c = Config::parse(config_json(top, &exps).as_bytes()).unwrap();
+    let b = bounds(&c);
+    let (plan, _) = worst_request(&c);
+    let record = plan.exposure().unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(record).unwrap();
+    assert_eq!(parsed["evaluations"].as_array().unwrap().len(), 21);
+    // Forced maps (`targeting_match`) are the longest: the bound only reserves a 20-character
+    // time (this one has 13).
+    assert_eq!(record.len() + (20 - 13), b.record_bytes);
+    // Each evaluation repeats its unit id: at the default limit, raw ids allow 4 experiments.
+    let at_default = |n: usize, unit_id: &str| {
+        let exps: Vec<String> = (0..n)
+            .map(|i| experiment(&format!("e{i}"), 2, short, ""))
+            .collect();
+        let top = format!(r#", "exposure": {{"format": "otel", "unit_id": "{unit_id}"}}"#);
+        Config::parse(config_json(&top, &exps).as_bytes()).map(|_| ())
+    };
+    assert!(at_default(4, "raw").is_ok());
+    assert_eq!(
+        at_default(5, "raw").unwrap_err().errors,
+        [
+            "exposure: an exposure record can reach 17,170 bytes (every experiment exposed, every \
+          unit id at 512 bytes), more than exposure.max_record_bytes (16,384): use fewer or \
+          shorter experiment keys and variant names, exposure.unit_id \"xxh3\", or raise \
+          exposure.max_record_bytes"
+        ]
+    );
+    assert!(at_default(70, "xxh3").is_ok());
+}
+
+#[test]
 fn a_request_id_longer_than_128_bytes_is_recorded_as_null() {
     let c = Config::parse(config_json("", &[experiment("k", 2, short, "")]).as_bytes()).unwrap();
     for (id, expected) in [

@@ -4,7 +4,7 @@
 //! rejects and no publication can define a million stats (SECURITY.md, "Limits", has the
 //! measurements behind each number).
 
-use super::{Config, Errors, Status, UnitIdMode};
+use super::{Config, Errors, ExposureFormat, Status, UnitIdMode};
 use crate::counts;
 use crate::metrics::ErrorKind;
 
@@ -91,6 +91,9 @@ pub fn bounds(config: &Config) -> Bounds {
 /// The longest exposure record: every live experiment exposed at its longest entry, every unit
 /// type an experiment uses present (and minted) with the longest id, the longest request id.
 fn record_bound(config: &Config) -> usize {
+    if config.exposure.format == ExposureFormat::Otel {
+        return otel_record_bound(config);
+    }
     let fixed = r#"{"ts_ms":,"request_id":,"units":{},"assignments":[]}"#.len();
     let ts = i64::MIN.to_string().len();
     // Each entry is rendered with the comma that precedes all but the first.
@@ -105,11 +108,7 @@ fn record_bound(config: &Config) -> usize {
         .sum::<usize>()
         .saturating_sub(1);
     let used = |u: usize| config.experiments.iter().any(|e| e.unit == u);
-    let id = match config.exposure.unit_id {
-        UnitIdMode::Raw => escaped(crate::hash::MAX_UNIT_LEN),
-        UnitIdMode::Xxh3 => 18,
-        UnitIdMode::Omit => 0,
-    };
+    let id = id_bound(config);
     // Unit names are plain (the key syntax): quoted, never escaped. Lists are comma-separated.
     let listed = |names: &mut dyn Iterator<Item = usize>| {
         let (n, bytes) = names.fold((0usize, 0usize), |(n, b), len| (n + 1, b + len));
@@ -121,12 +120,58 @@ fn record_bound(config: &Config) -> usize {
         let names = (0..config.units.len()).filter(|&u| used(u));
         listed(&mut names.map(|u| config.units[u].name.len() + 2 + 1 + id))
     };
-    let mints = (0..config.units.len()).filter(|&u| used(u) && config.units[u].mint.is_some());
-    let minted = match listed(&mut mints.map(|u| config.units[u].name.len() + 2)) {
+    fixed + ts + escaped(MAX_REQUEST_ID_BYTES) + units + minted_bound(config) + entries
+}
+
+/// The longest id an exposure record carries for one unit, as `exposure.unit_id` writes it.
+fn id_bound(config: &Config) -> usize {
+    match config.exposure.unit_id {
+        UnitIdMode::Raw => escaped(crate::hash::MAX_UNIT_LEN),
+        UnitIdMode::Xxh3 => 18,
+        UnitIdMode::Omit => 0,
+    }
+}
+
+/// `,"minted":[…]` with every unit type an experiment uses minted.
+fn minted_bound(config: &Config) -> usize {
+    let used = |u: usize| config.experiments.iter().any(|e| e.unit == u);
+    // Unit names are plain (the key syntax): quoted, never escaped; comma-separated.
+    let (n, bytes) = (0..config.units.len())
+        .filter(|&u| used(u) && config.units[u].mint.is_some())
+        .fold((0usize, 0usize), |(n, b), u| {
+            (n + 1, b + config.units[u].name.len() + 2)
+        });
+    match n {
         0 => 0,
-        names => r#","minted":[]"#.len() + names,
+        n => r#","minted":[]"#.len() + bytes + n - 1,
+    }
+}
+
+/// [`record_bound`] for `exposure.format` `otel`: every live experiment's evaluation at its
+/// longest map (a forced one: its reason is the longer), each with the longest unit id.
+fn otel_record_bound(config: &Config) -> usize {
+    let fixed = r#"{"ts_ms":,"request_id":,"evaluations":[]}"#.len();
+    let ts = i64::MIN.to_string().len();
+    let id = match id_bound(config) {
+        0 => 0,
+        n => crate::exposure::CONTEXT_ID.len() + n,
     };
-    fixed + ts + escaped(MAX_REQUEST_ID_BYTES) + units + minted + entries
+    let entries: usize = config
+        .experiments
+        .iter()
+        .filter(|e| e.status != Status::Paused)
+        .map(|e| {
+            let map = e.variants.iter().map(|v| {
+                v.exposure_head
+                    .len()
+                    .max(v.exposure_entry.len().saturating_sub(1))
+            });
+            // Preceded by a comma, closed by a brace.
+            1 + map.max().unwrap_or(0) + id + 1
+        })
+        .sum::<usize>()
+        .saturating_sub(1);
+    fixed + ts + escaped(MAX_REQUEST_ID_BYTES) + minted_bound(config) + entries
 }
 
 /// A count in groups of thousands, as every limit message and report shows them: `1,047,149`.

@@ -271,10 +271,12 @@ pub struct Variant {
     /// that precedes every member but the first (one copy per member on the request path).
     pub member: String,
     /// `{"experiment":"key","variant":"name","unit":"unit","forced":` — the start of this
-    /// variant's entry in exposure records.
+    /// variant's entry in exposure records. With `exposure.format` `otel`: the whole map of a
+    /// forced assignment but its unit id and closing brace (`crate::exposure::otel_entries`).
     pub exposure_head: String,
     /// `,` then the whole entry of a hashed (not forced) assignment:
-    /// `,{"experiment":…,"unit":…,"forced":false}` — one copy per exposure.
+    /// `,{"experiment":…,"unit":…,"forced":false}` — one copy per exposure. With `otel`: `,`
+    /// then the map of a hashed assignment but its unit id and closing brace.
     pub exposure_entry: String,
     /// Its weight.
     pub weight: u64,
@@ -376,9 +378,43 @@ impl Keyword for UnitIdMode {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The layout of exposure records (`exposure.format`).
+pub enum ExposureFormat {
+    /// design.md §5: `{"ts_ms":…,"request_id":…,"units":{…},"assignments":[…]}`.
+    Abmesh,
+    /// One map of OpenTelemetry feature-flag attributes per assignment (`feature_flag.key`,
+    /// `feature_flag.result.variant`, …) under `evaluations`, for a Collector to turn into
+    /// `feature_flag.evaluation` events.
+    Otel,
+}
+
+impl ExposureFormat {
+    /// Every format.
+    pub const ALL: [ExposureFormat; 2] = [ExposureFormat::Abmesh, ExposureFormat::Otel];
+}
+
+impl Keyword for ExposureFormat {
+    fn as_str(self) -> &'static str {
+        match self {
+            ExposureFormat::Abmesh => "abmesh",
+            ExposureFormat::Otel => "otel",
+        }
+    }
+
+    fn gloss(self) -> Option<&'static str> {
+        Some(match self {
+            ExposureFormat::Abmesh => "one record of assignments",
+            ExposureFormat::Otel => "OpenTelemetry feature-flag attributes per assignment",
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 /// How exposures are recorded (`exposure`).
 pub struct ExposureConfig {
+    /// The layout of each record.
+    pub format: ExposureFormat,
     /// Also write each record to the host log (default false: the access log carries it).
     pub log: bool,
     /// At this level.
@@ -620,6 +656,9 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
     let mut by_key: Vec<usize> = (0..config.experiments.len()).collect();
     by_key.sort_unstable_by(|&a, &b| config.experiments[a].key.cmp(&config.experiments[b].key));
     config.by_key = by_key;
+    if config.exposure.format == ExposureFormat::Otel {
+        crate::exposure::otel_entries(&mut config);
+    }
     limits::check(&config, errors);
     Some(config)
 }

@@ -93,6 +93,7 @@ pub(super) fn compile_exposure(top: &Obj, errors: &mut Errors) -> ExposureConfig
     // The access log (filter state) is the exposure pipeline; the application log is opt-in:
     // Envoy writes it synchronously, line by line, at several µs per exposed request.
     let mut out = ExposureConfig {
+        format: ExposureFormat::Abmesh,
         log: false,
         log_level: LogLevel::Info,
         unit_id: UnitIdMode::Raw,
@@ -102,6 +103,7 @@ pub(super) fn compile_exposure(top: &Obj, errors: &mut Errors) -> ExposureConfig
     let Some(o) = top.section(
         "exposure",
         &[
+            "format",
             "log",
             "log_level",
             "unit_id",
@@ -128,6 +130,9 @@ pub(super) fn compile_exposure(top: &Obj, errors: &mut Errors) -> ExposureConfig
     }
     if let Some(mode) = o.keyword("unit_id", &UnitIdMode::ALL, errors) {
         out.unit_id = mode;
+    }
+    if let Some(format) = o.keyword("format", &ExposureFormat::ALL, errors) {
+        out.format = format;
     }
     let ceiling = limits::MAX_RECORD_BYTES_CEILING;
     if let Some(n) = byte_limit(&o, "max_record_bytes", (1024, ceiling), "", errors) {

@@ -42,11 +42,67 @@ impl<'a> Pairs<'a> {
     }
 }
 
-/// The record in `text`, or `None` when it is not one.
+/// The record in `text`, in either of `exposure.format`'s layouts, or `None` when it is not
+/// one.
 pub fn read(text: &str) -> Option<Record<'_>> {
-    match read_flat(text) {
-        Some(r) => Some(r),
-        None => serde_json::from_str(text).ok(),
+    if let Some(r) = read_flat(text) {
+        return Some(r);
+    }
+    if text.contains(r#""evaluations""#) {
+        return serde_json::from_str::<OtelRecord>(text)
+            .ok()
+            .map(OtelRecord::into_record);
+    }
+    serde_json::from_str(text).ok()
+}
+
+/// A record written with `exposure.format` `otel`: OpenTelemetry feature-flag attributes per
+/// assignment, the unit id in each (`src/exposure.rs`).
+#[derive(serde::Deserialize)]
+struct OtelRecord<'a> {
+    ts_ms: i64,
+    #[serde(borrow)]
+    evaluations: Vec<OtelEvaluation<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct OtelEvaluation<'a> {
+    #[serde(borrow, rename = "feature_flag.key")]
+    key: Cow<'a, str>,
+    #[serde(borrow, rename = "feature_flag.result.variant")]
+    variant: Cow<'a, str>,
+    #[serde(borrow, rename = "feature_flag.result.reason")]
+    reason: Cow<'a, str>,
+    #[serde(borrow, rename = "abmesh.unit")]
+    unit: Cow<'a, str>,
+    #[serde(borrow, rename = "feature_flag.context.id", default)]
+    context_id: Option<Cow<'a, str>>,
+}
+
+impl<'a> OtelRecord<'a> {
+    /// The same record in abmesh's layout: a QA override is the one `targeting_match`, and
+    /// each unit's id is the first evaluation's that carries it.
+    fn into_record(self) -> Record<'a> {
+        let mut units = Pairs(Vec::with_capacity(1));
+        let mut assignments = Vec::with_capacity(self.evaluations.len());
+        for e in self.evaluations {
+            if let Some(id) = e.context_id {
+                if units.get(&e.unit).is_none() {
+                    units.0.push((e.unit.clone(), id));
+                }
+            }
+            assignments.push(Assignment {
+                experiment: e.key,
+                variant: e.variant,
+                unit: e.unit,
+                forced: e.reason == "targeting_match",
+            });
+        }
+        Record {
+            ts_ms: self.ts_ms,
+            units,
+            assignments,
+        }
     }
 }
 
@@ -349,6 +405,21 @@ mod tests {
             (1795065103532, Some("u\"0"), 2)
         );
         assert!(r.assignments[1].forced);
+    }
+
+    #[test]
+    fn an_otel_record_reads_as_the_same_record_in_abmesh_layout() {
+        let otel = r#"{"ts_ms":1795065103532,"request_id":null,"evaluations":[{"feature_flag.key":"x","feature_flag.result.variant":"control","feature_flag.result.reason":"split","feature_flag.provider.name":"abmesh","abmesh.unit":"user","feature_flag.context.id":"u\"0"},{"feature_flag.key":"y","feature_flag.result.variant":"b","feature_flag.result.reason":"targeting_match","feature_flag.provider.name":"abmesh","abmesh.unit":"device","feature_flag.context.id":"d"},{"feature_flag.key":"z","feature_flag.result.variant":"a","feature_flag.result.reason":"split","feature_flag.provider.name":"abmesh","abmesh.unit":"user","feature_flag.context.id":"u\"0"}]}"#;
+        let abmesh = r#"{"ts_ms":1795065103532,"request_id":null,"units":{"user":"u\"0","device":"d"},"assignments":[{"experiment":"x","variant":"control","unit":"user","forced":false},{"experiment":"y","variant":"b","unit":"device","forced":true},{"experiment":"z","variant":"a","unit":"user","forced":false}]}"#;
+        assert_eq!(read(otel), read(abmesh));
+        assert!(read(abmesh).is_some());
+        // Ids omitted: no units, as `"units":{}` in abmesh's layout.
+        let omitted = r#"{"ts_ms":1,"request_id":null,"evaluations":[{"feature_flag.key":"x","feature_flag.result.variant":"control","feature_flag.result.reason":"split","feature_flag.provider.name":"abmesh","abmesh.unit":"user"}]}"#;
+        assert_eq!(read(omitted).unwrap().units, Pairs::default());
+        assert_eq!(
+            read(r#"{"ts_ms":1,"evaluations":[{"feature_flag.key":"x"}]}"#),
+            None
+        );
     }
 
     #[test]
