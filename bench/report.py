@@ -333,11 +333,11 @@ def main():
       "at z, LTO — the wasm's settings, except that benchmarks unwind on panic), median of 9 samples, "
       "a realistic request (8 headers, a cookie, a query string):" % r.get("opt_level", "2"))
     w("")
-    w("| experiments | evaluate (µs) | full plan: evaluate + dictionary + exposure record (µs) |")
-    w("|---|---|---|")
+    w("| experiments | evaluate (µs) | full plan: evaluate + dictionary + exposure record (µs) | the same with `exposure.format` `otel` (µs) |")
+    w("|---|---|---|---|")
     for n in (1, 20, 100):
         d = native[("request", n)]
-        w("| %d | %.2f | %.2f |" % (n, d["evaluate_ns"] / 1000, d["plan_ns"] / 1000))
+        w("| %d | %.2f | %.2f | %.2f |" % (n, d["evaluate_ns"] / 1000, d["plan_ns"] / 1000, d["plan_otel_ns"] / 1000))
     c = native[("compile", 1000)]
     w("")
     w("Compiling (parse + validate + render) 1,000 experiments (%d bytes of JSON): %.1f ms." % (c["bytes"], c["compile_ns"] / 1e6))

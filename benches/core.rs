@@ -95,8 +95,20 @@ fn main() {
             let view = RequestView::new(h);
             black_box(Plan::new(&config, &view, 1_795_000_000_000));
         });
+        // The same plan with `exposure.format` "otel": a map of attributes per assignment.
+        let (bytes, _) = crate::config(n);
+        let mut json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        json["exposure"]["format"] = "otel".into();
+        // Raw ids, as the plan above: past 4 experiments their worst case needs a larger cap.
+        json["exposure"]["max_record_bytes"] = 1_048_576.into();
+        let otel = Config::parse(json.to_string().as_bytes()).unwrap();
+        let plan_otel_ns = measure(Duration::from_millis(300), |i| {
+            let h = &requests[i % 4096];
+            let view = RequestView::new(h);
+            black_box(Plan::new(&otel, &view, 1_795_000_000_000));
+        });
         println!(
-            r#"{{"bench": "request", "experiments": {n}, "evaluate_ns": {eval_ns:.1}, "plan_ns": {plan_ns:.1}}}"#
+            r#"{{"bench": "request", "experiments": {n}, "evaluate_ns": {eval_ns:.1}, "plan_ns": {plan_ns:.1}, "plan_otel_ns": {plan_otel_ns:.1}}}"#
         );
     }
     let (bytes, _) = config(1000);
