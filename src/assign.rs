@@ -259,10 +259,12 @@ pub fn evaluate_units<'a>(
                     growthbook::hash(seed, &id, *hash_version)
                         .and_then(|n| growthbook::choose_variation(n, ranges))
                 }
-                Algorithm::Flagd { prefix, weights } => {
-                    let mut bucket_by = Vec::with_capacity(prefix.len() + id.len());
-                    bucket_by.extend_from_slice(prefix);
-                    bucket_by.extend_from_slice(id);
+                Algorithm::Flagd {
+                    prefix,
+                    weights,
+                    encoding,
+                } => {
+                    let bucket_by = crate::flagd::bucket_input(*encoding, prefix, id);
                     crate::flagd::choose(&bucket_by, weights)
                 }
                 Algorithm::Abmesh => {

@@ -34,6 +34,75 @@ pub fn murmur3_32(data: &[u8], seed: u32) -> u32 {
     h ^ (h >> 16)
 }
 
+/// The CBOR head (RFC 8949, major type 3, preferred serialization) of a text string of `len`
+/// bytes, and how many of the 9 bytes it uses: flagd's v3 bucketing hashes values in their
+/// deterministic CBOR encoding.
+pub fn cbor_text_head(len: usize) -> ([u8; 9], usize) {
+    let mut head = [0u8; 9];
+    let len = len as u64;
+    let used = if len < 24 {
+        head[0] = 0x60 | len as u8;
+        1
+    } else if len <= 0xff {
+        head[0] = 0x78;
+        head[1] = len as u8;
+        2
+    } else if len <= 0xffff {
+        head[0] = 0x79;
+        head[1..3].copy_from_slice(&(len as u16).to_be_bytes());
+        3
+    } else if len <= 0xffff_ffff {
+        head[0] = 0x7a;
+        head[1..5].copy_from_slice(&(len as u32).to_be_bytes());
+        5
+    } else {
+        head[0] = 0x7b;
+        head[1..9].copy_from_slice(&len.to_be_bytes());
+        9
+    };
+    (head, used)
+}
+
+/// Appends the CBOR text string of `parts` concatenated.
+fn push_cbor_text(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    let (head, used) = cbor_text_head(parts.iter().map(|p| p.len()).sum());
+    out.extend_from_slice(&head[..used]);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+}
+
+/// How a flagd flag's bucket-by value becomes the bytes murmur3 hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// flagd up to now (`@fractional-v2`): the string's bytes — `prefix` then the unit id.
+    V2,
+    /// `@fractional-v3` with a bucket-by expression (`bucket_by_seed`): the CBOR text string
+    /// of `prefix` then the unit id.
+    V3Text,
+    /// `@fractional-v3` shorthand (no bucket-by: the targeting key): the CBOR array
+    /// `[flag key, unit id]`.
+    V3Pair,
+}
+
+/// The bytes flagd hashes for a unit id under `encoding` (`prefix`: the seed or flag key).
+pub fn bucket_input(encoding: Encoding, prefix: &[u8], id: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + id.len() + 19);
+    match encoding {
+        Encoding::V2 => {
+            out.extend_from_slice(prefix);
+            out.extend_from_slice(id);
+        }
+        Encoding::V3Text => push_cbor_text(&mut out, &[prefix, id]),
+        Encoding::V3Pair => {
+            out.push(0x82);
+            push_cbor_text(&mut out, &[prefix]);
+            push_cbor_text(&mut out, &[id]);
+        }
+    }
+    out
+}
+
 /// The bucket in `[0, total_weight)` of a bucket-by string.
 pub fn bucket(bucket_by: &[u8], total_weight: u64) -> u64 {
     (u64::from(murmur3_32(bucket_by, 0)) * total_weight) >> 32
@@ -86,6 +155,32 @@ mod tests {
                 "{key:?} seed {seed}"
             );
         }
+    }
+
+    #[test]
+    fn cbor_text_heads_use_the_shortest_length_form() {
+        for (len, want) in [
+            (0, &[0x60][..]),
+            (23, &[0x77]),
+            (24, &[0x78, 24]),
+            (255, &[0x78, 0xff]),
+            (256, &[0x79, 0x01, 0x00]),
+            (65_535, &[0x79, 0xff, 0xff]),
+            (65_536, &[0x7a, 0x00, 0x01, 0x00, 0x00]),
+        ] {
+            let (head, used) = cbor_text_head(len);
+            assert_eq!(&head[..used], want, "{len}");
+        }
+    }
+
+    #[test]
+    fn v3_hashes_the_cbor_of_the_bucket_by_value() {
+        assert_eq!(bucket_input(Encoding::V2, b"f", b"id"), b"fid");
+        assert_eq!(bucket_input(Encoding::V3Text, b"f", b"id"), b"\x63fid");
+        assert_eq!(
+            bucket_input(Encoding::V3Pair, b"flag", b"id"),
+            b"\x82\x64flag\x62id"
+        );
     }
 
     #[test]

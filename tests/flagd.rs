@@ -87,3 +87,112 @@ fn flagd_settings_are_validated_in_the_usual_words() {
         ]
     );
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn flagd_bucketing_must_be_v2_or_v3() {
+    let errors = Config::parse(
+        br#"{"units": {"user": [{"header": "u"}]}, "experiments": [
+          {"key": "f", "algorithm": "flagd", "bucketing": "v1",
+           "variants": [{"name": "a", "weight": 1}]},
+          {"key": "g", "bucketing": "v3", "variants": [{"name": "a", "weight": 1}]}]}"#,
+    )
+    .unwrap_err()
+    .errors;
+    assert_eq!(
+        errors,
+        vec![
+            "experiments[0].bucketing: must be \"v2\" (the string's bytes, flagd 0.15 and later) \
+             or \"v3\" (its CBOR encoding, flagd's hashing-consistency ADR), found \"v1\"",
+            "experiments[1].bucketing: is only used with \"algorithm\": \"flagd\"",
+        ]
+    );
+}
+
+/// One experiment of `algorithm` flagd with `extra` settings, the unit read from `x-id`.
+#[cfg(not(target_arch = "wasm32"))]
+fn flagd_variant(extra: &str, weights: &[u64], id: &str) -> usize {
+    let variants: Vec<String> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| format!(r#"{{"name": "v{i}", "weight": {w}}}"#))
+        .collect();
+    let config = format!(
+        r#"{{"units": {{"u": [{{"header": "x-id"}}]}}, "experiments": [{{"key": "exp",
+            "algorithm": "flagd"{extra}, "variants": [{}]}}]}}"#,
+        variants.join(", ")
+    );
+    let config = Config::parse(config.as_bytes()).unwrap();
+    let headers = [("x-id", id)];
+    evaluate(&config, &RequestView::new(&headers), 0).assignments[0].variant
+}
+
+/// flagd-testbed `gherkin/targeting.feature`, `@fractional-v3` examples with string inputs
+/// (tests/peers/flagd-testbed): the CBOR text of the bucket-by string, or for the shorthand
+/// the CBOR pair of flag key and targeting key.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn v3_bucketing_gives_the_testbeds_v3_variants() {
+    let suits = ["clubs", "diamonds", "hearts", "spades"];
+    let v3 = r#", "bucketing": "v3""#;
+    let cat_flag_key =
+        format!(r#"{v3}, "flag_key": "fractional-flag", "bucket_by_seed": "fractional-flag""#);
+    for (name, want) in [
+        ("jack", "diamonds"),
+        ("queen", "diamonds"),
+        ("ten", "clubs"),
+        ("nine", "clubs"),
+        ("3", "spades"),
+    ] {
+        assert_eq!(
+            suits[flagd_variant(&cat_flag_key, &[25; 4], name)],
+            want,
+            "{name}"
+        );
+    }
+    let shared = format!(r#"{v3}, "bucket_by_seed": "shared-seed""#);
+    for (name, want) in [
+        ("seven", "hearts"),
+        ("eight", "hearts"),
+        ("nine", "diamonds"),
+        ("two", "diamonds"),
+    ] {
+        assert_eq!(
+            suits[flagd_variant(&shared, &[25; 4], name)],
+            want,
+            "{name}"
+        );
+    }
+    let shorthand = format!(r#"{v3}, "flag_key": "fractional-flag-shorthand""#);
+    for key in ["jon@company.com", "jane@company.com"] {
+        assert_eq!(flagd_variant(&shorthand, &[1, 1], key), 1, "{key}: tails");
+    }
+    // `{"var": "hashing_input"}` alone, string values: the CBOR text of the value.
+    let var_only = format!(r#"{v3}, "bucket_by_seed": """#);
+    for (input, bucket) in [
+        ("user1", 22),
+        ("user2", 16),
+        ("123", 22),
+        ("true", 24),
+        ("false", 1),
+        ("null", 8),
+        ("1.23", 4),
+    ] {
+        assert_eq!(
+            flagd_variant(&var_only, &[4; 25], input) + 1,
+            bucket,
+            "{input}"
+        );
+    }
+    // The same flags in v2 (the default) give the testbed's v2 variants.
+    for (name, want) in [
+        ("jack", "hearts"),
+        ("queen", "spades"),
+        ("ten", "clubs"),
+        ("nine", "diamonds"),
+        ("3", "clubs"),
+    ] {
+        let v2 = r#", "flag_key": "fractional-flag", "bucket_by_seed": "fractional-flag""#;
+        assert_eq!(suits[flagd_variant(v2, &[25; 4], name)], want, "{name}");
+    }
+}

@@ -13,6 +13,7 @@ pub(super) const EXPERIMENT_FIELDS: &[&str] = &[
     "namespace",
     "flag_key",
     "bucket_by_seed",
+    "bucketing",
     "unit",
     "salt",
     "status",

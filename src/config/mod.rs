@@ -209,6 +209,9 @@ pub enum Algorithm {
         prefix: Vec<u8>,
         /// The fractional weights.
         weights: Vec<u64>,
+        /// `bucketing` (`v2`, flagd's releases up to now, or `v3`, its CBOR encoding) and
+        /// the bucket-by form.
+        encoding: crate::flagd::Encoding,
     },
 }
 

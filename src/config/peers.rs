@@ -5,7 +5,30 @@ use super::*;
 
 pub(super) const GROWTHBOOK_FIELDS: &[&str] = &["hash_version", "seed", "coverage", "namespace"];
 
-pub(super) const FLAGD_FIELDS: &[&str] = &["flag_key", "bucket_by_seed"];
+pub(super) const FLAGD_FIELDS: &[&str] = &["flag_key", "bucket_by_seed", "bucketing"];
+
+/// flagd's `fractional` bucketing generations (`"bucketing"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FlagdBucketing {
+    V2,
+    V3,
+}
+
+impl Keyword for FlagdBucketing {
+    fn as_str(self) -> &'static str {
+        match self {
+            FlagdBucketing::V2 => "v2",
+            FlagdBucketing::V3 => "v3",
+        }
+    }
+
+    fn gloss(self) -> Option<&'static str> {
+        Some(match self {
+            FlagdBucketing::V2 => "the string's bytes, flagd 0.15 and later",
+            FlagdBucketing::V3 => "its CBOR encoding, flagd's hashing-consistency ADR",
+        })
+    }
+}
 
 /// `"algorithm"` as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,16 +107,30 @@ pub(super) fn check_algorithm_fields(o: &Obj, kind: AlgorithmName, errors: &mut 
 /// The variants and prefix of an experiment with `"algorithm": "flagd"`.
 pub(super) fn compile_flagd(o: &Obj, key: &str, errors: &mut Errors) -> (Vec<Variant>, Algorithm) {
     let variants = compile_variants(o, BUCKETS, errors);
-    let prefix = o
-        .string("bucket_by_seed", errors)
-        .or(o.string("flag_key", errors))
-        .unwrap_or(key);
+    let seed = o.string("bucket_by_seed", errors);
+    let flag_key = o.string("flag_key", errors);
+    let prefix = seed.or(flag_key).unwrap_or(key);
+    let bucketing = o
+        .keyword(
+            "bucketing",
+            &[FlagdBucketing::V2, FlagdBucketing::V3],
+            errors,
+        )
+        .unwrap_or(FlagdBucketing::V2);
+    // v2 hashes one string whatever its form; v3 tells a bucket-by expression (a string) from
+    // the shorthand (the pair of flag key and targeting key).
+    let encoding = match (bucketing, seed) {
+        (FlagdBucketing::V2, _) => crate::flagd::Encoding::V2,
+        (FlagdBucketing::V3, Some(_)) => crate::flagd::Encoding::V3Text,
+        (FlagdBucketing::V3, None) => crate::flagd::Encoding::V3Pair,
+    };
     let weights = variants.iter().map(|v| v.weight).collect();
     (
         variants,
         Algorithm::Flagd {
             prefix: prefix.as_bytes().to_vec(),
             weights,
+            encoding,
         },
     )
 }
