@@ -253,6 +253,7 @@ fn describe_when(w: &When) -> String {
                 Condition::Present(true) => "present".into(),
                 Condition::Present(false) => "absent".into(),
                 Condition::Prefix(p) => format!("starts with {}", text(p)),
+                Condition::Suffix(s) => format!("ends with {}", text(s)),
             };
             parts.push(format!("{kind} {} {c}", text(name)));
         }

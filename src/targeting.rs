@@ -31,6 +31,8 @@ pub enum Condition {
     Present(bool),
     /// The value starts with this (absent: false).
     Prefix(Vec<u8>),
+    /// The value ends with this (absent: false): flagd's `ends_with`.
+    Suffix(Vec<u8>),
 }
 
 impl Condition {
@@ -42,7 +44,8 @@ impl Condition {
             (Condition::NotIn(list), Some(v)) => !list.iter().any(|x| x == v),
             (Condition::NotIn(_), None) => true,
             (Condition::Prefix(p), Some(v)) => v.starts_with(p),
-            (Condition::In(_) | Condition::Prefix(_), None) => false,
+            (Condition::Suffix(s), Some(v)) => v.ends_with(s),
+            (Condition::In(_) | Condition::Prefix(_) | Condition::Suffix(_), None) => false,
         }
     }
 }

@@ -476,3 +476,32 @@ fn an_unknown_exposure_format_is_refused_naming_both_formats() {
         ]
     );
 }
+
+#[test]
+fn header_conditions_hold_as_documented_for_present_and_absent_values() {
+    let c = config(
+        &format!(
+            r#"{{"key": "p", "when": {{"headers": {{"x-email": {{"prefix": "admin@"}}}}}}, {AB}}},
+               {{"key": "s", "when": {{"headers": {{"x-email": {{"suffix": "@example.com"}}}}}}, {AB}}},
+               {{"key": "n", "when": {{"headers": {{"x-email": {{"not_in": ["a@b.c"]}}}}}}, {AB}}}"#
+        ),
+        "",
+    );
+    let assigned = |email: Option<&str>| {
+        let mut headers: Vec<(&str, &[u8])> = vec![("x-user-id", b"u1")];
+        if let Some(e) = email {
+            headers.push(("x-email", e.as_bytes()));
+        }
+        let (plan, _) = run(&c, &headers, 0);
+        let dict = plan.assignments.unwrap_or_default();
+        ["p", "s", "n"]
+            .into_iter()
+            .filter(|k| dict.split(", ").any(|m| m.starts_with(&format!("{k}="))))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(assigned(Some("admin@example.com")), ["p", "s", "n"]);
+    assert_eq!(assigned(Some("bob@example.org")), ["n"]);
+    assert_eq!(assigned(Some("a@b.c")), Vec::<&str>::new());
+    // Absent: in no list, so `not_in` passes; no prefix or suffix.
+    assert_eq!(assigned(None), ["n"]);
+}

@@ -75,15 +75,13 @@ pub(super) fn compile_when(v: &Value, path: &str, errors: &mut Errors) -> When {
 }
 
 pub(super) fn compile_condition(v: &Value, path: &str, errors: &mut Errors) -> Option<Condition> {
-    let o = Obj::new(v, path, &["in", "not_in", "present", "prefix"], errors)?;
-    let given: Vec<&str> = ["in", "not_in", "present", "prefix"]
-        .into_iter()
-        .filter(|f| o.get(f).is_some())
-        .collect();
+    const KINDS: [&str; 5] = ["in", "not_in", "present", "prefix", "suffix"];
+    let o = Obj::new(v, path, &KINDS, errors)?;
+    let given: Vec<&str> = KINDS.into_iter().filter(|f| o.get(f).is_some()).collect();
     if given.len() != 1 {
         errors.push(
             path,
-            "must have exactly one of \"in\", \"not_in\", \"present\" or \"prefix\"",
+            "must have exactly one of \"in\", \"not_in\", \"present\", \"prefix\" or \"suffix\"",
         );
         return None;
     }
@@ -100,6 +98,9 @@ pub(super) fn compile_condition(v: &Value, path: &str, errors: &mut Errors) -> O
             errors,
         )))),
         "present" => o.bool("present", errors).map(Condition::Present),
+        "suffix" => o
+            .string("suffix", errors)
+            .map(|p| Condition::Suffix(p.as_bytes().to_vec())),
         _ => o
             .string("prefix", errors)
             .map(|p| Condition::Prefix(p.as_bytes().to_vec())),
