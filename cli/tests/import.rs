@@ -38,11 +38,11 @@ fn a_growthbook_payload_imports_and_assigns_as_growthbook() {
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(
         stderr,
-        "abmesh: carry the unit to the proxy as deviceid: header x-gb-deviceid\n\
-         abmesh: carry the unit to the proxy as id: header x-gb-id\n\
+        "abmesh: carry id: header x-gb-id\n\
+         abmesh: carry deviceId: header x-gb-device-id\n\
+         abmesh: carry plan: header x-gb-plan\n\
          abmesh: not imported: features.banner.rules[0]: a force rule, nothing to assign at the mesh\n\
-         abmesh: not imported: features.pricing.rules[0]: uses condition — GrowthBook's attribute conditions and newer bucketing are not translated; write `when` by hand\n\
-         abmesh: 2 item(s) not imported; use --allow-partial to accept\n"
+         abmesh: 1 item(s) not imported; use --allow-partial to accept\n"
     );
     let (code, stdout, _) = import(
         "growthbook",
@@ -55,7 +55,7 @@ fn a_growthbook_payload_imports_and_assigns_as_growthbook() {
     let names = ["control", "green", "red"];
     for i in 0..10_000 {
         let id = format!("user-{i}");
-        let headers = [("x-gb-id", id.as_str()), ("x-gb-deviceid", id.as_str())];
+        let headers = [("x-gb-id", id.as_str()), ("x-gb-device-id", id.as_str())];
         let want = growthbook::in_namespace(&id, "checkout", 0.0, 0.5)
             .then(|| {
                 growthbook::choose_variation(
@@ -77,6 +77,17 @@ fn a_growthbook_payload_imports_and_assigns_as_growthbook() {
         )
         .map(|v| format!("v{v}"));
         assert_eq!(variant_of(&config, "dark-mode", &headers), dark, "{id}");
+        // pricing-test: its condition `{"plan": {"$in": ["pro"]}}` is `when` on x-gb-plan.
+        let pricing = growthbook::choose_variation(
+            growthbook::hash("pricing-test", &id, 1).unwrap(),
+            &growthbook::bucket_ranges(2, 1.0, None),
+        )
+        .map(|v| format!("v{v}"));
+        let pro = [("x-gb-id", id.as_str()), ("x-gb-plan", "pro")];
+        let free = [("x-gb-id", id.as_str()), ("x-gb-plan", "free")];
+        assert_eq!(variant_of(&config, "pricing-test", &pro), pricing, "{id}");
+        assert_eq!(variant_of(&config, "pricing-test", &free), None, "{id}");
+        assert_eq!(variant_of(&config, "pricing-test", &headers), None, "{id}");
     }
 }
 
@@ -86,8 +97,10 @@ fn a_flagd_file_imports_and_assigns_as_flagd() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         stderr,
-        "abmesh: carry the unit to the proxy as targeting-key: header x-flagd-targeting-key\n\
-         abmesh: not imported: flags.admin-only: targeting is not a top-level \"fractional\" (conditions are not translated)\n\
+        "abmesh: carry targetingKey: header x-flagd-targeting-key\n\
+         abmesh: note: flags.header-color: a request abmesh assigns nothing (targetingKey absent) gets flagd's default variant \"red\": make it the application's default for header-color\n\
+         abmesh: note: flags.new-welcome: a request abmesh assigns nothing (targetingKey absent) gets flagd's default variant \"off\": make it the application's default for new-welcome\n\
+         abmesh: not imported: flags.admin-only: targeting has no `fractional`: a rule without a split is not an experiment\n\
          abmesh: not imported: flags.old: disabled, nothing to assign\n"
     );
     assert_eq!(import("flagd", "flagd-flags.json", &[]).0, 1);

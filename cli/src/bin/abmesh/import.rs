@@ -5,12 +5,45 @@ use std::process::ExitCode;
 
 use abmesh::Config;
 use abmesh_cli::bounded::{read_at_most, MAX_IMPORT_BYTES};
+use abmesh_cli::import::{FlagdOptions, Imported};
 
 use crate::common::{out, usage_error};
 
+/// A JSON file of at most 16 MiB, or the message to print.
+fn read_json(path: &OsString) -> Result<serde_json::Value, String> {
+    let name = path.to_string_lossy();
+    let text = std::fs::File::open(path)
+        .map_err(|e| e.to_string())
+        .and_then(|f| read_at_most(f, MAX_IMPORT_BYTES))
+        .map_err(|e| format!("cannot read {name}: {e}"))?;
+    serde_json::from_slice(&text).map_err(|e| {
+        format!(
+            "{name}: invalid JSON at line {}, column {}",
+            e.line(),
+            e.column()
+        )
+    })
+}
+
 pub fn run(args: &[OsString]) -> ExitCode {
-    let allow_partial = args.iter().any(|a| a == "--allow-partial");
-    let rest: Vec<&OsString> = args.iter().filter(|a| *a != "--allow-partial").collect();
+    let mut allow_partial = false;
+    let (mut map, mut bucketing) = (None, None);
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--allow-partial") => allow_partial = true,
+            Some("--map") => match it.next() {
+                Some(p) => map = Some(p),
+                None => return usage_error("--map needs a FILE"),
+            },
+            Some("--bucketing") => match it.next().and_then(|b| b.to_str()) {
+                Some(b @ ("v2" | "v3")) => bucketing = Some(b),
+                _ => return usage_error("--bucketing takes v2 or v3"),
+            },
+            _ => rest.push(a),
+        }
+    }
     let (Some(kind), Some(path), None) = (
         rest.first().and_then(|k| k.to_str()),
         rest.get(1),
@@ -18,32 +51,39 @@ pub fn run(args: &[OsString]) -> ExitCode {
     ) else {
         return usage_error("import needs growthbook|flagd and a FILE");
     };
-    let read = std::fs::File::open(path)
-        .map_err(|e| e.to_string())
-        .and_then(|f| read_at_most(f, MAX_IMPORT_BYTES));
-    let text = match read {
-        Ok(t) => t,
+    if bucketing.is_some() && kind != "flagd" {
+        return usage_error("--bucketing is for flagd files");
+    }
+    let loaded = read_json(path).and_then(|source| {
+        let mapping = map.map(read_json).transpose()?;
+        Ok((source, mapping))
+    });
+    let (source, mapping) = match loaded {
+        Ok(x) => x,
         Err(e) => {
-            eprintln!("abmesh: cannot read {}: {e}", path.to_string_lossy());
+            eprintln!("abmesh: {e}");
             return ExitCode::from(1);
         }
     };
-    let source: serde_json::Value = match serde_json::from_slice(&text) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!(
-                "abmesh: {}: invalid JSON at line {}, column {}",
-                path.to_string_lossy(),
-                e.line(),
-                e.column()
-            );
-            return ExitCode::from(1);
-        }
-    };
-    let imported = match kind {
-        "growthbook" => abmesh_cli::import::growthbook(&source),
-        "flagd" => abmesh_cli::import::flagd(&source),
+    let imported: Result<Imported, Vec<String>> = match kind {
+        "growthbook" => abmesh_cli::import::growthbook(&source, mapping.as_ref()),
+        "flagd" => abmesh_cli::import::flagd(
+            &source,
+            &FlagdOptions {
+                bucketing,
+                mapping: mapping.as_ref(),
+            },
+        ),
         other => return usage_error(&format!("import knows growthbook and flagd, not '{other}'")),
+    };
+    let imported = match imported {
+        Ok(i) => i,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("abmesh: {e}");
+            }
+            return ExitCode::from(1);
+        }
     };
     let config = serde_json::to_string_pretty(&imported.config).unwrap_or_default();
     if let Err(err) = Config::parse(config.as_bytes()) {
@@ -54,7 +94,10 @@ pub fn run(args: &[OsString]) -> ExitCode {
     }
     out(&format!("{config}\n"));
     for u in &imported.units {
-        eprintln!("abmesh: carry the unit to the proxy as {u}");
+        eprintln!("abmesh: carry {u}");
+    }
+    for n in &imported.notes {
+        eprintln!("abmesh: note: {n}");
     }
     for u in &imported.unsupported {
         eprintln!("abmesh: not imported: {u}");

@@ -87,12 +87,17 @@ usage:
       --html OUT also writes a page: the tables, per metric the cumulative effect by day of
       first exposure inside its confidence sequence, the units first exposed per day.
 
-  abmesh import growthbook|flagd FILE [--allow-partial]
+  abmesh import growthbook|flagd FILE [--map MAPPING] [--bucketing v2|v3] [--allow-partial]
       Translate a GrowthBook SDK payload (features with experiment rules) or a flagd flag file
-      (flags whose targeting is a fractional) into an abmesh configuration that assigns
-      identically, printed on standard output. What cannot be expressed at the mesh is listed on
-      standard error with the reason; then the command exits 1 unless --allow-partial. FILE
-      may hold at most 16 MiB.
+      (flags whose targeting splits with fractional, at the top or as one branch of an if)
+      into an abmesh configuration that assigns identically, printed on standard output.
+      Conditions become `when` where it says exactly the same. Attributes are read from the
+      header x-gb-NAME or x-flagd-NAME (NAME lower-cased, split at camel case: targetingKey
+      is x-flagd-targeting-key); MAPPING, a JSON object of attribute -> {\"header\"|\"cookie\"|
+      \"query\": NAME}, says otherwise. --bucketing: flagd's v2 (its releases, the default) or
+      v3 (CBOR). Standard error says how to carry each attribute, notes (such as a flag's
+      default variant) and what cannot be expressed at the mesh, with the reason; then the
+      command exits 1 unless --allow-partial. FILE may hold at most 16 MiB.
 
   abmesh plan (--baseline-rate RATE | --sd SD) (--mde EFFECT | --mde-relative FRACTION)
               [--alpha 0.05] [--power 0.8] [--variants 2] [--daily-units N]
