@@ -45,7 +45,7 @@ fn unknown_fields_are_named_wherever_they_are() {
     assert_eq!(
         one_error(&with_experiment(&format!(r#"{{"key": "k", "trafic_percent": 5, {AB}}}"#))),
         "experiments[0]: unknown field \"trafic_percent\"; expected one of: key, algorithm, hash_version, seed, coverage, \
-         namespace, flag_key, bucket_by_seed, bucketing, unit, salt, status, traffic_percent, ramp, variants, layer, when, start, end, route_header, winner"
+         namespace, ranges, flag_key, bucket_by_seed, bucketing, unit, salt, status, traffic_percent, ramp, variants, layer, when, start, end, route_header, winner"
     );
     assert_eq!(
         one_error(&with_experiment(

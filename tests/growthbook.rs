@@ -173,6 +173,38 @@ mod algorithm {
     }
 
     #[test]
+    fn explicit_ranges_replace_weights_and_coverage_and_are_validated() {
+        let exp = |extra: &str, variants: &str| {
+            format!(
+                r#"{{"units": {{"user": [{{"header": "u"}}]}}, "experiments": [{{"key": "k", "algorithm": "growthbook", {extra} "variants": [{variants}]}}]}}"#
+            )
+        };
+        let ab = r#"{"name": "a"}, {"name": "b"}"#;
+        let c = Config::parse(exp(r#""ranges": [[0, 0.1], [0.9, 1.0]],"#, ab).as_bytes()).unwrap();
+        let widths: Vec<(u32, u32)> = c.experiments[0].variants.iter().map(|v| v.range).collect();
+        assert_eq!(widths, [(0, 1000), (9000, 10_000)]);
+        let rule =
+            "must be one [start, end] per variant (2), 0 <= start <= end <= 1, not overlapping";
+        assert_eq!(
+            errors(&exp(r#""ranges": [[0, 0.6], [0.5, 1.0]],"#, ab)),
+            vec![format!(
+                "experiments[0].ranges: {rule}, found [[0,0.6],[0.5,1.0]]"
+            )]
+        );
+        assert_eq!(
+            errors(&exp(r#""ranges": [[0, 1]],"#, ab)),
+            vec![format!("experiments[0].ranges: {rule}, found [[0,1]]")]
+        );
+        assert_eq!(
+            errors(&exp(
+                r#""ranges": [[0, 0.5], [0.5, 1]], "coverage": 0.5,"#,
+                r#"{"name": "a", "weight": 0.5}, {"name": "b", "weight": 0.5}"#
+            )),
+            vec!["experiments[0].ranges: replaces weights and coverage: give ranges, or weights and coverage"]
+        );
+    }
+
+    #[test]
     fn growthbook_settings_are_validated_in_the_usual_words() {
         let exp = |extra: &str, variants: &str| {
             format!(
@@ -244,9 +276,6 @@ const RUN_SKIPS: &[(&str, &str)] = &[
     ("Filtered, included", "experiment.filters: filters are a newer bucketing model than coverage and namespace"),
     ("Filtered, excluded", "experiment.filters: filters are a newer bucketing model than coverage and namespace"),
     ("Filtered, ignore namespace", "experiment.filters: filters are a newer bucketing model than coverage and namespace"),
-    ("Ranges, ignore coverage and weights", "experiment.ranges: explicit ranges are a newer bucketing model than weights and coverage"),
-    ("Ranges, partial coverage", "experiment.ranges: explicit ranges are a newer bucketing model than weights and coverage"),
-    ("Uses seed and hash version", "experiment.ranges: explicit ranges are a newer bucketing model than weights and coverage"),
     ("Prerequisite condition passes", "context.features: feature definitions are not experiments"),
     ("Prerequisite condition fails", "context.features: feature definitions are not experiments"),
     ("SavedGroups correctly pulled from context for experiment", "context.savedGroups: saved groups need GrowthBook's condition language"),
@@ -292,10 +321,6 @@ fn unsupported(context: &Value, experiment: &Value) -> Option<String> {
         (
             "filters",
             "filters are a newer bucketing model than coverage and namespace",
-        ),
-        (
-            "ranges",
-            "explicit ranges are a newer bucketing model than weights and coverage",
         ),
     ] {
         if experiment.get(key).is_some() {
@@ -344,6 +369,16 @@ fn every_expressible_run_case_passes_and_the_rest_are_listed() {
         for (from, to) in [("coverage", "coverage"), ("namespace", "namespace")] {
             if let Some(v) = experiment.get(from) {
                 exp[to] = v.clone();
+            }
+        }
+        // Explicit ranges replace weights and coverage, as in GrowthBook.
+        if let Some(r) = experiment.get("ranges") {
+            exp["ranges"] = r.clone();
+            if let Some(o) = exp.as_object_mut() {
+                o.remove("coverage");
+            }
+            for v in exp["variants"].as_array_mut().unwrap() {
+                v.as_object_mut().unwrap().remove("weight");
             }
         }
         if experiment.get("active") == Some(&Value::Bool(false)) {

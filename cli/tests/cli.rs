@@ -164,7 +164,9 @@ fn help_documents_every_command() {
     assert!(help.contains(
         "abmesh guard --config CONFIG (--stats URL_OR_FILE | --prometheus URL [--window 1h])"
     ));
-    assert!(help.contains("abmesh import growthbook|flagd FILE [--allow-partial]"));
+    assert!(help.contains(
+        "abmesh import growthbook|flagd FILE [--map MAPPING] [--bucketing v2|v3] [--allow-partial]"
+    ));
     assert!(help.contains(
         "abmesh analyze --config CONFIG (--access-log FILE... | --sql ENGINE | --aggregates FILE)"
     ));

@@ -11,6 +11,7 @@ pub(super) const EXPERIMENT_FIELDS: &[&str] = &[
     "seed",
     "coverage",
     "namespace",
+    "ranges",
     "flag_key",
     "bucket_by_seed",
     "bucketing",

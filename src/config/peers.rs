@@ -3,7 +3,8 @@
 
 use super::*;
 
-pub(super) const GROWTHBOOK_FIELDS: &[&str] = &["hash_version", "seed", "coverage", "namespace"];
+pub(super) const GROWTHBOOK_FIELDS: &[&str] =
+    &["hash_version", "seed", "coverage", "namespace", "ranges"];
 
 pub(super) const FLAGD_FIELDS: &[&str] = &["flag_key", "bucket_by_seed", "bucketing"];
 
@@ -207,11 +208,28 @@ pub(super) fn compile_growthbook(
         }
         Some(given)
     };
-    let ranges = crate::growthbook::bucket_ranges(
-        names.len() as i64,
-        coverage.unwrap_or(1.0),
-        weights.as_deref(),
-    );
+    // Explicit `ranges` (GrowthBook's newer experiments) replace weights and coverage.
+    let explicit = o.get("ranges").and_then(|r| {
+        let path = o.path_of("ranges");
+        if o.get("coverage").is_some() || present > 0 {
+            errors.push(
+                &path,
+                "replaces weights and coverage: give ranges, or weights and coverage",
+            );
+        }
+        explicit_ranges(r, names.len(), &path, errors)
+    });
+    let ranges = explicit.clone().unwrap_or_else(|| {
+        crate::growthbook::bucket_ranges(
+            names.len() as i64,
+            coverage.unwrap_or(1.0),
+            weights.as_deref(),
+        )
+    });
+    let weights = match &explicit {
+        Some(r) => Some(r.iter().map(|(a, b)| b - a).collect()),
+        None => weights,
+    };
     let variants = names
         .into_iter()
         .zip(&ranges)
@@ -242,6 +260,37 @@ pub(super) fn compile_growthbook(
             namespace,
         },
     )
+}
+
+/// `ranges`: one `[start, end]` per variant, `0 <= start <= end <= 1`, not overlapping.
+fn explicit_ranges(
+    v: &Value,
+    variants: usize,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<Vec<(f64, f64)>> {
+    let rule = format!("must be one [start, end] per variant ({variants}), 0 <= start <= end <= 1, not overlapping");
+    let parsed: Option<Vec<(f64, f64)>> = v.as_array().and_then(|list| {
+        list.iter()
+            .map(|r| {
+                let pair = r.as_array().filter(|p| p.len() == 2)?;
+                Some((pair[0].as_f64()?, pair[1].as_f64()?))
+            })
+            .collect()
+    });
+    let valid = parsed.filter(|r| {
+        r.len() == variants
+            && r.iter().all(|&(a, b)| 0.0 <= a && a <= b && b <= 1.0)
+            && r.iter().enumerate().all(|(i, x)| {
+                r.iter()
+                    .skip(i + 1)
+                    .all(|y| x.1 <= y.0 || y.1 <= x.0 || x.0 == x.1 || y.0 == y.1)
+            })
+    });
+    if valid.is_none() {
+        errors.push(path, format!("{rule}, found {v}"));
+    }
+    valid
 }
 
 /// A fraction from 0 to 1.

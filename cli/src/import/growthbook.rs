@@ -55,14 +55,19 @@ pub fn growthbook(payload: &Value, mapping: Option<&Value>) -> Result<Imported, 
                 unsupported.push(format!("{at}: {kind}, nothing to assign at the mesh"));
                 continue;
             };
-            let blocking: Vec<&str> =
-                ["filters", "ranges", "parentConditions", "fallbackAttribute"]
-                    .into_iter()
-                    .filter(|k| rule.get(*k).is_some())
-                    .collect();
+            if rule.get("force").is_some() {
+                unsupported.push(format!(
+                    "{at}: a forced value beside variations is an application setting (use abmesh overrides)"
+                ));
+                continue;
+            }
+            let blocking: Vec<&str> = ["filters", "parentConditions", "fallbackAttribute"]
+                .into_iter()
+                .filter(|k| rule.get(*k).is_some())
+                .collect();
             if !blocking.is_empty() {
                 unsupported.push(format!(
-                    "{at}: uses {} — GrowthBook's prerequisites and newer bucketing are not translated",
+                    "{at}: uses {} — GrowthBook's filters and prerequisites are not translated",
                     blocking.join(", ")
                 ));
                 continue;
@@ -108,8 +113,24 @@ pub fn growthbook(payload: &Value, mapping: Option<&Value>) -> Result<Imported, 
                     exp[field] = v.clone();
                 }
             }
+            // Explicit ranges replace weights and coverage, as in GrowthBook.
+            if let Some(r) = rule.get("ranges") {
+                exp["ranges"] = r.clone();
+                if let Some(o) = exp.as_object_mut() {
+                    o.remove("coverage");
+                }
+                for v in exp["variants"].as_array_mut().into_iter().flatten() {
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("weight");
+                    }
+                }
+            }
             if !when.is_empty() {
                 exp["when"] = when.json();
+            }
+            // The SDK's `active: false` (an experiment switched off) assigns nobody.
+            if rule.get("active") == Some(&Value::Bool(false)) {
+                exp["status"] = json!("paused");
             }
             experiments.push(exp);
         }
