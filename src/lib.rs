@@ -34,6 +34,7 @@ pub mod growthbook;
 pub mod hash;
 pub mod metrics;
 pub mod mint;
+pub mod ofrep;
 pub mod plan;
 pub mod ramp;
 mod reader;

@@ -110,6 +110,7 @@ pub(super) fn compile_experiment(
     };
     let mut traffic_bp = traffic_bp;
     let mut variants = variants;
+    compile_values(&o, &mut variants, errors);
     let ramp = match (o.get("ramp"), kind) {
         (Some(r), AlgorithmName::Abmesh) => {
             if o.get("traffic_percent").is_some() {

@@ -67,6 +67,9 @@ pub struct Config {
     pub inbound: Inbound,
     /// `metrics.replicates`: the number of replicate series per variant (0: none).
     pub replicates: u16,
+    /// The OpenFeature Remote Evaluation Protocol, answered by the filter (`ofrep`; off when
+    /// `None`).
+    pub ofrep: Option<Ofrep>,
     /// Experiment indices sorted by key: a key a request names is found by binary search, not
     /// by comparing it with every key.
     by_key: Vec<usize>,
@@ -281,6 +284,8 @@ pub struct Variant {
     /// `,{"experiment":…,"unit":…,"forced":false}` — one copy per exposure. With `otel`: `,`
     /// then the map of a hashed assignment but its unit id and closing brace.
     pub exposure_entry: String,
+    /// `value`, rendered as JSON: what OFREP answers for this variant (default: its name).
+    pub value: Option<String>,
     /// Its weight.
     pub weight: u64,
     /// Buckets `[start, end)` this variant covers at the experiment's traffic.
@@ -381,6 +386,17 @@ impl Keyword for UnitIdMode {
     }
 }
 
+#[derive(Debug, Clone)]
+/// `ofrep`: requests under `path_prefix` are OFREP evaluations, answered from this
+/// configuration; the evaluation context's attributes stand for request sources.
+pub struct Ofrep {
+    /// `/ofrep/v1/`: `<prefix>evaluate/flags/{key}` and `<prefix>evaluate/flags`.
+    pub path_prefix: String,
+    /// Context attribute → the request source it stands for (`targetingKey` → the first
+    /// unit type's first source unless said otherwise).
+    pub context: Vec<(String, Source)>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 /// The layout of exposure records (`exposure.format`).
 pub enum ExposureFormat {
@@ -467,6 +483,7 @@ const TOP_FIELDS: &[&str] = &[
     "overrides",
     "inbound",
     "metrics",
+    "ofrep",
 ];
 
 const KEY_RULE: &str =
@@ -630,6 +647,7 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
     let exposure = compile_exposure(&top, errors);
     let overrides = compile_overrides(&top, errors);
     let replicates = compile_metrics(&top, errors);
+    let ofrep = compile_ofrep(&top, &units, errors);
     let inbound = top
         .keyword("inbound", &Inbound::ALL, errors)
         .unwrap_or(Inbound::Strip);
@@ -653,6 +671,7 @@ fn compile(root: &Value, errors: &mut Errors) -> Option<Config> {
         overrides,
         inbound,
         replicates,
+        ofrep,
         by_key: Vec::new(),
     };
     let mut config = config;

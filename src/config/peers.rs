@@ -249,6 +249,7 @@ pub(super) fn compile_growthbook(
             member: String::new(),
             exposure_head: String::new(),
             exposure_entry: String::new(),
+            value: None,
         })
         .collect();
     (

@@ -196,3 +196,49 @@ pub(super) fn parse_sha256_hex(s: &str) -> Option<[u8; 32]> {
     }
     Some(out)
 }
+
+/// `ofrep`: `path_prefix` (`/…/`, required) and `context` (attribute → source).
+pub(super) fn compile_ofrep(top: &Obj, units: &[UnitType], errors: &mut Errors) -> Option<Ofrep> {
+    let o = top.section("ofrep", &["path_prefix", "context"], errors)?;
+    let prefix = o.required_string("path_prefix", errors);
+    if let Some(p) = prefix {
+        if !(p.starts_with('/') && p.ends_with('/'))
+            || p.bytes().any(|b| b <= b' ' || b == b'?' || b >= 0x7f)
+        {
+            errors.push(
+                &o.path_of("path_prefix"),
+                format!("must be a path that starts and ends with '/', such as \"/ofrep/v1/\", found \"{p}\""),
+            );
+        }
+    }
+    let mut context = Vec::new();
+    match o.get("context") {
+        Some(c) => {
+            let path = o.path_of("context");
+            match c.as_object() {
+                Some(m) => {
+                    for (attribute, s) in m {
+                        if let Some(source) = super::units::compile_source(s, &field_path(&path, attribute), errors) {
+                            context.push((attribute.clone(), source));
+                        }
+                    }
+                }
+                None => errors.push(
+                    &path,
+                    format!("must be an object of context attribute → {{\"header\"|\"cookie\"|\"query\": NAME}}, found {}", crate::reader::kind(c)),
+                ),
+            }
+        }
+        None => match units.first().and_then(|u| u.sources.first()) {
+            Some(s) => context.push(("targetingKey".to_string(), s.clone())),
+            None => errors.push(
+                &o.path_of("context"),
+                "is required when no unit type has a source for targetingKey",
+            ),
+        },
+    }
+    Some(Ofrep {
+        path_prefix: prefix?.to_string(),
+        context,
+    })
+}

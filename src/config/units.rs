@@ -39,45 +39,7 @@ pub(super) fn compile_units(top: &Obj, errors: &mut Errors) -> Vec<UnitType> {
         }
         let mut sources = Vec::new();
         for (i, s) in list.iter().enumerate() {
-            let spath = index_path(&path, i);
-            let Some(o) = Obj::new(s, &spath, &["header", "cookie", "query"], errors) else {
-                continue;
-            };
-            let given: Vec<&str> = ["header", "cookie", "query"]
-                .into_iter()
-                .filter(|f| o.get(f).is_some())
-                .collect();
-            if given.len() != 1 {
-                errors.push(
-                    &spath,
-                    "must have exactly one of \"header\", \"cookie\" or \"query\"",
-                );
-                continue;
-            }
-            let field = given[0];
-            let Some(n) = o.string(field, errors) else {
-                continue;
-            };
-            let fpath = o.path_of(field);
-            let source = match field {
-                "header" => header_name(n, &fpath, errors).map(Source::Header),
-                "cookie" => {
-                    if is_token(n) {
-                        Some(Source::Cookie(n.to_string()))
-                    } else {
-                        errors.push(&fpath, NOT_A_COOKIE_NAME);
-                        None
-                    }
-                }
-                _ => {
-                    if n.is_empty() {
-                        errors.push(&fpath, "must not be empty");
-                        None
-                    } else {
-                        Some(Source::Query(n.to_string()))
-                    }
-                }
-            };
+            let source = compile_source(s, &index_path(&path, i), errors);
             sources.extend(source);
         }
         if let Some(m) = &mint {
@@ -159,4 +121,42 @@ pub(super) fn unit_field(o: &Obj, units: &[UnitType], errors: &mut Errors) -> Op
 /// An optional header-name field of `o`, validated and lower-cased.
 pub(super) fn header_field(o: &Obj, name: &str, errors: &mut Errors) -> Option<String> {
     header_name(o.string(name, errors)?, &o.path_of(name), errors)
+}
+
+/// One source (`{"header": ...}`, `{"cookie": ...}` or `{"query": ...}`) at `spath`.
+pub(super) fn compile_source(s: &Value, spath: &str, errors: &mut Errors) -> Option<Source> {
+    let o = Obj::new(s, spath, &["header", "cookie", "query"], errors)?;
+    let given: Vec<&str> = ["header", "cookie", "query"]
+        .into_iter()
+        .filter(|f| o.get(f).is_some())
+        .collect();
+    if given.len() != 1 {
+        errors.push(
+            spath,
+            "must have exactly one of \"header\", \"cookie\" or \"query\"",
+        );
+        return None;
+    }
+    let field = given[0];
+    let n = o.string(field, errors)?;
+    let fpath = o.path_of(field);
+    match field {
+        "header" => header_name(n, &fpath, errors).map(Source::Header),
+        "cookie" => {
+            if is_token(n) {
+                Some(Source::Cookie(n.to_string()))
+            } else {
+                errors.push(&fpath, NOT_A_COOKIE_NAME);
+                None
+            }
+        }
+        _ => {
+            if n.is_empty() {
+                errors.push(&fpath, "must not be empty");
+                None
+            } else {
+                Some(Source::Query(n.to_string()))
+            }
+        }
+    }
 }

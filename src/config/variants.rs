@@ -34,7 +34,7 @@ pub(super) fn read_variants<W>(
     let mut complete = !list.is_empty();
     for (i, v) in list.iter().enumerate() {
         let vpath = index_path(&path, i);
-        let Some(vo) = Obj::new(v, &vpath, &["name", "weight"], errors) else {
+        let Some(vo) = Obj::new(v, &vpath, &["name", "weight", "value"], errors) else {
             complete = false;
             continue;
         };
@@ -91,6 +91,7 @@ pub(super) fn compile_variants(o: &Obj, traffic_bp: u32, errors: &mut Errors) ->
             member: String::new(),
             exposure_head: String::new(),
             exposure_entry: String::new(),
+            value: None,
         })
         .collect()
 }
@@ -122,6 +123,33 @@ pub(super) fn winner(
                 );
             }
             None
+        }
+    }
+}
+
+/// Each variant's `value` (what OFREP answers for it), rendered as JSON once: a boolean, a
+/// string, a number or an object — OFREP's flag types.
+pub(super) fn compile_values(o: &Obj, variants: &mut [Variant], errors: &mut Errors) {
+    let Some(list) = o.get("variants").and_then(Value::as_array) else {
+        return;
+    };
+    let path = o.path_of("variants");
+    for (i, (v, variant)) in list.iter().zip(variants.iter_mut()).enumerate() {
+        // `null`, as everywhere in the configuration, is absent.
+        let Some(value) = v.get("value").filter(|v| !v.is_null()) else {
+            continue;
+        };
+        match value {
+            Value::Bool(_) | Value::String(_) | Value::Number(_) | Value::Object(_) => {
+                variant.value = serde_json::to_string(value).ok();
+            }
+            other => errors.push(
+                &field_path(&index_path(&path, i), "value"),
+                format!(
+                    "must be a boolean, string, number or object (an OFREP flag value), found {}",
+                    crate::reader::kind(other)
+                ),
+            ),
         }
     }
 }

@@ -93,7 +93,8 @@ fn two_envoys_with_different_concurrency_assign_1000_units_identically() {
     }
 }
 
-/// GrowthBook (hash v2, three variations, coverage 0.8, a namespace) and flagd experiments.
+/// GrowthBook (hash v2, three variations, coverage 0.8, a namespace) and flagd experiments
+/// (bucketing v2 and v3).
 const PEERS: &str = r#"{
   "units": {"user": [{"header": "x-user-id"}]},
   "experiments": [
@@ -101,12 +102,15 @@ const PEERS: &str = r#"{
      "coverage": 0.8, "namespace": ["checkout", 0.2, 1],
      "variants": [{"name": "control", "weight": 0.34}, {"name": "green", "weight": 0.33}, {"name": "blue", "weight": 0.33}]},
     {"key": "flagd-color", "algorithm": "flagd", "flag_key": "header-color",
+     "variants": [{"name": "red", "weight": 25}, {"name": "blue", "weight": 25}, {"name": "green", "weight": 25}, {"name": "yellow", "weight": 25}]},
+    {"key": "flagd-v3", "algorithm": "flagd", "flag_key": "header-color", "bucketing": "v3",
      "variants": [{"name": "red", "weight": 25}, {"name": "blue", "weight": 25}, {"name": "green", "weight": 25}, {"name": "yellow", "weight": 25}]}
   ]
 }"#;
 
 #[test]
-fn growthbook_and_flagd_experiments_assign_2000_units_as_the_core_and_the_reference_formulas() {
+fn growthbook_and_flagd_v2_and_v3_experiments_assign_2000_units_as_the_core_and_the_reference_formulas(
+) {
     use abmesh::growthbook;
     let config = Config::parse(PEERS.as_bytes()).unwrap();
     let envoy = Envoy::start(Some(PEERS), 2);
@@ -136,7 +140,14 @@ fn growthbook_and_flagd_experiments_assign_2000_units_as_the_core_and_the_refere
         let flagd =
             abmesh::flagd::choose(format!("header-color{id}").as_bytes(), &[25, 25, 25, 25])
                 .map(|v| format!("flagd-color={}", flagd_names[v]));
-        let reference: Vec<String> = gb.into_iter().chain(flagd).collect();
+        // v3, the shorthand: CBOR [flag key, id] — array of 2, then two short text strings.
+        let mut cbor = vec![0x82, 0x60 + 12];
+        cbor.extend_from_slice(b"header-color");
+        cbor.push(0x60 + id.len() as u8);
+        cbor.extend_from_slice(id.as_bytes());
+        let v3 = abmesh::flagd::choose(&cbor, &[25, 25, 25, 25])
+            .map(|v| format!("flagd-v3={}", flagd_names[v]));
+        let reference: Vec<String> = gb.into_iter().chain(flagd).chain(v3).collect();
         assert_eq!(got.unwrap_or_default(), reference.join(", "), "{id}");
     }
 }
