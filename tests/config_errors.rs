@@ -51,7 +51,7 @@ fn unknown_fields_are_named_wherever_they_are() {
         one_error(&with_experiment(
             r#"{"key": "k", "variants": [{"name": "a", "weight": 1, "weigth": 2}]}"#
         )),
-        "experiments[0].variants[0]: unknown field \"weigth\"; expected one of: name, weight"
+        "experiments[0].variants[0]: unknown field \"weigth\"; expected one of: name, weight, value"
     );
     assert_eq!(
         one_error(&with_experiment(&format!(r#"{{"key": "k", "when": {{"path": ["/"]}}, {AB}}}"#))),
