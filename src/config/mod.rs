@@ -534,7 +534,7 @@ impl Config {
     /// assert_eq!(config.experiments[0].key, "demo");
     /// let err = abmesh::Config::parse(br#"{"experimnts": []}"#).unwrap_err();
     /// assert_eq!(err.errors[0], "config: unknown field \"experimnts\"; expected one of: \
-    ///     units, holdout, layers, experiments, output, exposure, overrides, inbound, metrics");
+    ///     units, holdout, layers, experiments, output, exposure, overrides, inbound, metrics, ofrep");
     /// ```
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         let mut errors = Errors::default();
