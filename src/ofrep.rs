@@ -95,24 +95,9 @@ pub fn answer(
             &json!({"errorDetails": "OFREP evaluations are POST requests"}),
         );
     }
-    // Errors in the request: the single endpoint's carry the flag key.
-    let failure = |code: &str, details: String| {
-        let mut o = Map::new();
-        if let Some(k) = key {
-            o.insert("key".into(), json!(k));
-        }
-        o.insert("errorCode".into(), json!(code));
-        o.insert("errorDetails".into(), json!(details));
-        Answer::json(400, &Value::Object(o))
-    };
+    let failure = |code: &str, details: String| failure(key, code, details);
     if body.len() > MAX_BODY_BYTES {
-        return failure(
-            "INVALID_CONTEXT",
-            format!(
-                "the request body has {} bytes, more than {MAX_BODY_BYTES}",
-                body.len()
-            ),
-        );
+        return too_large(route, body.len());
     }
     let request: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
@@ -207,6 +192,31 @@ pub fn answer(
             }
         }
     }
+}
+
+/// A request error (400); the single endpoint's carry the flag key.
+fn failure(key: Option<&str>, code: &str, details: String) -> Answer {
+    let mut o = Map::new();
+    if let Some(k) = key {
+        o.insert("key".into(), json!(k));
+    }
+    o.insert("errorCode".into(), json!(code));
+    o.insert("errorDetails".into(), json!(details));
+    Answer::json(400, &Value::Object(o))
+}
+
+/// The answer to a request whose body has `size` bytes, more than [`MAX_BODY_BYTES`] (the
+/// filter does not read such a body).
+pub fn too_large(route: &Route, size: usize) -> Answer {
+    let key = match route {
+        Route::Single(k) => Some(k.as_str()),
+        _ => None,
+    };
+    failure(
+        key,
+        "INVALID_CONTEXT",
+        format!("the request body has {size} bytes, more than {MAX_BODY_BYTES}"),
+    )
 }
 
 /// Whether an `If-None-Match` value names `etag` (`*`, a list, weak tags).

@@ -3,8 +3,10 @@
 //! abmesh exports only the callbacks it uses. The host skips a callback a module does not
 //! export (proxy-wasm-cpp-host `ContextBase::onDone` and friends check for the export first),
 //! and every call into the VM costs Envoy more than the work abmesh does in most of them: so
-//! there is no `proxy_on_done` (abmesh has nothing to do there) and no callback for bodies,
-//! trailers, connections or HTTP calls. A request's context is dropped in `proxy_on_delete`.
+//! there is no `proxy_on_done` (abmesh has nothing to do there) and no callback for response
+//! bodies, trailers, connections or HTTP calls. Request bodies are read for OFREP
+//! evaluations (`ofrep`), which the filter answers itself. A request's context is dropped in
+//! `proxy_on_delete`.
 //!
 //! The SDK's dispatcher (proxy-wasm 0.2.5) is not used: it keeps contexts in SipHash maps
 //! behind boxed trait objects, `panic!`s on an unknown context id (a trap, so 503 for every
@@ -116,17 +118,39 @@ pub extern "C" fn proxy_on_tick(root_context_id: u32) {
     });
 }
 
-/// `Continue`: abmesh never pauses a request.
+/// `Continue`: the request goes on (abmesh pauses only an OFREP evaluation it answers).
 const CONTINUE: u32 = 0;
+/// `Pause`: on headers, wait; on a body chunk, buffer it (an OFREP evaluation's body).
+const PAUSE: u32 = 1;
 
 #[no_mangle]
-pub extern "C" fn proxy_on_request_headers(context_id: u32, _headers: usize, _end: u32) -> u32 {
-    with_vm((), |vm| {
-        if let Some(request) = vm.requests.get_mut(&context_id) {
-            request.on_request_headers();
-        }
+pub extern "C" fn proxy_on_request_headers(context_id: u32, _headers: usize, end: u32) -> u32 {
+    let waits = with_vm(false, |vm| {
+        vm.requests
+            .get_mut(&context_id)
+            .is_some_and(|request| request.on_request_headers(end != 0))
     });
-    CONTINUE
+    if waits {
+        PAUSE
+    } else {
+        CONTINUE
+    }
+}
+
+/// Only an OFREP evaluation's body is read (the filter answers it); every other request's
+/// body chunk costs one map lookup.
+#[no_mangle]
+pub extern "C" fn proxy_on_request_body(context_id: u32, body_size: usize, end: u32) -> u32 {
+    let holds = with_vm(false, |vm| {
+        vm.requests
+            .get_mut(&context_id)
+            .is_some_and(|request| request.on_request_body(body_size, end != 0))
+    });
+    if holds {
+        PAUSE
+    } else {
+        CONTINUE
+    }
 }
 
 #[no_mangle]

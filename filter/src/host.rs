@@ -36,6 +36,8 @@ pub enum MapType {
 
 /// The ABI's buffer type of the plugin configuration.
 const PLUGIN_CONFIGURATION: u32 = 7;
+/// The ABI's buffer type of the request body.
+const HTTP_REQUEST_BODY: u32 = 0;
 /// The ABI's metric type of a counter.
 const COUNTER: u32 = 0;
 
@@ -95,6 +97,16 @@ extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        additional_headers_map_data: *const u8,
+        additional_headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
 }
 
 const OK: u32 = 0;
@@ -113,11 +125,13 @@ pub enum Call {
     SetProperty,
     DefineMetric,
     IncrementMetric,
+    GetBody,
+    SendLocalResponse,
 }
 
 #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))] // the injector's names
 impl Call {
-    pub const ALL: [Call; 10] = [
+    pub const ALL: [Call; 12] = [
         Call::Log,
         Call::CurrentTime,
         Call::GetHeaders,
@@ -128,6 +142,8 @@ impl Call {
         Call::SetProperty,
         Call::DefineMetric,
         Call::IncrementMetric,
+        Call::GetBody,
+        Call::SendLocalResponse,
     ];
 
     pub fn name(self) -> &'static str {
@@ -142,6 +158,8 @@ impl Call {
             Call::SetProperty => "set_property",
             Call::DefineMetric => "define_metric",
             Call::IncrementMetric => "increment_metric",
+            Call::GetBody => "get_body",
+            Call::SendLocalResponse => "send_local_response",
         }
     }
 }
@@ -310,4 +328,61 @@ pub fn increment_counter(id: u32, offset: i64) -> Result<(), HostError> {
     status(Call::IncrementMetric, || unsafe {
         proxy_increment_metric(id, offset)
     })
+}
+
+/// The first `size` bytes of the buffered request body.
+pub fn request_body(size: usize) -> Result<Vec<u8>, HostError> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut len: usize = 0;
+    // SAFETY: the host fills in a pointer and a length (see `owned`).
+    let st = status(Call::GetBody, || unsafe {
+        proxy_get_buffer_bytes(HTTP_REQUEST_BODY, 0, size, &mut data, &mut len)
+    });
+    match st {
+        // SAFETY: see `owned`.
+        Ok(()) => Ok(unsafe { owned(data, len) }),
+        Err(HostError) => Err(HostError),
+    }
+}
+
+/// Answers the request from the filter: it never reaches the upstream.
+pub fn send_local_response(
+    status_code: u16,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+) -> Result<(), HostError> {
+    let map = serialize_map(headers);
+    let details = b"abmesh_ofrep";
+    // SAFETY: pointers and lengths describe live slices.
+    status(Call::SendLocalResponse, || unsafe {
+        proxy_send_local_response(
+            u32::from(status_code),
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            map.as_ptr(),
+            map.len(),
+            -1,
+        )
+    })
+}
+
+/// A header map as the ABI serializes one: the count, each name's and value's length (u32,
+/// little-endian), then each name and value followed by a NUL.
+fn serialize_map(headers: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    out.extend_from_slice(&len(headers.len()));
+    for (name, value) in headers {
+        out.extend_from_slice(&len(name.len()));
+        out.extend_from_slice(&len(value.len()));
+    }
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.extend_from_slice(value);
+        out.push(0);
+    }
+    out
 }

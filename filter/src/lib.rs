@@ -198,9 +198,18 @@ impl Root {
     }
 }
 
+/// An OFREP evaluation waiting for its body (`abmesh::ofrep`).
+struct OfrepRequest {
+    route: abmesh::ofrep::Route,
+    method: Vec<u8>,
+    if_none_match: Option<Vec<u8>>,
+}
+
 struct Request {
     compiled: Option<Rc<Compiled>>,
     context_id: u32,
+    /// Set when the request is an OFREP evaluation: answered here, never forwarded.
+    ofrep: Option<OfrepRequest>,
     /// What the plan does to the response (`Plan::response_effects`), copied during the
     /// request callback: `(add, name, value)`, `add` for a header beside the message's own.
     response: Vec<(bool, String, String)>,
@@ -222,6 +231,7 @@ impl Request {
         Request {
             compiled,
             context_id,
+            ofrep: None,
             response: Vec::new(),
             assigned: Vec::new(),
             replicated: Vec::new(),
@@ -232,20 +242,57 @@ impl Request {
         }
     }
 
-    fn on_request_headers(&mut self) {
+    /// True when the request was answered here (an OFREP evaluation with nothing to wait
+    /// for): the host stops it.
+    fn on_request_headers(&mut self, end_of_stream: bool) -> bool {
         let Some(compiled) = self.compiled.clone() else {
             // Unreachable in Envoy (a refused configuration creates no filter), but fail open.
-            return;
+            return false;
         };
         #[cfg(feature = "fault-injection")]
         fault::begin(&[], true);
-        if handle_request(&compiled, self).is_err() {
-            compiled.host_failed();
-        }
+        let waits = match handle_request(&compiled, self, end_of_stream) {
+            Ok(waits) => waits,
+            Err(HostError) => {
+                compiled.host_failed();
+                false
+            }
+        };
         #[cfg(feature = "fault-injection")]
         fault::end();
         #[cfg(feature = "count-host-calls")]
         report_host_calls("request");
+        waits
+    }
+
+    /// A chunk of an OFREP evaluation's body arrived (`size`: all buffered so far): true to
+    /// keep buffering; at the end of the stream the evaluation is answered.
+    fn on_request_body(&mut self, size: usize, end_of_stream: bool) -> bool {
+        let (Some(compiled), Some(pending)) = (self.compiled.clone(), self.ofrep.as_ref()) else {
+            return false;
+        };
+        let answer = if size > abmesh::ofrep::MAX_BODY_BYTES {
+            abmesh::ofrep::too_large(&pending.route, size)
+        } else if !end_of_stream {
+            return true;
+        } else {
+            match host::request_body(size) {
+                Ok(body) => answer_ofrep(&compiled.config, pending, &body),
+                Err(HostError) => {
+                    compiled.host_failed();
+                    abmesh::ofrep::Answer {
+                        status: 500,
+                        body: r#"{"errorDetails":"the request body could not be read"}"#.into(),
+                        etag: None,
+                    }
+                }
+            }
+        };
+        self.ofrep = None;
+        if send_answer(&answer).is_err() {
+            compiled.host_failed();
+        }
+        true
     }
 
     fn on_response_headers(&mut self) {
@@ -314,10 +361,92 @@ fn now_ns() -> Result<u64, HostError> {
     host!(host::current_time_ns())
 }
 
-fn handle_request(compiled: &Compiled, ctx: &mut Request) -> Result<(), HostError> {
+/// The answer to an OFREP evaluation, at the host's time (the epoch if the clock fails: the
+/// answer is still the same unit's).
+fn answer_ofrep(config: &Config, pending: &OfrepRequest, body: &[u8]) -> abmesh::ofrep::Answer {
+    let now_ms = now_ns().map_or(0, |n| (n / 1_000_000) as i64);
+    let Some(ofrep) = &config.ofrep else {
+        return abmesh::ofrep::Answer {
+            status: 404,
+            body: r#"{"errorDetails":"OFREP is off"}"#.into(),
+            etag: None,
+        };
+    };
+    abmesh::ofrep::answer(
+        config,
+        ofrep,
+        &pending.route,
+        &pending.method,
+        body,
+        pending.if_none_match.as_deref(),
+        now_ms,
+    )
+}
+
+fn send_answer(answer: &abmesh::ofrep::Answer) -> Result<(), HostError> {
+    let mut headers: Vec<(&str, &[u8])> = vec![("content-type", b"application/json")];
+    if let Some(etag) = &answer.etag {
+        headers.push(("etag", etag.as_bytes()));
+    }
+    if answer.status == 405 {
+        headers.push(("allow", b"POST"));
+    }
+    host!(host::send_local_response(
+        answer.status,
+        &headers,
+        answer.body.as_bytes()
+    ))
+}
+
+/// An OFREP request under `ofrep.path_prefix`: answered at once when it has no body to wait
+/// for (an unknown endpoint, not a POST, no body), else held for its body. True when held.
+fn start_ofrep(
+    config: &Config,
+    ctx: &mut Request,
+    req: &RequestView,
+    end_of_stream: bool,
+) -> Option<Result<bool, HostError>> {
+    let route = abmesh::ofrep::route(config.ofrep.as_ref()?, req.path())?;
+    let pending = OfrepRequest {
+        route,
+        method: req.header(b":method").unwrap_or_default().to_vec(),
+        if_none_match: req.header(b"if-none-match").map(<[u8]>::to_vec),
+    };
+    let waits = !end_of_stream
+        && pending.method == b"POST"
+        && pending.route != abmesh::ofrep::Route::Unknown;
+    if waits {
+        // The headers go on (proxy-wasm hosts turn a paused header callback into a stop of
+        // the body too, so the body would never arrive here): the `buffer` filter after
+        // abmesh holds them from the router until the body is complete, and the route's
+        // direct response stands in if it is missing (envoy/envoy.yaml).
+        ctx.ofrep = Some(pending);
+        return Some(Ok(false));
+    }
+    let answer = answer_ofrep(config, &pending, b"");
+    Some(send_answer(&answer).map(|()| true))
+}
+
+fn handle_request(
+    compiled: &Compiled,
+    ctx: &mut Request,
+    end_of_stream: bool,
+) -> Result<bool, HostError> {
     let config = &compiled.config;
     let buffer = host!(host::request_header_buffer())?;
     let req = RequestView::from_pairs(parse_header_map(&buffer).ok_or(HostError)?);
+    if let Some(handled) = start_ofrep(config, ctx, &req, end_of_stream) {
+        return handled;
+    }
+    handle_assignment(compiled, ctx, &req).map(|()| false)
+}
+
+fn handle_assignment(
+    compiled: &Compiled,
+    ctx: &mut Request,
+    req: &RequestView,
+) -> Result<(), HostError> {
+    let config = &compiled.config;
     #[cfg(feature = "trap-on-header")]
     if req.header(b"x-abmesh-trap").is_some() {
         // A deliberate VM trap, standing in for any bug that could crash the VM.
@@ -332,16 +461,16 @@ fn handle_request(compiled: &Compiled, ctx: &mut Request) -> Result<(), HostErro
         return Ok(());
     }
     if !stage::runs(Stage::Evaluate) {
-        core::hint::black_box(abmesh::assign::resolve_units(config, &req));
+        core::hint::black_box(abmesh::assign::resolve_units(config, req));
         return Ok(());
     }
     let now_ns = now_ns()?;
     if !stage::runs(Stage::Render) {
         let now_ms = (now_ns / 1_000_000) as i64;
-        core::hint::black_box(abmesh::evaluate(config, &req, now_ms));
+        core::hint::black_box(abmesh::evaluate(config, req, now_ms));
         return Ok(());
     }
-    let (plan, eval) = Plan::at(config, &req, now_ns, ctx.context_id);
+    let (plan, eval) = Plan::at(config, req, now_ns, ctx.context_id);
     if !stage::runs(Stage::SetHeaders) {
         core::hint::black_box((&plan, &eval));
         return Ok(());

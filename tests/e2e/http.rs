@@ -54,6 +54,21 @@ impl Client {
     }
 
     pub fn send(&mut self, method: &[u8], path: &[u8], headers: &[(&str, &[u8])]) -> Response {
+        self.send_body(method, path, headers, None)
+    }
+
+    /// A request with a body (`content-length` is added).
+    pub fn post(&mut self, path: &[u8], headers: &[(&str, &[u8])], body: &[u8]) -> Response {
+        self.send_body(b"POST", path, headers, Some(body))
+    }
+
+    fn send_body(
+        &mut self,
+        method: &[u8],
+        path: &[u8],
+        headers: &[(&str, &[u8])],
+        body: Option<&[u8]>,
+    ) -> Response {
         let mut req = Vec::new();
         req.extend_from_slice(method);
         req.push(b' ');
@@ -68,7 +83,13 @@ impl Client {
             req.extend_from_slice(v);
             req.extend_from_slice(b"\r\n");
         }
+        if let Some(b) = body {
+            req.extend_from_slice(format!("content-length: {}\r\n", b.len()).as_bytes());
+        }
         req.extend_from_slice(b"\r\n");
+        if let Some(b) = body {
+            req.extend_from_slice(b);
+        }
         // One retry: a kept-alive connection may have been closed by the server meanwhile.
         for attempt in 0..2 {
             match self.try_send(&req) {

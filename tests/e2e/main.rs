@@ -14,6 +14,7 @@ mod http;
 mod istio;
 mod limits;
 mod load;
+mod ofrep;
 mod otel;
 mod progressive;
 mod records;
