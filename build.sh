@@ -288,6 +288,18 @@ REQ
     || die "$(.venv/bin/otelcol-contrib --version) is not the pinned Collector"
 }
 
+# tests/e2e/ofrep_client's npm packages (an OpenFeature application with the official OFREP
+# provider), from its lock file.
+ensure_ofrep_client() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    say "installing Node.js and npm (Debian packages: the OFREP client test)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm \
+      || { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; }
+  fi
+  [ -d tests/e2e/ofrep_client/node_modules/@openfeature/ofrep-provider ] \
+    || (cd tests/e2e/ofrep_client && npm ci --no-audit --no-fund --silent)
+}
+
 # A Debian package's command, installed when missing.
 ensure_command() {
   local cmd=$1 pkg=$2 why=$3
@@ -344,6 +356,7 @@ run_tests() {
   ensure_command skopeo skopeo "a real OCI client: push and pull the image"
   ensure_istio_python
   ensure_otelcol
+  ensure_ofrep_client
   cargo test -p abmesh --features e2e --test e2e
   say "statistics against independent implementations (statsmodels, SciPy)"
   ensure_reference_python
