@@ -268,7 +268,19 @@ impl Request {
     /// A chunk of an OFREP evaluation's body arrived (`size`: all buffered so far): true to
     /// keep buffering; at the end of the stream the evaluation is answered.
     fn on_request_body(&mut self, size: usize, end_of_stream: bool) -> bool {
-        let (Some(compiled), Some(pending)) = (self.compiled.clone(), self.ofrep.as_ref()) else {
+        let (Some(compiled), true) = (self.compiled.clone(), self.ofrep.is_some()) else {
+            return false;
+        };
+        #[cfg(feature = "fault-injection")]
+        fault::begin(&self.faults, false);
+        let held = self.answer_body(&compiled, size, end_of_stream);
+        #[cfg(feature = "fault-injection")]
+        fault::end();
+        held
+    }
+
+    fn answer_body(&mut self, compiled: &Compiled, size: usize, end_of_stream: bool) -> bool {
+        let Some(pending) = self.ofrep.as_ref() else {
             return false;
         };
         let answer = if size > abmesh::ofrep::MAX_BODY_BYTES {
@@ -289,8 +301,10 @@ impl Request {
             }
         };
         self.ofrep = None;
+        // Unanswered, the request goes on to the route's own answer rather than hang.
         if send_answer(&answer).is_err() {
             compiled.host_failed();
+            return false;
         }
         true
     }
@@ -407,6 +421,10 @@ fn start_ofrep(
     end_of_stream: bool,
 ) -> Option<Result<bool, HostError>> {
     let route = abmesh::ofrep::route(config.ofrep.as_ref()?, req.path())?;
+    #[cfg(feature = "fault-injection")]
+    {
+        ctx.faults = fault::requested(req.header(b"x-abmesh-fault"));
+    }
     let pending = OfrepRequest {
         route,
         method: req.header(b":method").unwrap_or_default().to_vec(),
@@ -423,6 +441,7 @@ fn start_ofrep(
         ctx.ofrep = Some(pending);
         return Some(Ok(false));
     }
+    // Unanswered (the host refused), the request goes on to the route's own answer.
     let answer = answer_ofrep(config, &pending, b"");
     Some(send_answer(&answer).map(|()| true))
 }

@@ -212,7 +212,9 @@ fn base_id() -> u32 {
 }
 
 #[derive(Clone, Copy)]
-enum Upstream {
+enum Upstream<'w> {
+    /// The echo upstream, with this module instead of dist/abmesh.wasm.
+    EchoWith(f64, &'w Path),
     /// Spawn the echo upstream, its treatment cluster failing this fraction of requests.
     Echo(f64),
     /// Forward to this port.
@@ -246,13 +248,18 @@ impl Envoy {
         Self::start_with(plugin_config, concurrency, Upstream::Echo(treatment_fail))
     }
 
+    /// As `start`, running `wasm` (a test build) instead of dist/abmesh.wasm.
+    pub fn start_module(plugin_config: Option<&str>, wasm: &Path) -> Envoy {
+        Self::start_with(plugin_config, 1, Upstream::EchoWith(0.0, wasm))
+    }
+
     /// An Envoy whose two clusters both forward to `port` (another Envoy: a tier in front of
     /// it), with no echo upstream of its own.
     pub fn start_in_front_of(plugin_config: Option<&str>, port: u16) -> Envoy {
         Self::start_with(plugin_config, 1, Upstream::Port(port))
     }
 
-    fn start_with(plugin_config: Option<&str>, concurrency: u32, upstream: Upstream) -> Envoy {
+    fn start_with(plugin_config: Option<&str>, concurrency: u32, upstream: Upstream<'_>) -> Envoy {
         for _ in 0..2 {
             match Self::try_start(plugin_config, concurrency, upstream) {
                 Ok(e) => return e,
@@ -267,19 +274,24 @@ impl Envoy {
     fn try_start(
         plugin_config: Option<&str>,
         concurrency: u32,
-        upstream: Upstream,
+        upstream: Upstream<'_>,
     ) -> Result<Envoy, String> {
         let dir = scratch_dir("envoy");
         let mut ports = Ports::free();
         let echo = match upstream {
-            Upstream::Echo(fail) => Some(spawn_echo(&ports, fail)),
+            Upstream::Echo(fail) | Upstream::EchoWith(fail, _) => Some(spawn_echo(&ports, fail)),
             Upstream::Port(p) => {
                 ports.control = p;
                 ports.treatment = p;
                 None
             }
         };
-        let yaml = render(&ports, &dir.join("access.log"), plugin_config);
+        let mut yaml = render(&ports, &dir.join("access.log"), plugin_config);
+        if let Upstream::EchoWith(_, wasm) = upstream {
+            let shipped = format!("filename: {}", wasm_path().display());
+            assert!(yaml.contains(&shipped));
+            yaml = yaml.replacen(&shipped, &format!("filename: {}", wasm.display()), 1);
+        }
         std::fs::write(dir.join("envoy.yaml"), yaml).unwrap();
         let envoy = spawn_envoy(&dir.join("envoy.yaml"), concurrency, &dir.join("envoy.log"));
         let mut e = Envoy {

@@ -48,8 +48,10 @@ fn dictionary(client: &mut Client, id: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The responses of POSTs to the spec's endpoints, for the OpenAPI check.
-static RECORDED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+thread_local! {
+    /// The responses of this test's POSTs to the spec's endpoints, for the OpenAPI check.
+    static RECORDED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 fn evaluate(
     client: &mut Client,
@@ -63,7 +65,7 @@ fn evaluate(
     if path.contains("/evaluate/flags") {
         let line =
             json!({"path": path, "status": r.status, "body": String::from_utf8_lossy(&r.body)});
-        RECORDED.lock().unwrap().push(line.to_string());
+        RECORDED.with(|r| r.borrow_mut().push(line.to_string()));
     }
     r
 }
@@ -225,7 +227,7 @@ fn ofrep_evaluations_give_the_meshs_variants_never_reach_the_upstream_and_refuse
         .all(|l| l["exposure"].is_null() && l["assignments"].is_null()));
     assert!(!envoy.log().contains("panicked") && !envoy.log().contains("Function: proxy_on"));
     // 200 × (single, bulk, 304) and the spec endpoints' errors, against the OpenAPI document.
-    let recorded = RECORDED.lock().unwrap().clone();
+    let recorded = RECORDED.with(|r| r.borrow().clone());
     assert_eq!(recorded.len(), 200 * 3 + 4);
     let summary = validate_against_openapi(&recorded);
     assert!(summary.starts_with("604 responses valid"), "{summary}");
@@ -306,4 +308,77 @@ fn an_openfeature_client_with_the_ofrep_provider_gets_the_meshs_variants_for_100
         .collect();
     let summary = validate_against_openapi(&lines);
     assert!(summary.starts_with("2000 responses valid"), "{summary}");
+}
+
+/// The test build that fails the host calls a request names in `x-abmesh-fault`.
+fn faults_module() -> std::path::PathBuf {
+    let wasm = repo().join("dist/test/abmesh-faults.wasm");
+    assert!(
+        wasm.exists(),
+        "{} is missing: ./build.sh test builds it",
+        wasm.display()
+    );
+    wasm
+}
+
+#[test]
+fn an_evaluation_whose_host_calls_fail_is_answered_by_the_route_never_hangs_and_is_counted() {
+    let envoy = Envoy::start_module(Some(&config()), &faults_module());
+    let mut client = Client::new(envoy.ports.listener);
+    let body = r#"{"context": {"targetingKey": "u-1"}}"#;
+    let errors = |e: &Envoy| {
+        crate::harness::metric(&e.prometheus(), "abmesh_errors_total", r#"kind="host""#)
+    };
+    let before = errors(&envoy);
+    // The body cannot be read: a 500 in the spec's general error shape.
+    let r = evaluate(
+        &mut client,
+        "/ofrep/v1/evaluate/flags/checkout-v2",
+        body,
+        &[("x-abmesh-fault", b"get_body")],
+    );
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            500,
+            json!({"errorDetails": "the request body could not be read"})
+        )
+    );
+    // The answer cannot be sent: the request goes on to the route's own answer, at once.
+    let started = std::time::Instant::now();
+    let r = evaluate(
+        &mut client,
+        "/ofrep/v1/evaluate/flags/checkout-v2",
+        body,
+        &[("x-abmesh-fault", b"send_local_response")],
+    );
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.json(),
+        json!({"errorDetails": "OFREP is not answered here"})
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let r = client.send(
+        b"GET",
+        b"/ofrep/v1/evaluate/flags",
+        &[("x-abmesh-fault", b"send_local_response")],
+    );
+    assert_eq!(r.status, 404);
+    // Counted (published within a second or two), and the VM serves on.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while errors(&envoy) < before + 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "abmesh_errors_total{{kind=\"host\"}} {} after {before}",
+            errors(&envoy)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let ok = evaluate(
+        &mut client,
+        "/ofrep/v1/evaluate/flags/checkout-v2",
+        body,
+        &[],
+    );
+    assert_eq!(ok.status, 200);
 }
