@@ -206,7 +206,7 @@ ensure_fuzz() {
 fuzz() {
   ensure_fuzz
   local t extra
-  for t in config request guard growthbook flagd access_log; do
+  for t in config request guard growthbook flagd access_log ofrep; do
     # The configuration target also starts from every shipped example and benchmark
     # configuration (read in place: no copies to keep in step).
     extra=()
