@@ -258,5 +258,13 @@ fn describe_when(w: &When) -> String {
             parts.push(format!("{kind} {} {c}", text(name)));
         }
     }
+    if !w.any.is_empty() {
+        let alternatives: Vec<String> = w
+            .any
+            .iter()
+            .map(|a| format!("({})", describe_when(a)))
+            .collect();
+        parts.push(format!("any of {}", alternatives.join(" or ")));
+    }
     parts.join("; ")
 }

@@ -18,6 +18,8 @@ pub struct When {
     pub cookies: Vec<(Vec<u8>, Condition)>,
     /// Query-parameter conditions.
     pub query: Vec<(Vec<u8>, Condition)>,
+    /// `any`: one of these must hold as well (empty: no such condition).
+    pub any: Vec<When>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,5 +73,6 @@ impl When {
                 .query
                 .iter()
                 .all(|(n, c)| c.holds(req.query(n).as_deref()))
+            && (self.any.is_empty() || self.any.iter().any(|w| w.matches(req)))
     }
 }

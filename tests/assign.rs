@@ -505,3 +505,42 @@ fn header_conditions_hold_as_documented_for_present_and_absent_values() {
     // Absent: in no list, so `not_in` passes; no prefix or suffix.
     assert_eq!(assigned(None), ["n"]);
 }
+
+#[test]
+fn any_needs_one_of_its_alternatives_beside_every_other_condition() {
+    let c = config(
+        &format!(
+            r#"{{"key": "k", "when": {{"path_prefix": ["/shop"], "any": [
+                 {{"headers": {{"x-country": {{"in": ["CA"]}}}}}},
+                 {{"cookies": {{"plan": {{"in": ["pro"]}}}}, "headers": {{"x-beta": {{"present": true}}}}}}]}}, {AB}}}"#
+        ),
+        "",
+    );
+    let assigned = |path: &[u8], extra: &[(&str, &[u8])]| {
+        let mut headers: Vec<(&str, &[u8])> = vec![("x-user-id", b"u1"), (":path", path)];
+        headers.extend_from_slice(extra);
+        run(&c, &headers, 0).0.assignments.is_some()
+    };
+    assert!(assigned(b"/shop", &[("x-country", b"CA")]));
+    assert!(assigned(
+        b"/shop",
+        &[("cookie", b"plan=pro"), ("x-beta", b"1")]
+    ));
+    assert!(!assigned(b"/shop", &[("cookie", b"plan=pro")]));
+    assert!(!assigned(b"/shop", &[("x-country", b"US")]));
+    assert!(!assigned(b"/home", &[("x-country", b"CA")]));
+    let errors = Config::parse(
+        br#"{"units": {"user": [{"header": "u"}]}, "experiments": [
+          {"key": "a", "when": {"any": []}, "variants": [{"name": "v", "weight": 1}]},
+          {"key": "b", "when": {"any": [{"any": [{}]}]}, "variants": [{"name": "v", "weight": 1}]}]}"#,
+    )
+    .unwrap_err()
+    .errors;
+    assert_eq!(
+        errors,
+        [
+            "experiments[0].when.any: must be a non-empty list of conditions like `when`'s, one of which must hold",
+            "experiments[1].when.any[0]: unknown field \"any\"; expected one of: path_prefix, methods, hosts, headers, cookies, query",
+        ]
+    );
+}

@@ -55,7 +55,7 @@ fn unknown_fields_are_named_wherever_they_are() {
     );
     assert_eq!(
         one_error(&with_experiment(&format!(r#"{{"key": "k", "when": {{"path": ["/"]}}, {AB}}}"#))),
-        "experiments[0].when: unknown field \"path\"; expected one of: path_prefix, methods, hosts, headers, cookies, query"
+        "experiments[0].when: unknown field \"path\"; expected one of: path_prefix, methods, hosts, headers, cookies, query, any"
     );
     assert_eq!(
         one_error(r#"{"units": {"user": [{"header": "x-user-id", "cookie": "uid"}]}}"#),

@@ -2,23 +2,48 @@
 
 use super::*;
 
+const WHEN_FIELDS: [&str; 7] = [
+    "path_prefix",
+    "methods",
+    "hosts",
+    "headers",
+    "cookies",
+    "query",
+    "any",
+];
+
 pub(super) fn compile_when(v: &Value, path: &str, errors: &mut Errors) -> When {
+    compile_when_at(v, path, true, errors)
+}
+
+/// A `when`; `any` (a list of `when`s of which one must hold) only at the top, so a request
+/// is matched against at most one level of alternatives.
+fn compile_when_at(v: &Value, path: &str, top: bool, errors: &mut Errors) -> When {
     let mut when = When::default();
-    let Some(o) = Obj::new(
-        v,
-        path,
-        &[
-            "path_prefix",
-            "methods",
-            "hosts",
-            "headers",
-            "cookies",
-            "query",
-        ],
-        errors,
-    ) else {
+    let fields = if top {
+        &WHEN_FIELDS[..]
+    } else {
+        &WHEN_FIELDS[..6]
+    };
+    let Some(o) = Obj::new(v, path, fields, errors) else {
         return when;
     };
+    if let Some(list) = o.get("any") {
+        let apath = o.path_of("any");
+        match list.as_array() {
+            Some(l) if !l.is_empty() => {
+                when.any = l
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| compile_when_at(w, &index_path(&apath, i), false, errors))
+                    .collect();
+            }
+            _ => errors.push(
+                &apath,
+                "must be a non-empty list of conditions like `when`'s, one of which must hold",
+            ),
+        }
+    }
     let bytes_list = |name: &str, errors: &mut Errors| -> Vec<Vec<u8>> {
         o.get(name)
             .map(|l| string_list(l, &o.path_of(name), errors))

@@ -1,7 +1,7 @@
 //! flagd conditions (JSONLogic with flagd's custom operators) as `when`, where `when` says
 //! exactly the same thing of a request whose context attributes are its headers: `==`/`===`
-//! and `!=`/`!==` with a string, `in` a list of strings, `starts_with`, `ends_with`, `and` of
-//! those and `!` of one that has a negation. An absent attribute is `null` to JSONLogic (no
+//! and `!=`/`!==` with a string, `in` a list of strings, `starts_with`, `ends_with`, `and`,
+//! `or` (`when`'s `any`, one level) and `!` where the negation is expressible. An absent attribute is `null` to JSONLogic (no
 //! string equals it, it is in no list) and absent to `when` (in no list): the two agree.
 
 use serde_json::Value;
@@ -55,9 +55,34 @@ pub fn condition(
             }
             Ok(())
         }
-        ("and", _) => Err(format!(
-            "{expr}: the negation of `and` is an `or`, which `when` has not"
-        )),
+        // Not all of them: one of the negations (De Morgan).
+        ("and", parts) => {
+            let mut alternatives = Vec::new();
+            for p in parts {
+                let mut alt = When::default();
+                condition(p, true, &mut alt, sources)?;
+                alternatives.push(alt);
+            }
+            when.set_any(alternatives)
+                .map_err(|e| format!("{expr}: {e}"))
+        }
+        ("or", parts) if !negate => {
+            let mut alternatives = Vec::new();
+            for p in parts {
+                let mut alt = When::default();
+                condition(p, false, &mut alt, sources)?;
+                alternatives.push(alt);
+            }
+            when.set_any(alternatives)
+                .map_err(|e| format!("{expr}: {e}"))
+        }
+        // None of them: every negation.
+        ("or", parts) => {
+            for p in parts {
+                condition(p, true, when, sources)?;
+            }
+            Ok(())
+        }
         ("!", [inner]) => condition(inner, !negate, when, sources),
         ("==" | "===" | "!=" | "!==", [a, b]) => {
             let (attribute, literal) = match (var(a)?, var(b)?) {
@@ -156,14 +181,39 @@ mod tests {
     }
 
     #[test]
+    fn or_and_the_negation_of_and_become_any() {
+        assert_eq!(
+            translate(json!({"or": [{"==": [{"var": "country"}, "CA"]}, {"ends_with": [{"var": "email"}, "@a.com"]}]}))
+                .unwrap(),
+            json!({"any": [{"headers": {"x-flagd-country": {"in": ["CA"]}}},
+                           {"headers": {"x-flagd-email": {"suffix": "@a.com"}}}]})
+        );
+        assert_eq!(
+            translate(
+                json!({"!": {"and": [{"==": [{"var": "a"}, "x"]}, {"in": [{"var": "b"}, ["y"]]}]}})
+            )
+            .unwrap(),
+            json!({"any": [{"headers": {"x-flagd-a": {"not_in": ["x"]}}}, {"headers": {"x-flagd-b": {"not_in": ["y"]}}}]})
+        );
+        // None of them: each negated.
+        assert_eq!(
+            translate(
+                json!({"!": {"or": [{"==": [{"var": "a"}, "x"]}, {"!=": [{"var": "b"}, "y"]}]}})
+            )
+            .unwrap(),
+            json!({"headers": {"x-flagd-a": {"not_in": ["x"]}, "x-flagd-b": {"in": ["y"]}}})
+        );
+    }
+
+    #[test]
     fn what_when_cannot_say_exactly_is_refused_with_its_reason() {
         for (expr, why) in [
             (json!({"sem_ver": [{"var": "v"}, ">=", "1.0.0"]}), "{\"sem_ver\":[{\"var\":\"v\"},\">=\",\"1.0.0\"]}: `sem_ver` is not expressible in `when`"),
-            (json!({"or": [{"==": [{"var": "a"}, "x"]}]}), "{\"or\":[{\"==\":[{\"var\":\"a\"},\"x\"]}]}: `or` is not expressible in `when`"),
+            (json!({"or": [{"or": [{"==": [{"var": "a"}, "x"]}]}]}), "{\"or\":[{\"or\":[{\"==\":[{\"var\":\"a\"},\"x\"]}]}]}: an `or` inside an `or`: `when`'s `any` nests one level"),
             (json!({"==": [{"var": "age"}, 30]}), "{\"==\":[{\"var\":\"age\"},30]}: compares age with 30, not a string: a header value is a string, so the comparison would not be exact"),
             (json!({"in": ["admin", {"var": "roles"}]}), "{\"in\":[\"admin\",{\"var\":\"roles\"}]}: `in` on an attribute's value is a substring test"),
             (json!({"==": [{"var": "$flagd.flagKey"}, "x"]}), "{\"var\":\"$flagd.flagKey\"}: flagd's own `$flagd.flagKey`, which a request does not carry"),
-            (json!({"!": {"and": [{"==": [{"var": "a"}, "x"]}]}}), "{\"and\":[{\"==\":[{\"var\":\"a\"},\"x\"]}]}: the negation of `and` is an `or`, which `when` has not"),
+            (json!({"!": {"and": [{"starts_with": [{"var": "a"}, "x"]}]}}), "{\"starts_with\":[{\"var\":\"a\"},\"x\"]}: its negation is not in `when`"),
             (json!({"and": [{"==": [{"var": "a"}, "x"]}, {"==": [{"var": "a"}, "y"]}]}), "two conditions on header x-flagd-a (a and a): `when` takes one per value"),
         ] {
             assert_eq!(translate(expr).unwrap_err(), why);

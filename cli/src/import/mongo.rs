@@ -1,7 +1,8 @@
 //! GrowthBook conditions (its MongoDB-like language on attributes) as `when`, where `when`
 //! says exactly the same thing of a request whose attributes are its headers: implicit
 //! equality with a string, `$eq`, `$ne`, `$in`, `$nin` (strings), `$exists`, `$inGroup` /
-//! `$notInGroup` (saved groups of strings, from the payload) and `$and`. GrowthBook treats a
+//! `$notInGroup` (saved groups of strings, from the payload), `$and` and `$or` (`when`'s
+//! `any`, one level). GrowthBook treats a
 //! missing attribute as `undefined`: equal to no string, in no list; `when` treats an absent
 //! header the same way.
 
@@ -36,6 +37,19 @@ pub fn condition(
             for p in parts {
                 condition(p, when, sources, groups)?;
             }
+            continue;
+        }
+        if key == "$or" {
+            let Some(parts) = value.as_array() else {
+                return Err(format!("$or: {value} is not a list"));
+            };
+            let mut alternatives = Vec::new();
+            for p in parts {
+                let mut alt = When::default();
+                condition(p, &mut alt, sources, groups)?;
+                alternatives.push(alt);
+            }
+            when.set_any(alternatives)?;
             continue;
         }
         if key.starts_with('$') {
@@ -149,9 +163,23 @@ mod tests {
     }
 
     #[test]
+    fn or_becomes_any() {
+        assert_eq!(
+            translate(json!({"$or": [{"country": "CA"}, {"plan": {"$in": ["pro"]}, "beta": {"$exists": true}}], "id": {"$ne": "x"}}))
+                .unwrap(),
+            json!({"any": [
+                {"headers": {"x-gb-country": {"in": ["CA"]}}},
+                {"headers": {"x-gb-plan": {"in": ["pro"]}, "x-gb-beta": {"present": true}}}
+            ], "headers": {"x-gb-id": {"not_in": ["x"]}}})
+        );
+    }
+
+    #[test]
     fn what_when_cannot_say_exactly_is_refused_with_its_reason() {
         for (cond, why) in [
-            (json!({"$or": [{"a": "x"}]}), "`$or` is not expressible in `when`"),
+            (json!({"$nor": [{"a": "x"}]}), "`$nor` is not expressible in `when`"),
+            (json!({"$or": [{"a": "x"}], "b": {"$or": 1}}), "b: `$or` is not expressible in `when`"),
+            (json!({"$or": [{"$or": [{"a": "x"}]}]}), "an `or` inside an `or`: `when`'s `any` nests one level"),
             (json!({"age": {"$gt": 30}}), "age: `$gt` is not expressible in `when`"),
             (json!({"age": 30}), "age: compares with 30, not a string: a header value is a string, so the comparison would not be exact"),
             (json!({"name": {"$regex": "^a"}}), "name: `$regex` is not expressible in `when`"),

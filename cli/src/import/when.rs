@@ -48,6 +48,8 @@ impl Cond {
 pub struct When {
     /// (`headers`|`cookies`|`query`, name, attribute, condition), in order added.
     conditions: Vec<(String, String, String, Cond)>,
+    /// `any`: alternatives, one of which must hold (one level, as the configuration allows).
+    any: Vec<When>,
 }
 
 impl When {
@@ -87,22 +89,62 @@ impl When {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.conditions.is_empty()
+        self.conditions.is_empty() && self.any.is_empty()
     }
 
-    /// The negation of a `when` of one condition, if `when` has it.
+    /// Makes `alternatives` this `when`'s `any`; refused when it has one already, or when an
+    /// alternative has its own (`when` nests one level).
+    pub fn set_any(&mut self, alternatives: Vec<When>) -> Result<(), String> {
+        if !self.any.is_empty() {
+            return Err("two alternatives (`or`) in one condition: `when` has one `any`".into());
+        }
+        if alternatives.iter().any(|a| !a.any.is_empty()) {
+            return Err("an `or` inside an `or`: `when`'s `any` nests one level".into());
+        }
+        self.any = alternatives;
+        Ok(())
+    }
+
+    /// The negation of a `when`, if `when` has it: one condition's negation, or for several
+    /// the `any` of their negations (De Morgan).
     pub fn negated(&self) -> Option<When> {
+        if !self.any.is_empty() {
+            return None;
+        }
+        let negate = |(s, n, a, c): &(String, String, String, Cond)| {
+            Some((s.clone(), n.clone(), a.clone(), c.negated()?))
+        };
         match self.conditions.as_slice() {
-            [(s, n, a, c)] => Some(When {
-                conditions: vec![(s.clone(), n.clone(), a.clone(), c.negated()?)],
+            [] => None,
+            [one] => Some(When {
+                conditions: vec![negate(one)?],
+                any: Vec::new(),
             }),
-            _ => None,
+            several => Some(When {
+                conditions: Vec::new(),
+                any: several
+                    .iter()
+                    .map(|c| {
+                        Some(When {
+                            conditions: vec![negate(c)?],
+                            any: Vec::new(),
+                        })
+                    })
+                    .collect::<Option<Vec<_>>>()?,
+            }),
         }
     }
 
-    /// `{"headers": {...}, "cookies": {...}, "query": {...}}` with the sections used.
+    /// `{"headers": {...}, "cookies": {...}, "query": {...}, "any": [...]}` with the sections
+    /// used.
     pub fn json(&self) -> Value {
         let mut out = Map::new();
+        if !self.any.is_empty() {
+            out.insert(
+                "any".into(),
+                Value::Array(self.any.iter().map(When::json).collect()),
+            );
+        }
         for (section, name, _, cond) in &self.conditions {
             let entry = out
                 .entry(section.clone())
