@@ -113,6 +113,15 @@ impl Ctx<'_> {
             return self.split(args, When::default(), None);
         }
         let branches = targeting.get("if").and_then(Value::as_array);
+        // `fractional` as the condition, both branches fixed: each bucket is one branch.
+        if let Some([cond, Value::String(then), Value::String(otherwise)]) =
+            branches.map(Vec::as_slice)
+        {
+            if let Some(args) = fractional(cond) {
+                let args = as_condition(args, then, otherwise)?;
+                return self.split(&args, When::default(), None);
+            }
+        }
         match branches.map(Vec::as_slice) {
             Some([cond, then, rest @ ..]) if rest.len() <= 1 && (fractional(then).is_some() || rest.first().and_then(fractional).is_some()) => {
                 let mut when = When::default();
@@ -313,6 +322,65 @@ impl Ctx<'_> {
         }
         Ok((out, total))
     }
+}
+
+/// JSONLogic's truthiness of a bucket's value.
+fn truthy(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Null => Some(false),
+        Value::Number(n) => Some(n.as_f64() != Some(0.0)),
+        Value::String(s) => Some(!s.is_empty()),
+        _ => None,
+    }
+}
+
+/// The `fractional` arguments of `{"if": [{"fractional": args}, then, otherwise]}` with each
+/// bucket named for the branch its value takes. Buckets of one branch must be one range
+/// (adjacent, buckets of no weight aside); the ranges, and so every unit's branch, are kept.
+fn as_condition(args: &[Value], then: &str, otherwise: &str) -> Result<Vec<Value>, String> {
+    let (head, buckets) = match args.first() {
+        Some(first) if !first.is_array() => (vec![first.clone()], &args[1..]),
+        _ => (Vec::new(), args),
+    };
+    let mut out: Vec<(String, i64)> = Vec::new();
+    for (i, b) in buckets.iter().enumerate() {
+        let at = format!("fractional[{i}] = {}", short(b));
+        let pair = b.as_array().filter(|p| !p.is_empty() && p.len() <= 2);
+        let Some(branch) = pair.and_then(|p| truthy(&p[0])) else {
+            return Err(format!(
+                "{at}: the condition's bucket is not [value, weight]"
+            ));
+        };
+        let weight = match pair.and_then(|p| p.get(1)) {
+            None => 1,
+            Some(w) => match w.as_f64() {
+                Some(w) if w.fract() == 0.0 && w <= f64::from(i32::MAX) => (w as i64).max(0),
+                _ => {
+                    return Err(format!(
+                        "{at}: weight {w} is not an integer up to 2,147,483,647"
+                    ))
+                }
+            },
+        };
+        if weight == 0 {
+            continue;
+        }
+        let name = if branch { then } else { otherwise };
+        let position = out.iter().position(|(n, _)| n == name);
+        match position {
+            Some(p) if p + 1 == out.len() => out[p].1 += weight,
+            Some(_) => {
+                return Err(format!(
+                    "{at}: \"{name}\" again after another branch: its buckets are not one range"
+                ))
+            }
+            None => out.push((name.to_string(), weight)),
+        }
+    }
+    let mut args = head;
+    args.extend(out.into_iter().map(|(n, w)| json!([n, w])));
+    Ok(args)
 }
 
 /// A JSON value cut for a message.
