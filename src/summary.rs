@@ -215,6 +215,26 @@ pub fn describe_at(config: &Config, now_ms: Option<i64>) -> String {
         mode.as_str(),
         mode.gloss().unwrap_or("")
     );
+    if let Some(o) = &config.ofrep {
+        let context: Vec<String> = o
+            .context
+            .iter()
+            .map(|(attribute, source)| {
+                let (kind, name) = match source {
+                    crate::config::Source::Header(n) => ("header", n),
+                    crate::config::Source::Cookie(n) => ("cookie", n),
+                    crate::config::Source::Query(n) => ("query", n),
+                };
+                format!("{attribute} as {kind} {name}")
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "ofrep: answered under {} (context: {})",
+            o.path_prefix,
+            context.join(", ")
+        );
+    }
     let b = limits::bounds(config);
     let _ = writeln!(
         out,

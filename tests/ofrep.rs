@@ -294,3 +294,14 @@ fn ofrep_settings_and_variant_values_are_validated_in_the_usual_words() {
         )]
     );
 }
+
+#[test]
+fn check_says_where_ofrep_is_answered_and_what_the_context_stands_for() {
+    let summary = abmesh::summary::describe(&config());
+    assert!(
+        summary.contains(
+            "ofrep: answered under /ofrep/v1/ (context: country as header x-country, targetingKey as header x-user-id)\n"
+        ),
+        "{summary}"
+    );
+}
