@@ -211,6 +211,8 @@ fuzz() {
     # configuration (read in place: no copies to keep in step).
     extra=()
     [ "$t" = config ] && extra=(../examples ../bench/configs seeds)
+    # The importers also start from the peers' own files.
+    [ "$t" = flagd ] && extra=(../tests/peers/flagd-testbed/evaluator/flags ../tests/peers/flagd-testbed/flags)
     say "fuzzing $t for $1 s"
     mkdir -p "fuzz/corpus/$t"
     (cd fuzz && cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" "${extra[@]}" -- \

@@ -10,7 +10,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(source) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
-    let imported = abmesh_cli::import::flagd(&source);
+    // Both bucketings: the byte count chooses.
+    let options = abmesh_cli::import::FlagdOptions {
+        bucketing: (data.len() % 2 == 1).then_some("v3"),
+        mapping: None,
+    };
+    let imported = abmesh_cli::import::flagd(&source, &options).expect("no mapping, no mapping error");
     for item in &imported.unsupported {
         assert!(item.contains(": "), "an item left out without its reason: {item}");
     }

@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(source) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
-    let imported = abmesh_cli::import::growthbook(&source);
+    let imported = abmesh_cli::import::growthbook(&source, None).expect("no mapping, no mapping error");
     for item in &imported.unsupported {
         assert!(item.contains(": "), "an item left out without its reason: {item}");
     }
