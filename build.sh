@@ -326,6 +326,9 @@ run_tests() {
   for f in count-host-calls trap-on-header bench-without-slis fault-injection; do
     wasm_cargo clippy -p abmesh-filter --features "$f" -- -D warnings
   done
+  say "the fuzz targets compile (their own workspace: fail here, not after the end-to-end tests)"
+  ensure_fuzz
+  (cd fuzz && cargo +nightly fuzz build)
   say "no CLI dependency reaches the filter (cargo tree for wasm32)"
   if wasm_cargo tree -p abmesh-filter -e normal --prefix none | grep -E "^(ureq|rustls|ring|abmesh-cli) "; then
     die "a CLI dependency reaches abmesh-filter (above)"
