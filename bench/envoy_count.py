@@ -28,11 +28,12 @@ def real_binary(envoy):
     return found[0]
 
 
-def count(envoy, bench, batches):
+def count(envoy, bench, batches, body=None):
     """`batches`: lists of (name, filters); each batch is one Envoy (valgrind cannot hold many
     V8 VMs at once: each reserves its guard regions; four wasm listeners load, five did not
     always). Returns {name: basic blocks per request}
-    over *none*, measured in every batch."""
+    over *none*, measured in every batch. `body`: the requests are POSTs with this body
+    (what a request with a body costs) instead of GETs."""
     binary = real_binary(envoy)
     out = {}
     for batch in batches:
@@ -67,7 +68,7 @@ def count(envoy, bench, batches):
             def drive(port, first):
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=900)
                 for i in range(first, first + REQUESTS):
-                    c.request("GET", "/checkout/cart?step=2", headers={
+                    c.request("GET" if body is None else "POST", "/checkout/cart?step=2", body=body, headers={
                         "x-user-id": "user-%d" % i, "cookie": "theme=dark; did=device-%d" % (i % 5000),
                         "user-agent": "wrk"})
                     r = c.getresponse()
