@@ -49,39 +49,23 @@ pub fn condition(
         return Err(format!("{expr}: not a condition"));
     };
     match (op, args.as_slice()) {
-        ("and", parts) if !negate => {
+        // De Morgan: `and`, or a negated `or`, needs every part (each negated for the `or`);
+        // `or`, or a negated `and`, one of them: `when`'s `any`.
+        ("and" | "or", parts) if (op == "and") != negate => {
             for p in parts {
-                condition(p, false, when, sources)?;
+                condition(p, negate, when, sources)?;
             }
             Ok(())
         }
-        // Not all of them: one of the negations (De Morgan).
-        ("and", parts) => {
+        ("and" | "or", parts) => {
             let mut alternatives = Vec::new();
             for p in parts {
                 let mut alt = When::default();
-                condition(p, true, &mut alt, sources)?;
+                condition(p, negate, &mut alt, sources)?;
                 alternatives.push(alt);
             }
             when.set_any(alternatives)
                 .map_err(|e| format!("{expr}: {e}"))
-        }
-        ("or", parts) if !negate => {
-            let mut alternatives = Vec::new();
-            for p in parts {
-                let mut alt = When::default();
-                condition(p, false, &mut alt, sources)?;
-                alternatives.push(alt);
-            }
-            when.set_any(alternatives)
-                .map_err(|e| format!("{expr}: {e}"))
-        }
-        // None of them: every negation.
-        ("or", parts) => {
-            for p in parts {
-                condition(p, true, when, sources)?;
-            }
-            Ok(())
         }
         ("!", [inner]) => condition(inner, !negate, when, sources),
         ("==" | "===" | "!=" | "!==", [a, b]) => {
